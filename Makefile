@@ -1,0 +1,33 @@
+# Datanet Lab front door. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+# The torch build installed first; override e.g. `make run TORCH=torch` (after `make clean-venv`).
+TORCH ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.datanet-lab-installed
+
+.PHONY: help install run test bench clean-venv
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(STAMP) ## create .venv and install torch, then the project with its dev extras
+
+run: $(STAMP) ## run the default papermill batch on the digits Datanet into results/
+	$(BIN)/datanet-lab run
+
+test: $(STAMP) ## run the whole test suite, nbval over notebooks/ included
+	$(BIN)/python -m pytest
+
+bench: $(STAMP) ## print the benchmarks' figures
+	@for b in benchmarks/*_bench.py; do $(BIN)/python $$b || exit 1; done
+
+clean-venv: ## remove the virtualenv (needed after changing TORCH)
+	rm -rf $(VENV)
