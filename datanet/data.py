@@ -1,0 +1,122 @@
+"""Load a source table: one of scikit-learn's bundled datasets, or the user's CSV/Parquet file.
+
+A :class:`Table` keeps each row's raw feature values (``dtype=object`` for files, so a text cell
+stays text) because judging rows is the validators' job, not the loader's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets as sk_datasets
+from sklearn.model_selection import train_test_split
+
+from datanet.errors import DataSourceError
+
+BUILTIN_DATASETS: dict[str, Callable[[], Any]] = {
+    "digits": sk_datasets.load_digits,
+    "wine": sk_datasets.load_wine,
+    "breast_cancer": sk_datasets.load_breast_cancer,
+}
+IMAGE_SHAPES = {"digits": (8, 8)}
+FILE_SUFFIXES = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
+
+
+@dataclass(frozen=True)
+class Table:
+    """A loaded source: ``features`` (n_rows, n_features) raw values and ``labels`` (n_rows,).
+
+    ``label_set`` is the sorted set of valid labels; a label's class index is its position.
+    ``image_shape`` is set when rows are flattened images (digits: 8×8).
+    """
+
+    name: str
+    features: np.ndarray
+    labels: np.ndarray
+    feature_names: tuple[str, ...]
+    label_set: tuple
+    image_shape: tuple[int, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def valid_rows(self) -> np.ndarray:
+        """Boolean mask (n_rows,) of rows whose features are all finite numbers and label valid."""
+        numeric = pd.DataFrame(self.features).apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        finite = np.isfinite(numeric).all(axis=1)
+        in_set = pd.Series(self.labels).isin(self.label_set).to_numpy()
+        return finite & in_set
+
+
+def load_table(dataset: str, label_column: str = "") -> Table:
+    """Load ``dataset``: a bundled name (``digits``, ``wine``, ``breast_cancer``) or a file path.
+
+    Raises:
+        DataSourceError: an unknown name, a missing or unreadable file, a missing label column.
+    """
+    if dataset in BUILTIN_DATASETS:
+        bunch = BUILTIN_DATASETS[dataset]()
+        return Table(
+            name=dataset,
+            features=np.asarray(bunch.data, dtype=np.float64),
+            labels=np.asarray(bunch.target),
+            feature_names=tuple(str(n) for n in bunch.feature_names),
+            label_set=tuple(sorted(np.unique(bunch.target).tolist())),
+            image_shape=IMAGE_SHAPES.get(dataset),
+        )
+    path = Path(dataset)
+    if path.suffix.lower() not in FILE_SUFFIXES:
+        raise DataSourceError(
+            f"unknown dataset {dataset!r}: expected one of {sorted(BUILTIN_DATASETS)} "
+            f"or a path ending in {sorted(FILE_SUFFIXES)}"
+        )
+    return _load_file(path, label_column)
+
+
+def _load_file(path: Path, label_column: str) -> Table:
+    if not path.is_file():
+        raise DataSourceError(f"dataset file not found: {path}")
+    try:
+        frame = FILE_SUFFIXES[path.suffix.lower()](path)
+    except Exception as exc:  # pandas/pyarrow raise many types for a corrupt or foreign file
+        raise DataSourceError(f"cannot read dataset file {path}: {type(exc).__name__}: {exc}") from exc
+    if not label_column:
+        raise DataSourceError(f"label_column is required for a file dataset ({path}); columns: {list(frame.columns)}")
+    if label_column not in frame.columns:
+        raise DataSourceError(f"label column {label_column!r} not in {path}; columns: {list(frame.columns)}")
+    if len(frame) == 0 or frame.shape[1] < 2:
+        raise DataSourceError(f"dataset file {path} needs at least one row and one feature column besides {label_column!r}")
+    labels = frame[label_column].to_numpy(dtype=object)
+    label_set = tuple(sorted({label for label in labels if not pd.isna(label)}, key=str))
+    features = frame.drop(columns=[label_column])
+    return Table(
+        name=path.stem,
+        features=features.to_numpy(dtype=object),
+        labels=labels,
+        feature_names=tuple(str(c) for c in features.columns),
+        label_set=label_set,
+    )
+
+
+def split_test(table: Table, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (pool, test): a stratified held-out test set drawn from the valid rows only.
+
+    Every invalid row stays in the pool, where contributors submit it and validators reject it.
+    """
+    valid = np.flatnonzero(table.valid_rows())
+    if len(valid) < 2 * len(table.label_set):
+        raise DataSourceError(
+            f"dataset {table.name!r} has {len(valid)} valid rows: too few to hold out a test set "
+            f"over {len(table.label_set)} labels"
+        )
+    labels = pd.Series(table.labels[valid]).astype(str).to_numpy()
+    counts = pd.Series(labels).value_counts()
+    stratify = labels if counts.min() >= 2 else None
+    pool_valid, test = train_test_split(valid, test_size=test_fraction, random_state=seed, stratify=stratify)
+    pool = np.sort(np.concatenate([pool_valid, np.setdiff1d(np.arange(len(table)), valid)]))
+    return pool, np.sort(test)

@@ -1,0 +1,48 @@
+"""Contributor scenarios: which contributor behaves how, from a spec such as ``honest:6,noisy:2``."""
+
+from __future__ import annotations
+
+from datanet.errors import ScenarioError
+
+BEHAVIOURS = ("honest", "noisy", "duplicate", "out_of_domain", "malformed")
+"""honest: submits its share as is; noisy: flips labels at ``noise_rate``; duplicate: resubmits
+another contributor's samples under its own id (a sybil); out_of_domain: submits its share
+reflected across the feature range; malformed: submits rows that break the schema."""
+
+
+def contributor_ids(n_contributors: int) -> list[str]:
+    """Stable ids ``c00``, ``c01``, ...; they sort in creation order."""
+    width = max(2, len(str(n_contributors - 1)))
+    return [f"c{i:0{width}d}" for i in range(n_contributors)]
+
+
+def parse_scenario(spec: str, n_contributors: int) -> dict[str, str]:
+    """Map each contributor id to its behaviour, in the spec's order.
+
+    ``"honest:6,noisy:2,duplicate:1,out_of_domain:1"`` with ``n_contributors=10`` gives
+    ``c00``-``c05`` honest, ``c06``-``c07`` noisy, ``c08`` duplicate, ``c09`` out_of_domain.
+
+    Raises:
+        ScenarioError: an unknown behaviour, a malformed or repeated part, counts that do not sum
+            to ``n_contributors``, or only duplicates (they need someone to copy).
+    """
+    if n_contributors < 1:
+        raise ScenarioError(f"n_contributors must be >= 1, got {n_contributors}")
+    counts: dict[str, int] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        name, sep, count = part.partition(":")
+        if not sep or not count.strip().isdigit():
+            raise ScenarioError(f"scenario part {part!r} in {spec!r} is not of the form behaviour:count")
+        name = name.strip()
+        if name not in BEHAVIOURS:
+            raise ScenarioError(f"unknown behaviour {name!r} in scenario {spec!r}; expected one of {list(BEHAVIOURS)}")
+        if name in counts:
+            raise ScenarioError(f"behaviour {name!r} appears twice in scenario {spec!r}")
+        counts[name] = int(count)
+    total = sum(counts.values())
+    if total != n_contributors:
+        raise ScenarioError(f"scenario {spec!r} names {total} contributors but n_contributors is {n_contributors}")
+    if counts.get("duplicate", 0) == total:
+        raise ScenarioError(f"scenario {spec!r} has only duplicate contributors: nobody to copy from")
+    behaviours = [name for name, count in counts.items() for _ in range(count)]
+    return dict(zip(contributor_ids(n_contributors), behaviours))

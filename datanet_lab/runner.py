@@ -1,0 +1,93 @@
+"""The default batch: execute the numbered notebooks in order with papermill into one run directory.
+
+Parameters are checked before anything is written (unknown names, wrong types, bad values). The
+run is executed in ``OUT/.partial-<run_id>`` and renamed to ``OUT/<run_id>`` only when every
+notebook succeeded, so a run directory is never half-written; a failed run is kept as
+``OUT/<run_id>.failed`` with its executed notebooks for inspection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import papermill
+import yaml
+
+from datanet import BUILTIN_DATASETS, DatanetError
+from datanet_lab.params import DEFAULTS, RUN_DIR, ParameterError, check
+
+log = logging.getLogger(__name__)
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = ("01_build_datanet.ipynb", "02_train.ipynb", "03_attribute.ipynb", "04_ledger_and_payouts.ipynb")
+
+
+class RunFailed(DatanetError):
+    """A notebook of the batch raised; the partial run is kept for inspection."""
+
+
+def declared_parameters(notebook: Path) -> dict[str, Any]:
+    """Names and default source text of a notebook's ``parameters`` cell (papermill's parser)."""
+    return {name: spec["default"] for name, spec in papermill.inspect_notebook(str(notebook)).items()}
+
+
+def run_batch(params: dict[str, Any], out: str | Path = "results", notebook_dir: Path = NOTEBOOK_DIR) -> Path:
+    """Check ``params``, execute every notebook into a new run directory and return its path.
+
+    ``params`` (already typed, e.g. by :func:`datanet_lab.params.coerce`) go to each notebook
+    that declares them; ``results/latest`` is pointed at the finished run.
+    """
+    notebooks = [notebook_dir / name for name in NOTEBOOKS]
+    declared = {nb: declared_parameters(nb) for nb in notebooks}
+    known = set().union(*declared.values()) - {RUN_DIR}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {unknown}: no notebook declares them; known: {sorted(known)}")
+    check(params)
+    full = {**DEFAULTS, **params}
+    if full["dataset"] not in BUILTIN_DATASETS:  # a file path: notebooks run in another directory
+        full["dataset"] = str(Path(full["dataset"]).resolve())
+    out = Path(out)
+    run_id = _new_run_id(out, full)
+    partial = out / f".partial-{run_id}"
+    partial.mkdir(parents=True)
+    (partial / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=True))
+    for notebook in notebooks:
+        given = {k: v for k, v in full.items() if k in declared[notebook]}
+        log.info("executing %s", notebook.name)
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(partial / notebook.name), parameters={**given, RUN_DIR: str(partial.resolve())},
+                kernel_name="python3", cwd=str(notebook_dir), progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as exc:
+            failed = partial.rename(out / f"{run_id}.failed")
+            raise RunFailed(f"{notebook.name} failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue} "
+                            f"(executed notebook kept in {failed})") from exc
+    final = partial.rename(out / run_id)
+    _point_latest(out, run_id)
+    return final
+
+
+def _new_run_id(out: Path, params: dict[str, Any]) -> str:
+    """``YYYYmmddTHHMMSSZ-<params hash>``, with a counter when that name is taken."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+    base = f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{digest}"
+    run_id, n = base, 1
+    while any((out / name).exists() for name in (run_id, f".partial-{run_id}", f"{run_id}.failed")):
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+def _point_latest(out: Path, run_id: str) -> None:
+    """Atomically point ``out/latest`` at ``run_id`` (a relative symlink)."""
+    temporary = out / f".latest-{run_id}"
+    temporary.symlink_to(run_id)
+    os.replace(temporary, out / "latest")
