@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.datanet-lab-installed
 
-.PHONY: help install run test bench clean-venv
+.PHONY: help install run test notebooks bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ run: $(STAMP) ## run the default papermill batch on the digits Datanet into resu
 
 test: $(STAMP) ## run the whole test suite, nbval over notebooks/ included
 	$(BIN)/python -m pytest
+
+notebooks: $(STAMP) ## re-execute notebooks/ in place with default parameters (the outputs nbval checks)
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.record_timing=False notebooks/*.ipynb
 
 bench: $(STAMP) ## print the benchmarks' figures
 	@for b in benchmarks/*_bench.py; do $(BIN)/python $$b || exit 1; done

@@ -6,6 +6,8 @@ positive when a gradient step on the training sample lowers the test loss (a pro
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from captum.influence import TracInCP
@@ -44,5 +46,8 @@ class CaptumTracIn(Attributor):
         if self._tracin is None:
             raise RuntimeError("CaptumTracIn.scores called before fit(task)")
         # Captum answers (n_test, n_train); this package's convention is (n_train, n_test).
-        influence = self._tracin.influence((test_x, test_y), show_progress=False)
+        with warnings.catch_warnings():
+            # Captum turns on requires_grad for its per-sample hooks and warns each batch that it did.
+            warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+            influence = self._tracin.influence((test_x, test_y), show_progress=False)
         return influence.detach().double().numpy().T.copy()

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless by default; Jupyter's inline backend still displays returned figures
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 BEHAVIOUR_COLOURS = {
     "honest": "#4477aa",
@@ -85,7 +82,7 @@ def top_influential(samples: pd.DataFrame, train_x: np.ndarray, behaviours: pd.S
         ax.set(xlabel="TracIn credit (mean influence on test loss; + = helped)", title="Most helpful and harmful training samples")
         fig.tight_layout()
         return fig
-    fig, axes = plt.subplots(2, k, figsize=(1.7 * k, 4.2))
+    fig, axes = plt.subplots(2, k, figsize=(1.8 * k, 4.8))
     for row, (title, indices) in enumerate(picks.items()):
         for col, i in enumerate(indices):
             ax = axes[row, col]

@@ -1,0 +1,37 @@
+"""Each notebook declares its parameters in a tagged cell, with the batch's defaults."""
+
+import ast
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from datanet_lab.params import DEFAULTS, RUN_DIR
+from datanet_lab.runner import NOTEBOOK_DIR, NOTEBOOKS, declared_parameters
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_uses_the_batch_defaults(name):
+    declared = declared_parameters(NOTEBOOK_DIR / name)
+    assert RUN_DIR in declared
+    defaults = {k: ast.literal_eval(v) for k, v in declared.items() if k != RUN_DIR}
+    assert defaults == {k: DEFAULTS[k] for k in defaults}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_parameters_cell_is_the_first_code_cell(name):
+    notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    first_code = next(cell for cell in notebook.cells if cell.cell_type == "code")
+    assert "parameters" in first_code.metadata.get("tags", [])
+
+
+def test_every_parameter_is_declared_by_some_notebook():
+    declared = set().union(*(declared_parameters(NOTEBOOK_DIR / n) for n in NOTEBOOKS))
+    assert declared == set(DEFAULTS) | {RUN_DIR}
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_stored_outputs_hold_no_paths_or_timings(name):
+    text = Path(NOTEBOOK_DIR / name).read_text()
+    for leak in ("/tmp/", "/work/", "datanet-lab-", "0x7f"):
+        assert leak not in text, f"{name} stores {leak!r} in its outputs"
