@@ -86,6 +86,8 @@ def _behave(
     labels = table.labels[rows].tolist()
     reasons = [""] * len(rows)
     if behaviour == "noisy":
+        if len(table.label_set) < 2:
+            raise ScenarioError(f"a noisy contributor needs at least 2 labels to flip between; {table.name!r} has {list(table.label_set)}")
         flips = rng.choice(len(rows), size=round(noise_rate * len(rows)), replace=False)
         for i in flips:
             others = [label for label in table.label_set if label != labels[i]]

@@ -6,6 +6,8 @@ stays text) because judging rows is the validators' job, not the loader's.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +49,31 @@ class Table:
 
     def valid_rows(self) -> np.ndarray:
         """Boolean mask (n_rows,) of rows whose features are all finite numbers and label valid."""
-        numeric = pd.DataFrame(self.features).apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        finite = np.isfinite(numeric).all(axis=1)
+        finite = np.array([all(is_finite_number(v) for v in row) for row in self.features], dtype=bool)
         in_set = pd.Series(self.labels).isin(self.label_set).to_numpy()
         return finite & in_set
+
+
+def is_number(value: Any) -> bool:
+    """A real number that is not a bool (``True`` is an int to Python, not a feature value)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    return is_number(value) and math.isfinite(value)
+
+
+def _cell_value(value: Any) -> Any:
+    """A file cell as a number when its text reads as one, else as it is (validators judge it).
+
+    ``read_csv`` makes a whole column text when one cell is text; this undoes that per cell.
+    """
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def load_table(dataset: str, label_column: str = "") -> Table:
@@ -96,7 +119,7 @@ def _load_file(path: Path, label_column: str) -> Table:
     features = frame.drop(columns=[label_column])
     return Table(
         name=path.stem,
-        features=features.to_numpy(dtype=object),
+        features=np.vectorize(_cell_value, otypes=[object])(features.to_numpy(dtype=object)),
         labels=labels,
         feature_names=tuple(str(c) for c in features.columns),
         label_set=label_set,
@@ -117,6 +140,9 @@ def split_test(table: Table, test_fraction: float, seed: int) -> tuple[np.ndarra
     labels = pd.Series(table.labels[valid]).astype(str).to_numpy()
     counts = pd.Series(labels).value_counts()
     stratify = labels if counts.min() >= 2 else None
-    pool_valid, test = train_test_split(valid, test_size=test_fraction, random_state=seed, stratify=stratify)
+    try:
+        pool_valid, test = train_test_split(valid, test_size=test_fraction, random_state=seed, stratify=stratify)
+    except ValueError as exc:  # e.g. fewer test rows than labels to stratify over
+        raise DataSourceError(f"cannot hold out a test set from dataset {table.name!r}: {exc}") from exc
     pool = np.sort(np.concatenate([pool_valid, np.setdiff1d(np.arange(len(table)), valid)]))
     return pool, np.sort(test)

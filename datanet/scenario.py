@@ -31,7 +31,7 @@ def parse_scenario(spec: str, n_contributors: int) -> dict[str, str]:
     counts: dict[str, int] = {}
     for part in (p.strip() for p in spec.split(",")):
         name, sep, count = part.partition(":")
-        if not sep or not count.strip().isdigit():
+        if not sep or not count.strip().isdecimal():
             raise ScenarioError(f"scenario part {part!r} in {spec!r} is not of the form behaviour:count")
         name = name.strip()
         if name not in BEHAVIOURS:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from datanet.contributors import Submission
+from datanet.data import is_number
 
 ACCEPTED = "accepted"
 
@@ -41,7 +41,10 @@ class Decision:
 
 def content_hash(features: Sequence[Any], label: Any) -> str:
     """SHA-256 (hex) of a sample's content: its feature values and label, as JSON text."""
-    text = json.dumps([list(features), label], default=repr, separators=(",", ":"))
+    # Numbers hash by value: 1, 1.0 and -0.0/0.0 are the same content, so a copier cannot
+    # slip past the duplicate check by changing number types.
+    values = [float(v) + 0.0 if is_number(v) else v for v in features]
+    text = json.dumps([values, label], default=repr, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -71,7 +74,7 @@ def _sample_problem(submission: Submission, schema: Schema) -> str | None:
     if len(features) != schema.n_features:
         return f"wrong width: {len(features)} features, expected {schema.n_features}"
     for index, value in enumerate(features):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if not is_number(value):
             return f"schema: feature {index} is {value!r} ({type(value).__name__}), expected a number"
     for index, value in enumerate(features):
         if not math.isfinite(value):

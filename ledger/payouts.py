@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+import numbers
 from fractions import Fraction
 from math import floor, isfinite
 
@@ -41,10 +42,11 @@ def largest_remainder_split(pool: int, weights: Mapping[str, float]) -> dict[str
     for contributor, weight in weights.items():
         if not isfinite(weight) or weight < 0:
             raise LedgerError(f"weight of {contributor!r} must be finite and >= 0, got {weight!r}")
-    exact = {c: Fraction(w) for c, w in weights.items()}
+    exact = {c: Fraction(float(w)) for c, w in weights.items()}
     total = sum(exact.values(), Fraction(0))
     if total == 0:
         raise LedgerError("cannot split a pool by weights that are all zero")
+    pool = int(pool)
     shares = {c: pool * w / total for c, w in exact.items()}
     parts = {c: floor(s) for c, s in shares.items()}
     left_over = pool - sum(parts.values())
@@ -70,7 +72,7 @@ def split_positive_credit(pool: int, credit: Mapping[str, float]) -> PayoutSplit
 
 
 def _check_pool(pool: int) -> None:
-    if isinstance(pool, bool) or not isinstance(pool, int):
+    if isinstance(pool, bool) or not isinstance(pool, numbers.Integral):
         raise LedgerError(f"reward pool must be an integer number of units, got {pool!r}")
     if pool < 0:
         raise LedgerError(f"reward pool must be >= 0 units, got {pool}")

@@ -190,6 +190,13 @@ def _check_record(index: int, kind: str, actor: str, payload: Mapping[str, Any])
     if not isinstance(payload, Mapping):
         raise LedgerError(f"record {index} ({kind}): payload must be a JSON object, got {type(payload).__name__}")
     try:
-        canonical_json(payload)
+        encoded = canonical_json(payload)
     except LedgerError as exc:
         raise LedgerError(f"record {index} ({kind}, actor {actor!r}): {exc}") from exc
+    # A whole float >= 2**53 encodes as an integer that JSON readers cannot take back exactly.
+    try:
+        round_trips = canonical_json(json.loads(encoded)) == encoded
+    except LedgerError:
+        round_trips = False
+    if not round_trips:
+        raise LedgerError(f"record {index} ({kind}, actor {actor!r}): payload does not survive a JSON round trip unchanged")

@@ -1,0 +1,120 @@
+"""Tests for datanet.scenario.parse_scenario and contributor ids."""
+
+from __future__ import annotations
+
+import pytest
+
+from datanet.errors import DatanetError, ScenarioError
+from datanet.scenario import BEHAVIOURS, contributor_ids, parse_scenario
+
+
+def test_documented_example():
+    got = parse_scenario("honest:6,noisy:2,duplicate:1,out_of_domain:1", 10)
+    assert got == {
+        "c00": "honest",
+        "c01": "honest",
+        "c02": "honest",
+        "c03": "honest",
+        "c04": "honest",
+        "c05": "honest",
+        "c06": "noisy",
+        "c07": "noisy",
+        "c08": "duplicate",
+        "c09": "out_of_domain",
+    }
+    assert list(got) == [f"c{i:02d}" for i in range(10)]
+
+
+def test_spec_order_is_kept():
+    got = parse_scenario("malformed:1,honest:2", 3)
+    assert list(got.items()) == [("c00", "malformed"), ("c01", "honest"), ("c02", "honest")]
+
+
+def test_every_behaviour_is_accepted():
+    spec = ",".join(f"{b}:1" for b in BEHAVIOURS)
+    got = parse_scenario(spec, len(BEHAVIOURS))
+    assert list(got.values()) == list(BEHAVIOURS)
+
+
+def test_whitespace_and_zero_counts_are_tolerated():
+    got = parse_scenario(" honest : 2 , noisy:0 , duplicate: 1 ", 3)
+    assert got == {"c00": "honest", "c01": "honest", "c02": "duplicate"}
+
+
+def test_single_contributor():
+    assert parse_scenario("honest:1", 1) == {"c00": "honest"}
+
+
+@pytest.mark.parametrize(
+    "n, first, last",
+    [(1, "c00", "c00"), (10, "c00", "c09"), (100, "c00", "c99"), (101, "c000", "c100"), (1001, "c0000", "c1000")],
+)
+def test_contributor_ids_are_fixed_width_and_sort_in_creation_order(n, first, last):
+    ids = contributor_ids(n)
+    assert len(ids) == n and len(set(ids)) == n
+    assert ids[0] == first and ids[-1] == last
+    assert sorted(ids) == ids
+    assert len({len(i) for i in ids}) == 1
+
+
+def test_scenario_error_is_a_datanet_error():
+    assert issubclass(ScenarioError, DatanetError)
+
+
+@pytest.mark.parametrize("spec", ["honest:2,sneaky:1", "Honest:3", "honest:2,:1"])
+def test_unknown_behaviour(spec):
+    with pytest.raises(ScenarioError, match="unknown behaviour"):
+        parse_scenario(spec, 3)
+
+
+def test_unknown_behaviour_names_the_value():
+    with pytest.raises(ScenarioError, match="'sneaky'"):
+        parse_scenario("honest:2,sneaky:1", 3)
+
+
+@pytest.mark.parametrize(
+    "spec, bad_part",
+    [
+        ("honest", "honest"),
+        ("honest:", "honest:"),
+        ("honest:x", "honest:x"),
+        ("honest:-1", "honest:-1"),
+        ("honest:1.5", "honest:1.5"),
+        ("honest:2:1", "honest:2:1"),
+        ("honest:3,", ""),
+        ("", ""),
+        ("honest=3", "honest=3"),
+    ],
+)
+def test_bad_part(spec, bad_part):
+    with pytest.raises(ScenarioError, match="behaviour:count") as info:
+        parse_scenario(spec, 3)
+    assert repr(bad_part) in str(info.value)
+
+
+def test_superscript_count_is_a_bad_part():
+    with pytest.raises(ScenarioError):
+        parse_scenario("honest:²", 2)
+
+
+def test_repeated_behaviour():
+    with pytest.raises(ScenarioError, match="'honest' appears twice"):
+        parse_scenario("honest:1,noisy:1,honest:1", 3)
+
+
+@pytest.mark.parametrize("spec, n", [("honest:6,noisy:2", 10), ("honest:6,noisy:5", 10), ("honest:0", 1)])
+def test_counts_not_summing(spec, n):
+    with pytest.raises(ScenarioError, match=f"n_contributors is {n}"):
+        parse_scenario(spec, n)
+
+
+@pytest.mark.parametrize("n", [0, -3])
+def test_no_contributors(n):
+    with pytest.raises(ScenarioError, match=str(n)):
+        parse_scenario("honest:1", n)
+
+
+@pytest.mark.parametrize("spec, n", [("duplicate:3", 3), ("duplicate:2,honest:0", 2)])
+def test_only_duplicates(spec, n):
+    with pytest.raises(ScenarioError, match="only duplicate"):
+        parse_scenario(spec, n)

@@ -1,0 +1,407 @@
+"""Tests for ledger.store, ledger.verify, ledger.canonical and ledger.clock.
+
+Tampering is done the way an attacker with the file would: straight through sqlite3, after
+dropping the append-only triggers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+
+import pytest
+
+from ledger import KINDS, Ledger, LedgerError, canonical_json, fixed_clock, system_clock, verify
+from ledger.store import GENESIS_HASH
+
+CLOCK = fixed_clock("2024-05-01T12:00:00+00:00")
+
+RECORDS = [
+    ("contribution", "c00", {"sample_id": "c00-00000", "n": 1}),
+    ("validation", "validator", {"sample_id": "c00-00000", "accepted": True}),
+    ("dataset_version", "builder", {"version": "dv-abc", "n_accepted": 10}),
+    ("training_run", "trainer", {"epochs": 3, "lr": 0.05}),
+    ("payout", "treasury", {"contributor": "c00", "units": 42}),
+]
+
+
+def _hash_by_hand(seq, kind, actor, timestamp, payload, prev_hash) -> str:
+    """SHA-256 of the entry fields as sorted-key compact JSON (equal to RFC 8785 for these values)."""
+    record = {"seq": seq, "kind": kind, "actor": actor, "timestamp": timestamp, "payload": payload, "prev_hash": prev_hash}
+    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@pytest.fixture
+def ledger_path(tmp_path):
+    path = tmp_path / "ledger.db"
+    with Ledger(path, clock=CLOCK) as ledger:
+        ledger.append_many(RECORDS)
+    return path
+
+
+def _tamper(path, *statements):
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("DROP TRIGGER IF EXISTS entries_no_update")
+        conn.execute("DROP TRIGGER IF EXISTS entries_no_delete")
+        for statement, *params in statements:
+            conn.execute(statement, *params)
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------------------
+# Appending and reading.
+
+
+def test_empty_ledger(tmp_path):
+    with Ledger(tmp_path / "l.db") as ledger:
+        assert len(ledger) == 0
+        assert ledger.head() is None
+        assert list(ledger.entries()) == []
+    report = verify(tmp_path / "l.db")
+    assert report.ok and report.entries == 0 and report.head_hash is None
+
+
+def test_append_returns_the_stored_entry(tmp_path):
+    with Ledger(tmp_path / "l.db", clock=CLOCK) as ledger:
+        entry = ledger.append("contribution", "c07", {"b": 2, "a": [1, "x"], "nested": {"z": None, "y": True}})
+        assert entry.seq == 1
+        assert entry.kind == "contribution" and entry.actor == "c07"
+        assert entry.timestamp == "2024-05-01T12:00:00+00:00"
+        assert entry.payload == {"a": [1, "x"], "b": 2, "nested": {"y": True, "z": None}}
+        assert entry.prev_hash == GENESIS_HASH == "0" * 64
+        assert entry.hash == _hash_by_hand(1, "contribution", "c07", entry.timestamp, entry.payload, "0" * 64)
+        assert len(ledger) == 1
+        assert ledger.head() == entry
+        assert list(ledger.entries()) == [entry]
+
+
+def test_append_many_chains_the_hashes(tmp_path):
+    with Ledger(tmp_path / "l.db", clock=CLOCK) as ledger:
+        written = ledger.append_many(RECORDS)
+        more = ledger.append("payout_epoch", "treasury", {"epoch": 1})
+        stored = list(ledger.entries())
+    assert stored == written + [more]
+    assert [e.seq for e in stored] == [1, 2, 3, 4, 5, 6]
+    assert [(e.kind, e.actor, e.payload) for e in stored[:5]] == [(k, a, p) for k, a, p in RECORDS]
+    prev = "0" * 64
+    for e in stored:
+        assert e.prev_hash == prev
+        assert e.hash == _hash_by_hand(e.seq, e.kind, e.actor, e.timestamp, e.payload, e.prev_hash)
+        prev = e.hash
+    assert len({e.hash for e in stored}) == 6
+
+
+def test_entries_by_kind_and_reopening(ledger_path):
+    with Ledger(ledger_path, clock=CLOCK) as ledger:
+        assert len(ledger) == 5
+        assert [e.seq for e in ledger.entries("validation")] == [2]
+        assert list(ledger.entries("payout_epoch")) == []
+        head = ledger.head()
+        assert head.seq == 5 and head.kind == "payout"
+        # Appending after reopening continues the chain.
+        e = ledger.append("payout_epoch", "treasury", {"epoch": 1})
+        assert e.seq == 6 and e.prev_hash == head.hash
+
+
+def test_append_many_of_nothing(tmp_path):
+    with Ledger(tmp_path / "l.db") as ledger:
+        assert ledger.append_many([]) == []
+        assert len(ledger) == 0
+
+
+def test_two_handles_on_one_file_share_one_chain(tmp_path):
+    path = tmp_path / "l.db"
+    with Ledger(path, clock=CLOCK) as a, Ledger(path, clock=CLOCK) as b:
+        a.append("contribution", "c00", {"i": 1})
+        b.append("contribution", "c01", {"i": 2})
+        a.append("contribution", "c02", {"i": 3})
+        assert len(a) == len(b) == 3
+    report = verify(path)
+    assert report.ok and report.entries == 3
+
+
+def test_every_kind_is_accepted(tmp_path):
+    with Ledger(tmp_path / "l.db") as ledger:
+        ledger.append_many([(kind, "someone", {"kind": kind}) for kind in sorted(KINDS)])
+        assert {e.kind for e in ledger.entries()} == KINDS
+
+
+# ---------------------------------------------------------------------------
+# Verification and tampering.
+
+
+def test_verify_ok(ledger_path):
+    report = verify(ledger_path)
+    assert report.ok
+    assert report.entries == 5
+    with Ledger(ledger_path) as ledger:
+        assert report.head_hash == ledger.head().hash
+    assert report.first_bad_seq is None and report.reason is None
+    assert "OK" in str(report)
+
+
+@pytest.mark.parametrize(
+    "statement, params, bad_seq, reason",
+    [
+        ("UPDATE entries SET payload = ? WHERE seq = 3", ('{"n_accepted":11,"version":"dv-abc"}',), 3, "hash mismatch"),
+        ("UPDATE entries SET payload = ? WHERE seq = 2", ('{"accepted": true, "sample_id": "c00-00000"}',), 2, "canonical"),
+        ("UPDATE entries SET payload = ? WHERE seq = 2", ("{not json",), 2, "not valid JSON"),
+        ("UPDATE entries SET actor = 'mallory' WHERE seq = 4", (), 4, "hash mismatch"),
+        ("UPDATE entries SET kind = 'payout' WHERE seq = 1", (), 1, "hash mismatch"),
+        ("UPDATE entries SET timestamp = '2030-01-01T00:00:00+00:00' WHERE seq = 5", (), 5, "hash mismatch"),
+        ("UPDATE entries SET hash = ? WHERE seq = 3", ("f" * 64,), 3, "hash mismatch"),
+        ("UPDATE entries SET prev_hash = ? WHERE seq = 2", ("1" * 64,), 2, "prev_hash"),
+        ("UPDATE entries SET prev_hash = ? WHERE seq = 1", ("1" * 64,), 1, "prev_hash"),
+        ("DELETE FROM entries WHERE seq = 3", (), 4, "sequence number 4 where 3 was expected"),
+        ("DELETE FROM entries WHERE seq = 1", (), 2, "sequence number 2 where 1 was expected"),
+        ("UPDATE entries SET seq = 9 WHERE seq = 5", (), 9, "sequence number 9 where 5 was expected"),
+    ],
+)
+def test_tampering_is_found_at_the_tampered_entry(ledger_path, statement, params, bad_seq, reason):
+    assert verify(ledger_path).ok
+    _tamper(ledger_path, (statement, params))
+    report = verify(ledger_path)
+    assert not report.ok
+    assert report.first_bad_seq == bad_seq
+    assert reason in report.reason
+    assert report.head_hash is None
+    assert f"entry {bad_seq}" in str(report) and "INVALID" in str(report)
+
+
+def test_deleting_the_last_entry_is_invisible_without_an_anchor(ledger_path):
+    # Truncation leaves a valid shorter chain; only an external head hash can catch it.
+    head_before = verify(ledger_path).head_hash
+    _tamper(ledger_path, ("DELETE FROM entries WHERE seq = 5", ()))
+    report = verify(ledger_path)
+    assert report.ok and report.entries == 4 and report.head_hash != head_before
+
+
+def test_swapping_two_entries_is_found(ledger_path):
+    _tamper(
+        ledger_path,
+        ("UPDATE entries SET seq = -2 WHERE seq = 2", ()),
+        ("UPDATE entries SET seq = 2 WHERE seq = 3", ()),
+        ("UPDATE entries SET seq = 3 WHERE seq = -2", ()),
+    )
+    report = verify(ledger_path)
+    assert not report.ok
+    assert report.first_bad_seq == 2
+    assert "prev_hash" in report.reason
+
+
+def test_a_rehashed_edit_breaks_the_next_link(ledger_path):
+    """An attacker who edits entry 3 and recomputes its hash is caught at entry 4."""
+    conn = sqlite3.connect(ledger_path)
+    seq, kind, actor, timestamp, _, prev_hash = conn.execute(
+        "SELECT seq, kind, actor, timestamp, payload, prev_hash FROM entries WHERE seq = 3"
+    ).fetchone()
+    conn.close()
+    forged = {"n_accepted": 1000, "version": "dv-abc"}
+    forged_hash = _hash_by_hand(seq, kind, actor, timestamp, forged, prev_hash)
+    _tamper(
+        ledger_path,
+        ("UPDATE entries SET payload = ?, hash = ? WHERE seq = 3", (json.dumps(forged, separators=(",", ":")), forged_hash)),
+    )
+    report = verify(ledger_path)
+    assert not report.ok
+    assert report.first_bad_seq == 4
+    assert "prev_hash" in report.reason
+
+
+def test_an_inserted_entry_is_found(ledger_path):
+    _tamper(
+        ledger_path,
+        ("INSERT INTO entries VALUES (6, 'payout', 'mallory', 't', '{}', ?, ?)", ("2" * 64, "3" * 64)),
+    )
+    report = verify(ledger_path)
+    assert not report.ok and report.first_bad_seq == 6
+
+
+def test_triggers_refuse_update_and_delete(ledger_path):
+    conn = sqlite3.connect(ledger_path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only: UPDATE refused"):
+            conn.execute("UPDATE entries SET actor = 'mallory' WHERE seq = 2")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only: DELETE refused"):
+            conn.execute("DELETE FROM entries WHERE seq = 2")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only: DELETE refused"):
+            conn.execute("DELETE FROM entries")
+        conn.rollback()
+    finally:
+        conn.close()
+    report = verify(ledger_path)
+    assert report.ok and report.entries == 5
+
+
+# ---------------------------------------------------------------------------
+# Atomic batches.
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (("transfer", "c00", {"x": 1}), "unknown kind 'transfer'"),
+        (("payout", "c00", {"x": float("nan")}), "canonical"),
+        (("payout", "c00", {"x": float("inf")}), "canonical"),
+        (("payout", "c00", {"x": 2**60}), "canonical"),
+        (("payout", "c00", {1: "non-string key"}), "canonical"),
+        (("payout", "c00", {"x": object()}), "canonical"),
+        (("payout", "", {"x": 1}), "actor"),
+        (("payout", None, {"x": 1}), "actor"),
+        (("payout", "c00", [1, 2]), "payload must be a JSON object"),
+        (("payout", "c00", "text"), "payload must be a JSON object"),
+    ],
+)
+def test_a_batch_with_one_bad_record_writes_nothing(ledger_path, bad, match):
+    head_before = verify(ledger_path).head_hash
+    batch = [("contribution", "c01", {"i": 1}), ("contribution", "c02", {"i": 2}), bad, ("contribution", "c03", {"i": 3})]
+    with Ledger(ledger_path, clock=CLOCK) as ledger:
+        with pytest.raises(LedgerError, match=match) as info:
+            ledger.append_many(batch)
+        assert "record 2" in str(info.value)
+        assert len(ledger) == 5
+        # The ledger stays usable.
+        assert ledger.append("contribution", "c01", {"i": 1}).seq == 6
+    report = verify(ledger_path)
+    assert report.ok and report.entries == 6
+
+
+def test_a_failure_midway_through_a_batch_rolls_back(ledger_path):
+    calls = []
+
+    def flaky_clock():
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("clock died")
+        return "2024-05-01T12:00:00+00:00"
+
+    with Ledger(ledger_path, clock=flaky_clock) as ledger:
+        with pytest.raises(RuntimeError, match="clock died"):
+            ledger.append_many([("contribution", f"c{i}", {"i": i}) for i in range(4)])
+        assert len(calls) == 3  # two entries were inserted before the failure...
+        assert len(ledger) == 5  # ...and rolled back
+    with Ledger(ledger_path, clock=CLOCK) as ledger:
+        assert len(ledger) == 5
+    assert verify(ledger_path).ok
+
+
+# ---------------------------------------------------------------------------
+# Clocks.
+
+
+def test_fixed_clock_makes_hashes_reproducible(tmp_path):
+    heads = []
+    for name in ("a.db", "b.db"):
+        with Ledger(tmp_path / name, clock=fixed_clock()) as ledger:
+            ledger.append_many(RECORDS)
+            heads.append(ledger.head())
+    assert heads[0].hash == heads[1].hash
+    assert heads[0].timestamp == "1970-01-01T00:00:00+00:00"
+
+
+def test_system_clock_makes_hashes_differ(tmp_path):
+    heads = []
+    for name in ("a.db", "b.db"):
+        with Ledger(tmp_path / name, clock=system_clock) as ledger:
+            ledger.append_many(RECORDS)
+            heads.append(ledger.head())
+        time.sleep(0.002)
+    assert heads[0].timestamp != heads[1].timestamp
+    assert heads[0].hash != heads[1].hash
+    for head in heads:
+        assert head.timestamp.endswith("+00:00")
+
+
+def test_the_default_clock_is_the_system_clock(tmp_path):
+    with Ledger(tmp_path / "l.db") as ledger:
+        entry = ledger.append("contribution", "c00", {})
+    assert entry.timestamp != "1970-01-01T00:00:00+00:00"
+    assert entry.timestamp.startswith(("20", "21"))
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2024-13-01", ""])
+def test_fixed_clock_refuses_a_malformed_timestamp(bad):
+    with pytest.raises(ValueError):
+        fixed_clock(bad)
+
+
+# ---------------------------------------------------------------------------
+# Files that are not ledgers.
+
+
+def test_verify_missing_file(tmp_path):
+    path = tmp_path / "absent.db"
+    with pytest.raises(LedgerError, match="absent.db"):
+        verify(path)
+    assert not path.exists()
+
+
+def test_verify_non_database_file(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"this is plain text, not SQLite\n" * 200)
+    with pytest.raises(LedgerError, match="notes.db"):
+        verify(path)
+
+
+def test_verify_database_without_entries(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerError, match="other.db"):
+        verify(path)
+
+
+def test_verify_a_directory(tmp_path):
+    folder = tmp_path / "folder.db"
+    folder.mkdir()
+    with pytest.raises(LedgerError, match="folder.db"):
+        verify(folder)
+
+
+def test_opening_a_non_database_file_as_a_ledger(tmp_path):
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"\x00junk" * 1000)
+    with pytest.raises(LedgerError, match="junk.db"):
+        Ledger(path)
+
+
+# ---------------------------------------------------------------------------
+# Canonical JSON.
+
+
+def test_canonical_json_sorts_keys_and_drops_whitespace():
+    value = {"b": 1, "a": [1, 2, {"d": "x", "c": None}], "é": True, "A": False}
+    assert canonical_json(value) == '{"A":false,"a":[1,2,{"c":null,"d":"x"}],"b":1,"é":true}'.encode()
+
+
+def test_canonical_json_numbers():
+    assert canonical_json([1.0, 0.5, -0.0, 1e21, 2**53 - 1]) == b"[1,0.5,0,1e+21,9007199254740991]"
+
+
+def test_canonical_json_is_utf8_without_escapes():
+    assert canonical_json({"k": "ü€"}) == '{"k":"ü€"}'.encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), {"x": float("nan")}, [float("inf")], {"x": -float("inf")}, 2**53, {1: "a"}, {"x": {1, 2}}]
+)
+def test_canonical_json_refuses_what_json_cannot_carry(value):
+    with pytest.raises(LedgerError, match="canonical"):
+        canonical_json(value)
+
+
+def test_a_float_that_cannot_round_trip_is_refused_and_nothing_is_written(tmp_path):
+    path = tmp_path / "l.db"
+    with Ledger(path, clock=CLOCK) as ledger:
+        ledger.append("payout", "treasury", {"units": 1})
+        with pytest.raises(LedgerError, match="round trip"):
+            ledger.append("payout", "treasury", {"units": 1e16})
+        assert len(ledger) == 1
+    assert verify(path).ok
