@@ -1,6 +1,7 @@
 """Shared fixtures: tiny batch parameters that exercise every behaviour in seconds."""
 
 import pytest
+import torch
 
 TINY = {
     "dataset": "wine",
@@ -16,3 +17,15 @@ TINY = {
 def tiny_params() -> dict:
     """A fresh copy of :data:`TINY` (tests may change it)."""
     return dict(TINY)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models on a busy 2-core box: one intra-op thread avoids OpenMP thrashing.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

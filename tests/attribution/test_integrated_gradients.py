@@ -12,12 +12,7 @@ from datanet.models import build_model
 N_FEATURES, N_CLASSES = 5, 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _setup(model_name: str, seed: int = 0):

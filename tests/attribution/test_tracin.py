@@ -19,12 +19,7 @@ N_FEATURES, N_CLASSES = 4, 3
 LEARNING_RATES = (0.1, 0.05, 0.2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,13 +11,7 @@ from datanet.models import Standardize, build_model
 from datanet.training import TrainConfig, load_checkpoint, train
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models on a busy 2-core box: one intra-op thread avoids OpenMP thrashing."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
