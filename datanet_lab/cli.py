@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -32,7 +33,10 @@ def _run(args: argparse.Namespace) -> int:
     params = {name: coerce(name, value) for name, value in args.param}
     run_dir = run_batch(params, out=args.out)
     payouts = pd.read_csv(run_dir / "payouts.csv", keep_default_na=False)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"run written to {run_dir}")
+    print(f"test accuracy {metrics['test_accuracy']:.4f}; ledger: {metrics['ledger']['entries']} entries, "
+          f"head {metrics['ledger']['head_hash']}")
     print(payouts.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 

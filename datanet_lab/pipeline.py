@@ -15,9 +15,11 @@ Run directory layout::
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +66,13 @@ class Run:
 
 def open_run(run_dir: str, **params: Any) -> Run:
     """The run in ``run_dir``; an empty ``run_dir`` (a notebook run on its own) gets a fresh
-    temporary directory. ``params`` are merged over :data:`DEFAULTS`."""
-    directory = Path(run_dir) if run_dir else Path(tempfile.mkdtemp(prefix="datanet-lab-"))
-    directory.mkdir(parents=True, exist_ok=True)
+    temporary directory, deleted at exit. ``params`` are merged over :data:`DEFAULTS`."""
+    if run_dir:
+        directory = Path(run_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+    else:  # removed when the process (the notebook's kernel) exits: nothing is left outside results/
+        directory = Path(tempfile.mkdtemp(prefix="datanet-lab-"))
+        atexit.register(shutil.rmtree, directory, ignore_errors=True)
     return Run(directory, {**DEFAULTS, **params})
 
 
