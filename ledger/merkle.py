@@ -64,6 +64,11 @@ __all__ = [
     "consistency_proof",
     "consistency_proof_from_hashes",
     "verify_consistency",
+    "inclusion_ranges",
+    "consistency_ranges",
+    "perfect_subtrees",
+    "fold_subtrees",
+    "CompactRange",
 ]
 
 HASH_SIZE = 32
@@ -165,27 +170,34 @@ def root(leaves: Sequence[bytes]) -> bytes:
 # --------------------------------------------------------------------------
 
 
-def inclusion_proof_from_hashes(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
-    """Inclusion proof PATH(index, D_n) for leaf ``index`` of the tree of ``leaf_hashes``.
+def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
+    """Leaf ranges ``[lo, hi)`` whose subtree roots form PATH(index, D_size), leaf level first.
 
-    Follows RFC 9162 §2.1.3.1: descend from the root, at each split record the
-    root of the subtree *not* containing ``index``.  Returns at most
-    ceil(log2 n) hashes, leaf level first.  Costs fewer than ``n`` node hashes.
+    Follows RFC 9162 §2.1.3.1: descend from the root, at each split record the subtree *not*
+    containing ``index``.  At most one range is not a perfect subtree (the one ending at
+    ``size``), so a store of perfect-subtree hashes answers a proof in O(log n) look-ups.
     """
-    n = len(leaf_hashes)
-    _check_index(index, n)
-    siblings: list[bytes] = []  # collected root-first, returned leaf-first
-    lo, hi = 0, n
+    _check_index(index, size)
+    ranges: list[tuple[int, int]] = []  # collected root-first, returned leaf-first
+    lo, hi = 0, size
     while hi - lo > 1:
         mid = lo + _split(hi - lo)
         if index < mid:
-            siblings.append(_subtree_root(leaf_hashes, mid, hi))
+            ranges.append((mid, hi))
             hi = mid
         else:
-            siblings.append(_subtree_root(leaf_hashes, lo, mid))
+            ranges.append((lo, mid))
             lo = mid
-    siblings.reverse()
-    return siblings
+    ranges.reverse()
+    return ranges
+
+
+def inclusion_proof_from_hashes(leaf_hashes: Sequence[bytes], index: int) -> list[bytes]:
+    """Inclusion proof PATH(index, D_n) for leaf ``index`` of the tree of ``leaf_hashes``.
+
+    Returns at most ceil(log2 n) hashes, leaf level first.  Costs fewer than ``n`` node hashes.
+    """
+    return [_subtree_root(leaf_hashes, lo, hi) for lo, hi in inclusion_ranges(index, len(leaf_hashes))]
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int) -> list[bytes]:
@@ -261,30 +273,37 @@ def verify_inclusion(
 # --------------------------------------------------------------------------
 
 
-def consistency_proof_from_hashes(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
-    """Consistency proof PROOF(old_size, D_n) between the first ``old_size`` leaves and all of them.
+def consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
+    """Leaf ranges ``[lo, hi)`` whose subtree roots form PROOF(old_size, D_new_size), in wire order.
 
-    Follows SUBPROOF of RFC 9162 §2.1.4.1.  Empty when ``old_size`` is 0 or
-    ``len(leaf_hashes)``.  Costs fewer than ``n`` node hashes.
+    Follows SUBPROOF of RFC 9162 §2.1.4.1; empty when ``old_size`` is 0 or ``new_size``.  As for
+    inclusion, at most one range (the one ending at ``new_size``) is not a perfect subtree.
     """
-    n = len(leaf_hashes)
-    _check_sizes(old_size, n)
-    if old_size == 0 or old_size == n:
+    _check_sizes(old_size, new_size)
+    if old_size == 0 or old_size == new_size:
         return []
     # Iterative SUBPROOF(m, D[lo:hi], b): siblings are appended root-first.
-    siblings: list[bytes] = []
-    m, lo, hi, complete = old_size, 0, n, True
+    siblings: list[tuple[int, int]] = []
+    m, lo, hi, complete = old_size, 0, new_size, True
     while m != hi - lo:
         k = _split(hi - lo)
         if m <= k:
-            siblings.append(_subtree_root(leaf_hashes, lo + k, hi))
+            siblings.append((lo + k, hi))
             hi = lo + k
         else:
-            siblings.append(_subtree_root(leaf_hashes, lo, lo + k))
+            siblings.append((lo, lo + k))
             lo, m, complete = lo + k, m - k, False
-    proof = [] if complete else [_subtree_root(leaf_hashes, lo, hi)]
-    proof.extend(reversed(siblings))
-    return proof
+    ranges = [] if complete else [(lo, hi)]
+    ranges.extend(reversed(siblings))
+    return ranges
+
+
+def consistency_proof_from_hashes(leaf_hashes: Sequence[bytes], old_size: int) -> list[bytes]:
+    """Consistency proof PROOF(old_size, D_n) between the first ``old_size`` leaves and all of them.
+
+    Empty when ``old_size`` is 0 or ``len(leaf_hashes)``.  Costs fewer than ``n`` node hashes.
+    """
+    return [_subtree_root(leaf_hashes, lo, hi) for lo, hi in consistency_ranges(old_size, len(leaf_hashes))]
 
 
 def consistency_proof(leaves: Sequence[bytes], old_size: int) -> list[bytes]:
@@ -342,3 +361,76 @@ def verify_consistency(
         fn >>= 1
         sn >>= 1
     return sn == 0 and fr == bytes(old_root) and sr == bytes(new_root)
+
+
+# --------------------------------------------------------------------------
+# Perfect subtrees and compact ranges (what a store keeps so proofs stay O(log n))
+# --------------------------------------------------------------------------
+
+
+def perfect_subtrees(lo: int, hi: int) -> list[tuple[int, int]]:
+    """Split the RFC subtree over leaves ``[lo, hi)`` into perfect subtrees ``(level, index)``.
+
+    A perfect subtree ``(level, index)`` covers leaves ``[index * 2**level, (index + 1) * 2**level)``.
+    The subtrees come left to right with decreasing size; :func:`fold_subtrees` of their roots
+    is the root of ``[lo, hi)``.  Requires ``lo < hi`` and ``lo`` aligned as in an RFC tree (a
+    multiple of the largest power of two not above ``hi - lo``), which every proof range is.
+    """
+    if not 0 <= lo < hi:
+        raise ValueError(f"leaf range [{lo}, {hi}) is empty or negative")
+    nodes = []
+    while lo < hi:
+        level = (hi - lo).bit_length() - 1
+        if lo % (1 << level):
+            raise ValueError(f"leaf range [{lo}, {hi}) is not aligned as a subtree of an RFC 9162 tree")
+        nodes.append((level, lo >> level))
+        lo += 1 << level
+    return nodes
+
+
+def fold_subtrees(roots: Sequence[bytes]) -> bytes:
+    """Root of adjacent perfect subtrees of decreasing size, given their roots left to right."""
+    result = roots[-1]
+    for left in reversed(roots[:-1]):
+        result = node_hash(left, result)
+    return result
+
+
+class CompactRange:
+    """The right border of a growing tree: one perfect-subtree root per set bit of its size.
+
+    Appending a leaf costs one leaf hash plus, amortised, one node hash, and returns the perfect
+    subtrees it completed (so a store can keep every perfect node); :meth:`root` costs at most
+    ``log2 n`` node hashes.  Start from ``CompactRange(size, border)`` with the border roots of
+    :func:`perfect_subtrees` ``(0, size)`` to continue an existing tree.
+    """
+
+    def __init__(self, size: int = 0, border: Sequence[bytes] = ()) -> None:
+        _check_size("size", size)
+        expected = len(perfect_subtrees(0, size)) if size else 0
+        if len(border) != expected:
+            raise ValueError(f"a tree of size {size} has {expected} border subtrees, got {len(border)}")
+        self.size = size
+        levels = [level for level, _ in perfect_subtrees(0, size)] if size else []
+        self._border: list[tuple[int, bytes]] = list(zip(levels, border))
+
+    def append(self, leaf_hash: bytes) -> list[tuple[int, int, bytes]]:
+        """Add the leaf with hash ``leaf_hash``; return the ``(level, index, hash)`` nodes it completed, itself first."""
+        index = self.size
+        self.size += 1
+        level, current = 0, leaf_hash
+        completed = [(0, index, current)]
+        while self._border and self._border[-1][0] == level:
+            _, left = self._border.pop()
+            current = node_hash(left, current)
+            level += 1
+            index >>= 1
+            completed.append((level, index, current))
+        self._border.append((level, current))
+        return completed
+
+    def root(self) -> bytes:
+        """Root of the tree so far (the empty-tree root for size 0)."""
+        if not self._border:
+            return EMPTY_ROOT
+        return fold_subtrees([h for _, h in self._border])

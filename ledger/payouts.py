@@ -38,7 +38,7 @@ def largest_remainder_split(pool: int, weights: Mapping[str, float]) -> dict[str
         LedgerError: a negative or non-integer pool, a negative or non-finite weight, or weights
             that are all zero.
     """
-    _check_pool(pool)
+    check_pool(pool)
     for contributor, weight in weights.items():
         if not isfinite(weight) or weight < 0:
             raise LedgerError(f"weight of {contributor!r} must be finite and >= 0, got {weight!r}")
@@ -61,7 +61,7 @@ def split_positive_credit(pool: int, credit: Mapping[str, float]) -> PayoutSplit
 
     When no contributor has positive credit the whole pool stays ``unallocated``.
     """
-    _check_pool(pool)
+    check_pool(pool)
     for contributor, value in credit.items():
         if not isfinite(value):
             raise LedgerError(f"credit of {contributor!r} must be finite, got {value!r}")
@@ -71,7 +71,8 @@ def split_positive_credit(pool: int, credit: Mapping[str, float]) -> PayoutSplit
     return PayoutSplit(pool, largest_remainder_split(pool, positive), 0)
 
 
-def _check_pool(pool: int) -> None:
+def check_pool(pool: int) -> None:
+    """Raise :class:`LedgerError` unless ``pool`` is an integer >= 0 (units)."""
     if isinstance(pool, bool) or not isinstance(pool, numbers.Integral):
         raise LedgerError(f"reward pool must be an integer number of units, got {pool!r}")
     if pool < 0:

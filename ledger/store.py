@@ -1,9 +1,15 @@
-"""The SQLite store: an append-only table of hash-chained entries.
+"""The SQLite store: signed, hash-chained entries, their Merkle tree, signed tree heads, public keys.
 
-Each entry has a sequence number (1, 2, ...), a kind, an actor, a timestamp from the injected
-clock, a canonical-JSON payload, the previous entry's hash (64 zeros for the first) and its own
-hash: SHA-256 of the canonical JSON of all of those fields. Triggers refuse UPDATE and DELETE,
-and every append is one ``BEGIN IMMEDIATE`` transaction, so a batch lands whole or not at all.
+Each entry has a sequence number (1, 2, ...; entry ``seq`` is Merkle leaf ``seq - 1``), a kind, an
+actor, a timestamp from the injected clock, a canonical-JSON payload, the actor's Ed25519 signature
+of ``{"actor", "kind", "payload"}``, the previous entry's hash (64 zeros for the first) and its own
+hash: SHA-256 of the entry bytes of :mod:`ledger.encoding`, which are also its Merkle leaf.
+
+Every append batch is one ``BEGIN IMMEDIATE`` transaction that writes the entries, the Merkle
+nodes they complete (:mod:`ledger.tree`) and a tree head signed by the log's key, so a batch lands
+whole or not at all. Every connection runs in WAL mode with ``synchronous=FULL``. Triggers refuse
+UPDATE and DELETE on every table. An actor signs only once its public key is registered; a
+statement already in the log (a replay) and a second payout epoch of the same number are refused.
 """
 
 from __future__ import annotations
@@ -16,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger import merkle, tree
 from ledger.canonical import canonical_json
 from ledger.clock import Clock, system_clock
+from ledger.encoding import GENESIS_HASH, entry_bytes, head_bytes, key_bytes, statement_bytes
 from ledger.errors import LedgerError
+from ledger.keys import Keystore, check_actor, public_hex, sign, signature_ok
 
 KINDS = frozenset(
     {
@@ -27,13 +36,19 @@ KINDS = frozenset(
         "dataset_version",
         "training_run",
         "attribution_run",
+        "stake",
+        "slash",
         "payout",
         "payout_epoch",
+        "sweep_run",
     }
 )
-GENESIS_HASH = "0" * 64
+LOG_ACTOR = "log"
+"""The keystore actor whose key signs tree heads."""
 
-_SCHEMA = """
+_TABLES = ("entries", "heads", "keys", "meta")
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS entries (
     seq       INTEGER PRIMARY KEY,
     kind      TEXT NOT NULL,
@@ -41,13 +56,25 @@ CREATE TABLE IF NOT EXISTS entries (
     timestamp TEXT NOT NULL,
     payload   TEXT NOT NULL,
     prev_hash TEXT NOT NULL,
+    signature TEXT NOT NULL UNIQUE,
     hash      TEXT NOT NULL UNIQUE
 );
-CREATE TRIGGER IF NOT EXISTS entries_no_update BEFORE UPDATE ON entries
+CREATE INDEX IF NOT EXISTS entries_kind ON entries (kind);
+CREATE TABLE IF NOT EXISTS heads (size INTEGER PRIMARY KEY, root TEXT NOT NULL, timestamp TEXT NOT NULL, signature TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS keys (actor TEXT PRIMARY KEY, role TEXT NOT NULL, public_key TEXT NOT NULL, proof TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+    + "".join(
+        f"""CREATE TRIGGER IF NOT EXISTS {t}_no_update BEFORE UPDATE ON {t}
 BEGIN SELECT RAISE(ABORT, 'ledger is append-only: UPDATE refused'); END;
-CREATE TRIGGER IF NOT EXISTS entries_no_delete BEFORE DELETE ON entries
+CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t}
 BEGIN SELECT RAISE(ABORT, 'ledger is append-only: DELETE refused'); END;
 """
+        for t in _TABLES
+    )
+    + tree.SCHEMA
+)
+COLUMNS = "seq, kind, actor, timestamp, payload, prev_hash, signature, hash"
 
 
 @dataclass(frozen=True)
@@ -60,22 +87,45 @@ class Entry:
     timestamp: str
     payload: dict[str, Any]
     prev_hash: str
+    signature: str
     hash: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SignedHead:
+    """A tree head ``(size, root, timestamp)`` signed by the log's key (hex ``root`` and ``signature``)."""
+
+    size: int
+    root: str
+    timestamp: str
+    signature: str
+
+    def signed_by(self, public_key: str) -> bool:
+        return signature_ok(public_key, self.signature, head_bytes(self.size, self.root, self.timestamp))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
+class SignedRecord:
+    """A statement ``(kind, actor, payload)`` with its actor's signature, ready to append."""
+
+    kind: str
+    actor: str
+    payload: Mapping[str, Any]
+    signature: str
 
 
 def entry_hash(
-    seq: int, kind: str, actor: str, timestamp: str, payload: Mapping[str, Any], prev_hash: str
+    seq: int, kind: str, actor: str, timestamp: str, payload: Mapping[str, Any], prev_hash: str, signature: str
 ) -> str:
-    """SHA-256 (hex) of the canonical JSON of an entry's fields, its own hash excluded."""
-    record = {
-        "seq": seq,
-        "kind": kind,
-        "actor": actor,
-        "timestamp": timestamp,
-        "payload": payload,
-        "prev_hash": prev_hash,
-    }
-    return hashlib.sha256(canonical_json(record)).hexdigest()
+    """SHA-256 (hex) of an entry's bytes (:func:`ledger.encoding.entry_bytes`)."""
+    payload_text = canonical_json(payload).decode("utf-8")
+    return hashlib.sha256(entry_bytes(seq, kind, actor, timestamp, payload_text, prev_hash, signature)).hexdigest()
 
 
 def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
@@ -84,7 +134,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
     if read_only:
         if not path.is_file():
             raise LedgerError(f"no ledger file at {path}")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
     else:
         conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -93,84 +143,214 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
 
 
 def row_to_entry(row: tuple) -> Entry:
-    """Build an :class:`Entry` from a ``SELECT seq, kind, actor, timestamp, payload, prev_hash, hash`` row."""
-    seq, kind, actor, timestamp, payload, prev_hash, digest = row
-    return Entry(seq, kind, actor, timestamp, json.loads(payload), prev_hash, digest)
-
-
-_COLUMNS = "seq, kind, actor, timestamp, payload, prev_hash, hash"
+    """Build an :class:`Entry` from a ``SELECT`` of :data:`COLUMNS`."""
+    seq, kind, actor, timestamp, payload, prev_hash, signature, digest = row
+    return Entry(seq, kind, actor, timestamp, json.loads(payload), prev_hash, signature, digest)
 
 
 class Ledger:
-    """An append-only ledger in one SQLite file.
+    """An append-only, signed Merkle log in one SQLite file.
 
     Args:
         path: the database file; created with its schema when missing.
-        clock: where entry timestamps come from (default: wall clock). Pass
+        keystore: private keys of the actors who append and of the log (:data:`LOG_ACTOR`), which
+            signs tree heads. ``None`` opens the ledger to read and prove only.
+        clock: where entry and tree-head timestamps come from (default: wall clock). Pass
             :func:`ledger.fixed_clock` for a run whose hashes must reproduce.
     """
 
-    def __init__(self, path: str | Path, clock: Clock = system_clock) -> None:
+    def __init__(self, path: str | Path, keystore: Keystore | None = None, clock: Clock = system_clock) -> None:
         self.path = Path(path)
         self._clock = clock
+        self._keystore = keystore
         try:
             self._conn = connect(self.path)
-            self._conn.executescript(_SCHEMA)
+            self._conn.executescript(SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entries)")}
         except sqlite3.DatabaseError as exc:
             raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
+        if "signature" not in columns:
+            self._conn.close()
+            raise LedgerError(f"{self.path} is an unsigned ledger of an older format; rebuild it")
+        if keystore is not None:
+            self._claim_log_key(public_hex(keystore.key(LOG_ACTOR)))
+
+    # --- keys ----------------------------------------------------------------------------------
+
+    def _claim_log_key(self, public_key: str) -> None:
+        stored = self.log_public_key
+        if stored is None:
+            self.register(LOG_ACTOR, "log")
+            with self._transaction() as conn:
+                conn.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('log_public_key', ?)", (public_key,))
+            stored = self.log_public_key
+        if stored != public_key:
+            raise LedgerError(f"{self.path}: the keystore's log key {public_key[:16]}… is not this ledger's log key {stored[:16]}…")
+
+    @property
+    def log_public_key(self) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE name = 'log_public_key'").fetchone()
+        return row[0] if row else None
+
+    def register(self, actor: str, role: str) -> str:
+        """Register the keystore's key of ``actor`` (idempotent); returns the public key (hex)."""
+        key = self._require_keystore("register a key").key(actor)
+        public_key = public_hex(key)
+        self.register_public_key(actor, role, public_key, sign(key, key_bytes(actor, role, public_key)))
+        return public_key
+
+    def register_public_key(self, actor: str, role: str, public_key: str, proof: str) -> None:
+        """Register ``public_key`` for ``actor``; ``proof`` is its signature of :func:`key_bytes`.
+
+        Raises:
+            LedgerError: a bad actor or role, a proof that does not verify, or an actor already
+                registered with another key; nothing is written.
+        """
+        check_actor(actor)
+        check_actor(role)
+        if not signature_ok(public_key, proof, key_bytes(actor, role, public_key)):
+            raise LedgerError(f"key of actor {actor!r}: the proof of possession does not verify; not registered")
+        with self._transaction() as conn:
+            row = conn.execute("SELECT role, public_key FROM keys WHERE actor = ?", (actor,)).fetchone()
+            if row is None:
+                conn.execute("INSERT INTO keys VALUES (?, ?, ?, ?)", (actor, role, public_key, proof))
+            elif row != (role, public_key):
+                raise LedgerError(f"actor {actor!r} is already registered with role {row[0]!r} and key {row[1][:16]}…")
+
+    def public_keys(self) -> dict[str, str]:
+        """Registered public key (hex) per actor."""
+        return dict(self._conn.execute("SELECT actor, public_key FROM keys"))
+
+    def key_records(self) -> dict[str, tuple[str, str, str]]:
+        """``actor -> (role, public_key, proof)`` for every registered key."""
+        return {a: (r, k, p) for a, r, k, p in self._conn.execute("SELECT actor, role, public_key, proof FROM keys ORDER BY actor")}
+
+    def _require_keystore(self, action: str) -> Keystore:
+        if self._keystore is None:
+            raise LedgerError(f"{self.path} was opened without a keystore: cannot {action}")
+        return self._keystore
+
+    # --- appends -------------------------------------------------------------------------------
 
     def append(self, kind: str, actor: str, payload: Mapping[str, Any]) -> Entry:
-        """Append one entry; see :meth:`append_many`."""
+        """Append one entry signed with the keystore's key of ``actor``; see :meth:`append_many`."""
         return self.append_many([(kind, actor, payload)])[0]
 
     def append_many(self, records: Iterable[tuple[str, str, Mapping[str, Any]]]) -> list[Entry]:
-        """Append ``(kind, actor, payload)`` records in one transaction: all land, or none.
+        """Sign ``(kind, actor, payload)`` records with the keystore and append them in one transaction.
 
         Raises:
-            LedgerError: an unknown kind, an empty actor or a payload that is not a
-                canonical-JSON object; nothing is written.
+            LedgerError: an unknown kind, a bad actor, an actor whose registered key is not the
+                keystore's, or a payload that is not a canonical-JSON object; nothing is written.
         """
-        records = list(records)
+        keystore = self._require_keystore("sign entries")
+        prepared = []
         for index, (kind, actor, payload) in enumerate(records):
-            _check_record(index, kind, actor, payload)
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+            text = _check_record(index, kind, actor, payload)
+            prepared.append((kind, actor, text, sign(keystore.key(actor), statement_bytes(kind, actor, text))))
+        keys = self.public_keys()
+        for actor in {p[1] for p in prepared}:
+            if actor in keys and keys[actor] != public_hex(keystore.key(actor)):
+                raise LedgerError(f"the keystore's key of actor {actor!r} is not its registered key; nothing written")
+        return self._append(prepared, keys, check_signatures=False)
+
+    def append_signed(self, records: Iterable[SignedRecord]) -> list[Entry]:
+        """Append statements signed elsewhere by their actors, in one transaction.
+
+        Raises:
+            LedgerError: as :meth:`append_many`, or an actor with no registered key (unknown key),
+                or a signature that does not verify; nothing is written.
+        """
+        prepared = []
+        for index, record in enumerate(records):
+            text = _check_record(index, record.kind, record.actor, record.payload)
+            prepared.append((record.kind, record.actor, text, record.signature))
+        return self._append(prepared, self.public_keys(), check_signatures=True)
+
+    def _append(self, prepared: list[tuple[str, str, str, str]], keys: dict[str, str], check_signatures: bool) -> list[Entry]:
+        """Append prepared ``(kind, actor, payload_text, signature)`` records (keys never change once registered)."""
+        if not prepared:
+            return []
+        log_key = self._require_keystore("sign tree heads").key(LOG_ACTOR)
+        for index, (kind, actor, text, signature) in enumerate(prepared):
+            if actor not in keys:
+                raise LedgerError(f"record {index} ({kind}): unknown key: actor {actor!r} has no registered public key; nothing written")
+            if check_signatures and not signature_ok(keys[actor], signature, statement_bytes(kind, actor, text)):
+                raise LedgerError(f"record {index} ({kind}, actor {actor!r}): bad signature; nothing written")
+        with self._transaction() as conn:
+            _refuse_replays(conn, prepared)
             head = conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev_hash = head if head else (0, GENESIS_HASH)
-            written = []
-            for kind, actor, payload in records:
+            border = tree.compact_range(conn, seq)
+            written, rows, nodes = [], [], []
+            for kind, actor, text, signature in prepared:
                 seq += 1
                 timestamp = self._clock()
-                payload_text = canonical_json(payload).decode("utf-8")
-                digest = entry_hash(seq, kind, actor, timestamp, payload, prev_hash)
-                conn.execute(
-                    f"INSERT INTO entries ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (seq, kind, actor, timestamp, payload_text, prev_hash, digest),
-                )
-                written.append(Entry(seq, kind, actor, timestamp, json.loads(payload_text), prev_hash, digest))
+                raw = entry_bytes(seq, kind, actor, timestamp, text, prev_hash, signature)
+                digest = hashlib.sha256(raw).hexdigest()
+                rows.append((seq, kind, actor, timestamp, text, prev_hash, signature, digest))
+                nodes.extend(border.append(merkle.leaf_hash(raw)))
+                written.append(Entry(seq, kind, actor, timestamp, json.loads(text), prev_hash, signature, digest))
                 prev_hash = digest
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+            conn.executemany(f"INSERT INTO entries ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            tree.store_nodes(conn, nodes)
+            root, timestamp = border.root().hex(), self._clock()
+            conn.execute("INSERT INTO heads VALUES (?, ?, ?, ?)",
+                         (seq, root, timestamp, sign(log_key, head_bytes(seq, root, timestamp))))
         return written
 
-    def entries(self, kind: str | None = None) -> Iterator[Entry]:
-        """The entries in sequence order, optionally only those of one ``kind``."""
-        if kind is None:
-            rows = self._conn.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq")
-        else:
-            rows = self._conn.execute(f"SELECT {_COLUMNS} FROM entries WHERE kind = ? ORDER BY seq", (kind,))
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    # --- reading and proving -------------------------------------------------------------------
+
+    def entries(self, kind: str | None = None, actor: str | None = None) -> Iterator[Entry]:
+        """The entries in sequence order, optionally only those of one ``kind`` and/or ``actor``."""
+        where = [(c, v) for c, v in (("kind", kind), ("actor", actor)) if v is not None]
+        clause = (" WHERE " + " AND ".join(f"{c} = ?" for c, _ in where)) if where else ""
+        rows = self._conn.execute(f"SELECT {COLUMNS} FROM entries{clause} ORDER BY seq", [v for _, v in where])
         return (row_to_entry(row) for row in rows)
+
+    def entry(self, seq: int) -> Entry:
+        row = self._conn.execute(f"SELECT {COLUMNS} FROM entries WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            raise LedgerError(f"{self.path} has no entry {seq} (it holds {len(self)})")
+        return row_to_entry(row)
 
     def head(self) -> Entry | None:
         """The last entry, or ``None`` for an empty ledger."""
-        row = self._conn.execute(f"SELECT {_COLUMNS} FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        row = self._conn.execute(f"SELECT {COLUMNS} FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         return row_to_entry(row) if row else None
 
+    def heads(self) -> list[SignedHead]:
+        """Every signed tree head, by size."""
+        return [SignedHead(*row) for row in self._conn.execute("SELECT size, root, timestamp, signature FROM heads ORDER BY size")]
+
+    def signed_head(self, size: int | None = None) -> SignedHead:
+        """The signed head of ``size`` entries (default: the latest)."""
+        if size is None:
+            row = self._conn.execute("SELECT size, root, timestamp, signature FROM heads ORDER BY size DESC LIMIT 1").fetchone()
+        else:
+            row = self._conn.execute("SELECT size, root, timestamp, signature FROM heads WHERE size = ?", (size,)).fetchone()
+        if row is None:
+            raise LedgerError(f"{self.path} has no signed tree head" + ("" if size is None else f" of size {size}"))
+        return SignedHead(*row)
+
+    def root_at(self, size: int) -> bytes:
+        """Merkle root of the first ``size`` entries, from the stored Merkle state."""
+        return tree.root_at(self._conn, size)
+
+    def inclusion_proof(self, seq: int, size: int) -> list[bytes]:
+        """RFC 9162 inclusion proof of entry ``seq`` in the tree of the first ``size`` entries."""
+        return tree.inclusion_proof(self._conn, seq - 1, size)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 consistency proof from the first ``old_size`` entries to the first ``new_size``."""
+        return tree.consistency_proof(self._conn, old_size, new_size)
+
     def __len__(self) -> int:
-        return self._conn.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        row = self._conn.execute("SELECT MAX(seq) FROM entries").fetchone()
+        return row[0] or 0
 
     def close(self) -> None:
         self._conn.close()
@@ -182,11 +362,48 @@ class Ledger:
         self.close()
 
 
-def _check_record(index: int, kind: str, actor: str, payload: Mapping[str, Any]) -> None:
+class _Transaction:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``, or ``ROLLBACK`` on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self._conn.execute("BEGIN IMMEDIATE")
+        return self._conn
+
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def _refuse_replays(conn: sqlite3.Connection, prepared: list[tuple[str, str, str, str]]) -> None:
+    """Refuse a statement already in the log or twice in the batch, and a second payout epoch."""
+    signatures = [p[3] for p in prepared]
+    epochs = [json.loads(text).get("epoch") for kind, _, text, _ in prepared if kind == "payout_epoch"]
+    if len(set(epochs)) != len(epochs):
+        raise LedgerError(f"payout epoch refused: the batch pays epoch(s) {epochs} twice; nothing written")
+    for epoch in epochs:
+        row = conn.execute(
+            "SELECT seq FROM entries WHERE kind = 'payout_epoch' AND json_extract(payload, '$.epoch') = ?", (epoch,)
+        ).fetchone()
+        if row:
+            raise LedgerError(f"payout epoch {epoch} was already paid (entry {row[0]}); nothing written")
+    if len(set(signatures)) != len(signatures):
+        raise LedgerError("replay refused: the batch holds the same signed statement twice; nothing written")
+    marks = ",".join("?" * len(signatures))
+    row = conn.execute(f"SELECT seq FROM entries WHERE signature IN ({marks}) LIMIT 1", signatures).fetchone()
+    if row:
+        raise LedgerError(f"replay refused: a statement of the batch is already entry {row[0]}; nothing written")
+
+
+def _check_record(index: int, kind: str, actor: str, payload: Mapping[str, Any]) -> str:
+    """Check one record; return its payload's canonical JSON text."""
     if kind not in KINDS:
         raise LedgerError(f"record {index}: unknown kind {kind!r}; expected one of {sorted(KINDS)}")
-    if not isinstance(actor, str) or not actor:
-        raise LedgerError(f"record {index} ({kind}): actor must be a non-empty string, got {actor!r}")
+    try:
+        check_actor(actor)
+    except LedgerError as exc:
+        raise LedgerError(f"record {index} ({kind}): {exc}") from exc
     if not isinstance(payload, Mapping):
         raise LedgerError(f"record {index} ({kind}): payload must be a JSON object, got {type(payload).__name__}")
     try:
@@ -195,8 +412,19 @@ def _check_record(index: int, kind: str, actor: str, payload: Mapping[str, Any])
         raise LedgerError(f"record {index} ({kind}, actor {actor!r}): {exc}") from exc
     # A whole float >= 2**53 encodes as an integer that JSON readers cannot take back exactly.
     try:
-        round_trips = canonical_json(json.loads(encoded)) == encoded
+        round_trips = not _has_float(payload) or canonical_json(json.loads(encoded)) == encoded
     except LedgerError:
         round_trips = False
     if not round_trips:
         raise LedgerError(f"record {index} ({kind}, actor {actor!r}): payload does not survive a JSON round trip unchanged")
+    return encoded.decode("utf-8")
+
+
+def _has_float(value: Any) -> bool:
+    if isinstance(value, float):
+        return True
+    if isinstance(value, Mapping):
+        return any(_has_float(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_has_float(v) for v in value)
+    return False

@@ -1,6 +1,10 @@
-"""``datanet-lab ledger verify``: exit 0 on a sound ledger, 1 naming the first bad entry."""
+"""``datanet-lab ledger ...``: verify (0 OK / 1 naming the first bad entry / 2 missing file),
+show, export + offline verify, prove / verify-proof, consistency, head / check-head."""
 
+import json
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 
@@ -11,8 +15,11 @@ from datanet_lab.cli import main
 @pytest.fixture
 def ledger_file(tmp_path):
     path = tmp_path / "ledger.sqlite"
-    with ledger.Ledger(path, clock=ledger.fixed_clock()) as book:
-        book.append_many([("contribution", f"c{i}", {"sample": i}) for i in range(5)])
+    with ledger.Ledger(path, keystore=ledger.Keystore(tmp_path / "keys", seed=b"cli"), clock=ledger.fixed_clock()) as book:
+        for i in range(5):
+            book.register(f"c{i}", "contributor")
+        book.append_many([("contribution", f"c{i}", {"sample": i}) for i in range(3)])
+        book.append_many([("contribution", f"c{i}", {"sample": i}) for i in range(3, 5)])
     return path
 
 
@@ -35,3 +42,77 @@ def test_verify_names_the_first_tampered_entry(ledger_file, capsys):
 def test_verify_missing_file(tmp_path, capsys):
     assert main(["ledger", "verify", str(tmp_path / "none.sqlite")]) == 2
     assert "no ledger file at" in capsys.readouterr().err
+
+
+def test_show_filters_by_kind_and_actor(ledger_file, capsys):
+    assert main(["ledger", "show", str(ledger_file), "--actor", "c3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["seq", "kind", "actor", "timestamp", "payload"]
+    assert len(lines) == 2 and lines[1].split()[:3] == ["4", "contribution", "c3"]
+    assert main(["ledger", "show", str(ledger_file), "--kind", "payout"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_export_verifies_offline_and_a_tampered_export_fails(ledger_file, tmp_path, capsys):
+    out = tmp_path / "export.jsonl"
+    assert main(["ledger", "export", str(ledger_file), "--out", str(out)]) == 0
+    assert main(["ledger", "verify", str(out)]) == 0
+    assert "ledger OK: 5 entries" in capsys.readouterr().out
+    lines = out.read_text().splitlines()
+    assert json.loads(lines[0])["type"] == "log" and sum('"type": "key"' in x for x in lines) == 6  # 5 actors + log
+    out.write_text("\n".join(x.replace('"sample": 2', '"sample": 7') for x in lines) + "\n")
+    assert main(["ledger", "verify", str(out)]) == 1
+    assert "INVALID at entry 3" in capsys.readouterr().out
+
+
+def test_prove_and_verify_proof(ledger_file, tmp_path, capsys):
+    proof = tmp_path / "proof.json"
+    assert main(["ledger", "prove", str(ledger_file), "--seq", "2", "--out", str(proof)]) == 0
+    assert main(["ledger", "verify-proof", str(proof)]) == 0
+    assert "OK (included): entry 2" in capsys.readouterr().out
+    doc = json.loads(proof.read_text())
+    assert len(doc["proof"]) == 3  # ceil(log2 5)
+    doc["entry"]["payload"]["sample"] = 9
+    proof.write_text(json.dumps(doc))
+    assert main(["ledger", "verify-proof", str(proof)]) == 1
+    assert "FAILED (bad-entry)" in capsys.readouterr().out
+    assert main(["ledger", "verify-proof", str(tmp_path / "nope.json")]) == 2
+
+
+def test_consistency_between_two_heads(ledger_file, tmp_path, capsys):
+    proof = tmp_path / "consistency.json"
+    assert main(["ledger", "consistency", str(ledger_file), "--old-size", "3", "--out", str(proof)]) == 0
+    assert main(["ledger", "verify-proof", str(proof)]) == 0
+    assert "OK (consistent)" in capsys.readouterr().out
+    assert main(["ledger", "consistency", str(ledger_file), "--old-size", "4"]) == 2  # no head of size 4 was signed
+    assert "no signed tree head of size 4" in capsys.readouterr().err
+
+
+def test_check_head_extends_rollback_and_equivocation(ledger_file, tmp_path, capsys):
+    head = tmp_path / "head.json"
+    assert main(["ledger", "head", str(ledger_file), "--size", "3", "--out", str(head)]) == 0
+    assert main(["ledger", "check-head", str(ledger_file), str(head)]) == 0
+    assert "OK (extends)" in capsys.readouterr().out
+    saved = json.loads(head.read_text())
+    # Equivocation: a head of size 3 with another root, validly signed with the log's key.
+    key = ledger.Keystore(tmp_path / "keys", seed=b"cli").key("log")
+    from ledger.encoding import head_bytes
+    forged = {**saved, "root": "ab" * 32}
+    forged["signature"] = key.sign(head_bytes(3, forged["root"], saved["timestamp"])).hex()
+    head.write_text(json.dumps(forged))
+    assert main(["ledger", "check-head", str(ledger_file), str(head)]) == 1
+    assert "FAILED (equivocation)" in capsys.readouterr().out
+    # Rollback: a signed head larger than the log.
+    big = {**saved, "size": 9}
+    big["signature"] = key.sign(head_bytes(9, saved["root"], saved["timestamp"])).hex()
+    head.write_text(json.dumps(big))
+    assert main(["ledger", "check-head", str(ledger_file), str(head)]) == 1
+    assert "FAILED (rollback)" in capsys.readouterr().out
+
+
+def test_the_ledger_tools_run_without_the_ml_stack(ledger_file):
+    code = ("import sys, runpy; sys.modules.update(torch=None, numpy=None, pandas=None); "
+            f"sys.argv = ['ledger', 'verify', {str(ledger_file)!r}]; runpy.run_module('ledger.cli', run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "ledger OK: 5 entries" in done.stdout

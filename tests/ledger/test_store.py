@@ -1,7 +1,8 @@
 """Tests for ledger.store, ledger.verify, ledger.canonical and ledger.clock.
 
 Tampering is done the way an attacker with the file would: straight through sqlite3, after
-dropping the append-only triggers.
+dropping the append-only triggers. Signatures are checked here with ``cryptography`` directly and
+hashes with ``json.dumps``, not through the encoders under test.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import time
 
 import pytest
 
-from ledger import KINDS, Ledger, LedgerError, canonical_json, fixed_clock, system_clock, verify
-from ledger.store import GENESIS_HASH
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ledger import KINDS, Keystore, Ledger, LedgerError, canonical_json, fixed_clock, system_clock, verify
+from ledger.encoding import GENESIS_HASH
 
 CLOCK = fixed_clock("2024-05-01T12:00:00+00:00")
 
@@ -23,21 +26,41 @@ RECORDS = [
     ("validation", "validator", {"sample_id": "c00-00000", "accepted": True}),
     ("dataset_version", "builder", {"version": "dv-abc", "n_accepted": 10}),
     ("training_run", "trainer", {"epochs": 3, "lr": 0.05}),
-    ("payout", "treasury", {"contributor": "c00", "units": 42}),
+    ("payout", "treasury", {"epoch": 1, "contributor": "c00", "amount": 42}),
 ]
+ACTORS = ("c00", "c01", "c02", "c03", "c07", "validator", "builder", "trainer", "treasury", "someone")
+EPOCH = {"epoch": 1, "pool": 42, "slashed": 0, "paid": 42, "unallocated": 0}
 
 
-def _hash_by_hand(seq, kind, actor, timestamp, payload, prev_hash) -> str:
-    """SHA-256 of the entry fields as sorted-key compact JSON (equal to RFC 8785 for these values)."""
-    record = {"seq": seq, "kind": kind, "actor": actor, "timestamp": timestamp, "payload": payload, "prev_hash": prev_hash}
-    text = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+def _json(value) -> bytes:
+    """Sorted-key compact JSON (equal to RFC 8785 for the values of these tests)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _hash_by_hand(seq, kind, actor, timestamp, payload, prev_hash, signature) -> str:
+    """SHA-256 of the entry fields, signature included, as sorted-key compact JSON."""
+    record = {"seq": seq, "kind": kind, "actor": actor, "timestamp": timestamp, "payload": payload,
+              "prev_hash": prev_hash, "signature": signature}
+    return hashlib.sha256(_json(record)).hexdigest()
 
 
 @pytest.fixture
-def ledger_path(tmp_path):
+def keystore(tmp_path):
+    return Keystore(tmp_path / "keys", seed=b"test_store")
+
+
+def signed_ledger(path, keystore, clock=CLOCK) -> Ledger:
+    """A ledger with the keys of :data:`ACTORS` registered."""
+    ledger = Ledger(path, keystore=keystore, clock=clock)
+    for actor in ACTORS:
+        ledger.register(actor, "tester")
+    return ledger
+
+
+@pytest.fixture
+def ledger_path(tmp_path, keystore):
     path = tmp_path / "ledger.db"
-    with Ledger(path, clock=CLOCK) as ledger:
+    with signed_ledger(path, keystore) as ledger:
         ledger.append_many(RECORDS)
     return path
 
@@ -45,8 +68,8 @@ def ledger_path(tmp_path):
 def _tamper(path, *statements):
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        conn.execute("DROP TRIGGER IF EXISTS entries_no_update")
-        conn.execute("DROP TRIGGER IF EXISTS entries_no_delete")
+        for (trigger,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            conn.execute(f"DROP TRIGGER {trigger}")
         for statement, *params in statements:
             conn.execute(statement, *params)
     finally:
@@ -66,24 +89,26 @@ def test_empty_ledger(tmp_path):
     assert report.ok and report.entries == 0 and report.head_hash is None
 
 
-def test_append_returns_the_stored_entry(tmp_path):
-    with Ledger(tmp_path / "l.db", clock=CLOCK) as ledger:
+def test_append_returns_the_stored_entry(tmp_path, keystore):
+    with signed_ledger(tmp_path / "l.db", keystore) as ledger:
         entry = ledger.append("contribution", "c07", {"b": 2, "a": [1, "x"], "nested": {"z": None, "y": True}})
         assert entry.seq == 1
         assert entry.kind == "contribution" and entry.actor == "c07"
         assert entry.timestamp == "2024-05-01T12:00:00+00:00"
         assert entry.payload == {"a": [1, "x"], "b": 2, "nested": {"y": True, "z": None}}
         assert entry.prev_hash == GENESIS_HASH == "0" * 64
-        assert entry.hash == _hash_by_hand(1, "contribution", "c07", entry.timestamp, entry.payload, "0" * 64)
+        assert entry.hash == _hash_by_hand(1, "contribution", "c07", entry.timestamp, entry.payload, "0" * 64, entry.signature)
+        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(ledger.public_keys()["c07"]))
+        public.verify(bytes.fromhex(entry.signature), _json({"actor": "c07", "kind": "contribution", "payload": entry.payload}))
         assert len(ledger) == 1
         assert ledger.head() == entry
         assert list(ledger.entries()) == [entry]
 
 
-def test_append_many_chains_the_hashes(tmp_path):
-    with Ledger(tmp_path / "l.db", clock=CLOCK) as ledger:
+def test_append_many_chains_the_hashes(tmp_path, keystore):
+    with signed_ledger(tmp_path / "l.db", keystore) as ledger:
         written = ledger.append_many(RECORDS)
-        more = ledger.append("payout_epoch", "treasury", {"epoch": 1})
+        more = ledger.append("payout_epoch", "treasury", EPOCH)
         stored = list(ledger.entries())
     assert stored == written + [more]
     assert [e.seq for e in stored] == [1, 2, 3, 4, 5, 6]
@@ -91,32 +116,34 @@ def test_append_many_chains_the_hashes(tmp_path):
     prev = "0" * 64
     for e in stored:
         assert e.prev_hash == prev
-        assert e.hash == _hash_by_hand(e.seq, e.kind, e.actor, e.timestamp, e.payload, e.prev_hash)
+        assert e.hash == _hash_by_hand(e.seq, e.kind, e.actor, e.timestamp, e.payload, e.prev_hash, e.signature)
         prev = e.hash
     assert len({e.hash for e in stored}) == 6
 
 
-def test_entries_by_kind_and_reopening(ledger_path):
-    with Ledger(ledger_path, clock=CLOCK) as ledger:
+def test_entries_by_kind_and_reopening(ledger_path, keystore):
+    with Ledger(ledger_path, keystore=keystore, clock=CLOCK) as ledger:
         assert len(ledger) == 5
         assert [e.seq for e in ledger.entries("validation")] == [2]
         assert list(ledger.entries("payout_epoch")) == []
         head = ledger.head()
         assert head.seq == 5 and head.kind == "payout"
         # Appending after reopening continues the chain.
-        e = ledger.append("payout_epoch", "treasury", {"epoch": 1})
+        e = ledger.append("payout_epoch", "treasury", EPOCH)
         assert e.seq == 6 and e.prev_hash == head.hash
+        assert [e.seq for e in ledger.entries(actor="treasury")] == [5, 6]
+    assert verify(ledger_path).ok
 
 
-def test_append_many_of_nothing(tmp_path):
-    with Ledger(tmp_path / "l.db") as ledger:
+def test_append_many_of_nothing(tmp_path, keystore):
+    with Ledger(tmp_path / "l.db", keystore=keystore) as ledger:
         assert ledger.append_many([]) == []
         assert len(ledger) == 0
 
 
-def test_two_handles_on_one_file_share_one_chain(tmp_path):
+def test_two_handles_on_one_file_share_one_chain(tmp_path, keystore):
     path = tmp_path / "l.db"
-    with Ledger(path, clock=CLOCK) as a, Ledger(path, clock=CLOCK) as b:
+    with signed_ledger(path, keystore) as a, Ledger(path, keystore=keystore, clock=CLOCK) as b:
         a.append("contribution", "c00", {"i": 1})
         b.append("contribution", "c01", {"i": 2})
         a.append("contribution", "c02", {"i": 3})
@@ -125,8 +152,8 @@ def test_two_handles_on_one_file_share_one_chain(tmp_path):
     assert report.ok and report.entries == 3
 
 
-def test_every_kind_is_accepted(tmp_path):
-    with Ledger(tmp_path / "l.db") as ledger:
+def test_every_kind_is_accepted(tmp_path, keystore):
+    with signed_ledger(tmp_path / "l.db", keystore) as ledger:
         ledger.append_many([(kind, "someone", {"kind": kind}) for kind in sorted(KINDS)])
         assert {e.kind for e in ledger.entries()} == KINDS
 
@@ -160,6 +187,12 @@ def test_verify_ok(ledger_path):
         ("DELETE FROM entries WHERE seq = 3", (), 4, "sequence number 4 where 3 was expected"),
         ("DELETE FROM entries WHERE seq = 1", (), 2, "sequence number 2 where 1 was expected"),
         ("UPDATE entries SET seq = 9 WHERE seq = 5", (), 9, "sequence number 9 where 5 was expected"),
+        ("UPDATE entries SET signature = ? WHERE seq = 2", ("ab" * 64,), 2, "hash mismatch"),
+        ("UPDATE heads SET root = ? WHERE size = 5", ("cd" * 32,), 5, "signed tree head of size 5"),
+        ("UPDATE heads SET signature = ? WHERE size = 5", ("ab" * 64,), 5, "signature does not verify under the log key"),
+        ("UPDATE tree SET hash = ? WHERE id = 3", (b"x" * 32,), 4, "stored Merkle node"),
+        ("UPDATE keys SET public_key = ? WHERE actor = 'trainer'", ("11" * 32,), 4, "actor 'trainer'"),
+        ("DELETE FROM entries WHERE seq = 5", (), 5, "tail truncated"),
     ],
 )
 def test_tampering_is_found_at_the_tampered_entry(ledger_path, statement, params, bad_seq, reason):
@@ -173,12 +206,22 @@ def test_tampering_is_found_at_the_tampered_entry(ledger_path, statement, params
     assert f"entry {bad_seq}" in str(report) and "INVALID" in str(report)
 
 
-def test_deleting_the_last_entry_is_invisible_without_an_anchor(ledger_path):
-    # Truncation leaves a valid shorter chain; only an external head hash can catch it.
-    head_before = verify(ledger_path).head_hash
-    _tamper(ledger_path, ("DELETE FROM entries WHERE seq = 5", ()))
-    report = verify(ledger_path)
-    assert report.ok and report.entries == 4 and report.head_hash != head_before
+def test_a_rollback_with_its_heads_is_invisible_to_verify_but_not_to_a_saved_head(tmp_path, keystore):
+    # Deleting the last entry *and* every head that covers it leaves a valid shorter log; only a
+    # checkpoint (a signed head saved elsewhere) catches it.
+    from ledger.proofs import check_head, head_document
+
+    ledger_path = tmp_path / "l.db"
+    with signed_ledger(ledger_path, keystore) as ledger:
+        ledger.append_many(RECORDS[:4])
+        ledger.append_many(RECORDS[4:])
+        saved = head_document(ledger)
+    _tamper(ledger_path, ("DELETE FROM entries WHERE seq = 5", ()), ("DELETE FROM heads WHERE size = 5", ()),
+            ("DELETE FROM tree WHERE id IN (4, ?)", (2 << 40 | 1,)))
+    assert verify(ledger_path).ok
+    with Ledger(ledger_path) as ledger:
+        check = check_head(ledger, saved)
+    assert not check.ok and check.status == "rollback"
 
 
 def test_swapping_two_entries_is_found(ledger_path):
@@ -195,28 +238,29 @@ def test_swapping_two_entries_is_found(ledger_path):
 
 
 def test_a_rehashed_edit_breaks_the_next_link(ledger_path):
-    """An attacker who edits entry 3 and recomputes its hash is caught at entry 4."""
+    """An attacker who edits entry 3 and recomputes its hash is caught at entry 3 by its signature."""
     conn = sqlite3.connect(ledger_path)
     seq, kind, actor, timestamp, _, prev_hash = conn.execute(
         "SELECT seq, kind, actor, timestamp, payload, prev_hash FROM entries WHERE seq = 3"
     ).fetchone()
+    signature = conn.execute("SELECT signature FROM entries WHERE seq = 3").fetchone()[0]
     conn.close()
     forged = {"n_accepted": 1000, "version": "dv-abc"}
-    forged_hash = _hash_by_hand(seq, kind, actor, timestamp, forged, prev_hash)
+    forged_hash = _hash_by_hand(seq, kind, actor, timestamp, forged, prev_hash, signature)
     _tamper(
         ledger_path,
         ("UPDATE entries SET payload = ?, hash = ? WHERE seq = 3", (json.dumps(forged, separators=(",", ":")), forged_hash)),
     )
     report = verify(ledger_path)
     assert not report.ok
-    assert report.first_bad_seq == 4
-    assert "prev_hash" in report.reason
+    assert report.first_bad_seq == 3  # the builder's signature no longer matches its statement
+    assert "signature does not verify" in report.reason
 
 
 def test_an_inserted_entry_is_found(ledger_path):
     _tamper(
         ledger_path,
-        ("INSERT INTO entries VALUES (6, 'payout', 'mallory', 't', '{}', ?, ?)", ("2" * 64, "3" * 64)),
+        ("INSERT INTO entries VALUES (6, 'payout', 'mallory', 't', '{}', ?, ?, ?)", ("2" * 64, "4" * 128, "3" * 64)),
     )
     report = verify(ledger_path)
     assert not report.ok and report.first_bad_seq == 6
@@ -257,10 +301,10 @@ def test_triggers_refuse_update_and_delete(ledger_path):
         (("payout", "c00", "text"), "payload must be a JSON object"),
     ],
 )
-def test_a_batch_with_one_bad_record_writes_nothing(ledger_path, bad, match):
+def test_a_batch_with_one_bad_record_writes_nothing(ledger_path, keystore, bad, match):
     head_before = verify(ledger_path).head_hash
     batch = [("contribution", "c01", {"i": 1}), ("contribution", "c02", {"i": 2}), bad, ("contribution", "c03", {"i": 3})]
-    with Ledger(ledger_path, clock=CLOCK) as ledger:
+    with Ledger(ledger_path, keystore=keystore, clock=CLOCK) as ledger:
         with pytest.raises(LedgerError, match=match) as info:
             ledger.append_many(batch)
         assert "record 2" in str(info.value)
@@ -271,7 +315,7 @@ def test_a_batch_with_one_bad_record_writes_nothing(ledger_path, bad, match):
     assert report.ok and report.entries == 6
 
 
-def test_a_failure_midway_through_a_batch_rolls_back(ledger_path):
+def test_a_failure_midway_through_a_batch_rolls_back(ledger_path, keystore):
     calls = []
 
     def flaky_clock():
@@ -280,9 +324,9 @@ def test_a_failure_midway_through_a_batch_rolls_back(ledger_path):
             raise RuntimeError("clock died")
         return "2024-05-01T12:00:00+00:00"
 
-    with Ledger(ledger_path, clock=flaky_clock) as ledger:
+    with Ledger(ledger_path, keystore=keystore, clock=flaky_clock) as ledger:
         with pytest.raises(RuntimeError, match="clock died"):
-            ledger.append_many([("contribution", f"c{i}", {"i": i}) for i in range(4)])
+            ledger.append_many([("contribution", f"c{i:02d}", {"i": i}) for i in range(4)])
         assert len(calls) == 3  # two entries were inserted before the failure...
         assert len(ledger) == 5  # ...and rolled back
     with Ledger(ledger_path, clock=CLOCK) as ledger:
@@ -294,20 +338,20 @@ def test_a_failure_midway_through_a_batch_rolls_back(ledger_path):
 # Clocks.
 
 
-def test_fixed_clock_makes_hashes_reproducible(tmp_path):
+def test_fixed_clock_makes_hashes_reproducible(tmp_path, keystore):
     heads = []
     for name in ("a.db", "b.db"):
-        with Ledger(tmp_path / name, clock=fixed_clock()) as ledger:
+        with signed_ledger(tmp_path / name, keystore, clock=fixed_clock()) as ledger:
             ledger.append_many(RECORDS)
             heads.append(ledger.head())
     assert heads[0].hash == heads[1].hash
     assert heads[0].timestamp == "1970-01-01T00:00:00+00:00"
 
 
-def test_system_clock_makes_hashes_differ(tmp_path):
+def test_system_clock_makes_hashes_differ(tmp_path, keystore):
     heads = []
     for name in ("a.db", "b.db"):
-        with Ledger(tmp_path / name, clock=system_clock) as ledger:
+        with signed_ledger(tmp_path / name, keystore, clock=system_clock) as ledger:
             ledger.append_many(RECORDS)
             heads.append(ledger.head())
         time.sleep(0.002)
@@ -317,8 +361,9 @@ def test_system_clock_makes_hashes_differ(tmp_path):
         assert head.timestamp.endswith("+00:00")
 
 
-def test_the_default_clock_is_the_system_clock(tmp_path):
-    with Ledger(tmp_path / "l.db") as ledger:
+def test_the_default_clock_is_the_system_clock(tmp_path, keystore):
+    with Ledger(tmp_path / "l.db", keystore=keystore) as ledger:
+        ledger.register("c00", "contributor")
         entry = ledger.append("contribution", "c00", {})
     assert entry.timestamp != "1970-01-01T00:00:00+00:00"
     assert entry.timestamp.startswith(("20", "21"))
@@ -397,11 +442,11 @@ def test_canonical_json_refuses_what_json_cannot_carry(value):
         canonical_json(value)
 
 
-def test_a_float_that_cannot_round_trip_is_refused_and_nothing_is_written(tmp_path):
+def test_a_float_that_cannot_round_trip_is_refused_and_nothing_is_written(tmp_path, keystore):
     path = tmp_path / "l.db"
-    with Ledger(path, clock=CLOCK) as ledger:
-        ledger.append("payout", "treasury", {"units": 1})
+    with signed_ledger(path, keystore) as ledger:
+        ledger.append("training_run", "trainer", {"units": 1})
         with pytest.raises(LedgerError, match="round trip"):
-            ledger.append("payout", "treasury", {"units": 1e16})
+            ledger.append("training_run", "trainer", {"units": 1e16})
         assert len(ledger) == 1
     assert verify(path).ok

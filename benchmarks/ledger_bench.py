@@ -1,0 +1,127 @@
+"""Ledger speed figures against the targets of issue 3 (prints figures; not a test).
+
+    .venv/bin/python benchmarks/ledger_bench.py [--verify-entries 100000] [--tree-leaves 1000000]
+
+* signed appends per second with ``synchronous=FULL`` on disk, one entry per transaction and in
+  batches of 1,000 (target: >= 15,000/s batched);
+* verification of a 100k-entry ledger (chain, Merkle root, every head and every signature) on 1
+  and 2 processes (target: < 6 s on 2 cores);
+* inclusion and consistency proofs from the stored Merkle state of a 1M-leaf tree (target: an
+  inclusion proof in < 1 ms with ceil(log2 n) hashes), against recomputing from all leaf hashes.
+
+Timings are wall-clock on whatever else the machine is running: rerun on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import Keystore, Ledger, fixed_clock, merkle, tree, verify
+from ledger.store import connect
+
+
+def calibration(samples: int = 3000) -> None:
+    """Raw Ed25519 speed of this machine: signing bounds appends, verifying bounds verification."""
+    key = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32)
+    message, public = b"x" * 200, key.public_key()
+    start = time.perf_counter()
+    signature = [key.sign(message) for _ in range(samples)][-1]
+    signs = samples / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(samples):
+        public.verify(signature, message)
+    verifies = samples / (time.perf_counter() - start)
+    print(f"calibration, one core: Ed25519 {signs:,.0f} signs/s, {verifies:,.0f} verifies/s "
+          f"(the issue's prototype machine: 9,600 verifies/s); 100k verifies alone on 2 cores: {100_000 / verifies / 2:.1f} s")
+
+
+def _book(folder: Path, name: str) -> Ledger:
+    book = Ledger(folder / name, keystore=Keystore(folder / "keys", seed=b"bench"), clock=fixed_clock())
+    book.register("c0", "contributor")
+    return book
+
+
+def appends(folder: Path, single: int, batches: int) -> None:
+    with _book(folder, "single.db") as book:
+        start = time.perf_counter()
+        for i in range(single):
+            book.append("contribution", "c0", {"sample_id": f"s{i}", "content_hash": "ab" * 32})
+        one = single / (time.perf_counter() - start)
+    with _book(folder, "batched.db") as book:
+        start = time.perf_counter()
+        for b in range(batches):
+            book.append_many([("contribution", "c0", {"sample_id": f"s{b}-{i}", "content_hash": "ab" * 32}) for i in range(1000)])
+        batched = batches * 1000 / (time.perf_counter() - start)
+    print(f"signed appends, synchronous=FULL: {one:,.0f}/s one per transaction ({single} appends); "
+          f"{batched:,.0f}/s in batches of 1,000 ({batches} batches) — target >= 15,000/s batched: "
+          f"{'met' if batched >= 15000 else 'MISSED'} ({batched / 15000:.2f}x)")
+
+
+def verification(folder: Path, n: int) -> None:
+    with _book(folder, "verify.db") as book:
+        for b in range(0, n, 1000):
+            book.append_many([("contribution", "c0", {"sample_id": f"s{i}", "content_hash": "ab" * 32}) for i in range(b, min(n, b + 1000))])
+    for workers in (1, 2):
+        start = time.perf_counter()
+        report = verify(folder / "verify.db", workers=workers)
+        seconds = time.perf_counter() - start
+        assert report.ok and report.entries == n, report
+        verdict = f" — target < 6 s on 2 cores: {'met' if seconds < 6 else 'MISSED'} ({seconds / 6:.2f}x the target)" if workers == 2 and n >= 100_000 else ""
+        print(f"verify {n:,} entries (chain, Merkle root, {n // 1000} heads, every signature) on {workers} process(es): {seconds:.2f} s{verdict}")
+
+
+def proofs(folder: Path, n: int, samples: int = 1000) -> None:
+    conn = connect(folder / "tree.db")
+    conn.executescript(tree.SCHEMA)
+    conn.execute("PRAGMA synchronous=OFF")  # building the fixture only; the proofs below only read
+    leaves = [merkle.leaf_hash(i.to_bytes(8, "big")) for i in range(n)]
+    compact = merkle.CompactRange()
+    conn.execute("BEGIN")
+    for chunk in range(0, n, 100_000):
+        tree.store_nodes(conn, (node for leaf in leaves[chunk : chunk + 100_000] for node in compact.append(leaf)))
+    conn.execute("COMMIT")
+    root = compact.root()
+    rng = random.Random(0)
+    indices = [rng.randrange(n) for _ in range(samples)]
+    start = time.perf_counter()
+    paths = [tree.inclusion_proof(conn, i, n) for i in indices]
+    per_proof = (time.perf_counter() - start) / samples * 1000
+    assert all(merkle.verify_inclusion(i.to_bytes(8, "big"), i, n, p, root) for i, p in zip(indices, paths))
+    sizes = {len(p) for p in paths}
+    start = time.perf_counter()
+    consistency = [tree.consistency_proof(conn, rng.randrange(1, n), n) for _ in range(samples)]
+    per_consistency = (time.perf_counter() - start) / samples * 1000
+    start = time.perf_counter()
+    merkle.inclusion_proof_from_hashes(leaves, indices[0])
+    naive = (time.perf_counter() - start) * 1000
+    print(f"inclusion proof, {n:,}-leaf tree stored in SQLite: {per_proof:.3f} ms each (mean of {samples}), "
+          f"{min(sizes)}-{max(sizes)} hashes (ceil(log2 n) = {math.ceil(math.log2(n))}) — target < 1 ms: "
+          f"{'met' if per_proof < 1 else 'MISSED'}; recomputing from all leaf hashes instead: {naive:.0f} ms "
+          f"({naive / per_proof:,.0f}x slower)")
+    print(f"consistency proof, same tree: {per_consistency:.3f} ms each, up to {max(len(p) for p in consistency)} hashes")
+    conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--single", type=int, default=500, help="one-entry transactions to time")
+    parser.add_argument("--batches", type=int, default=20, help="1,000-entry batches to time")
+    parser.add_argument("--verify-entries", type=int, default=100_000)
+    parser.add_argument("--tree-leaves", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=Path(__file__).resolve().parent) as folder:  # on disk, not tmpfs
+        calibration()
+        appends(Path(folder), args.single, args.batches)
+        verification(Path(folder), args.verify_entries)
+        proofs(Path(folder), args.tree_leaves)
+
+
+if __name__ == "__main__":
+    main()
