@@ -4,17 +4,34 @@ Score matrices are ``(n_train, n_test)`` everywhere: ``[i, j]`` = train ``i`` on
 positive = helped.
 """
 
-from attribution.base import AttributionTask, Attributor
+from attribution.base import AttributionError, AttributionTask, Attributor, require_finite
+from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity, TrainingLoss
+from attribution.fast_tracin import FastTracIn
+from attribution.influence import InfluenceFunction
 from attribution.integrated_gradients import FeatureAttributions, integrated_gradients
+from attribution.projection import ProjectedTracIn
 from attribution.rollup import contributor_credit, sample_credit
+from attribution.streaming import Float16Memmap, GroupSums
 from attribution.tracin import CaptumTracIn
 
 __all__ = [
+    "AttributionError",
     "AttributionTask",
     "Attributor",
     "CaptumTracIn",
+    "FastTracIn",
+    "Float16Memmap",
     "FeatureAttributions",
+    "GradientDot",
+    "GroupSums",
+    "InfluenceFunction",
+    "KNNShapley",
+    "ProjectedTracIn",
+    "RandomScores",
+    "RepresentationSimilarity",
+    "TrainingLoss",
     "contributor_credit",
     "integrated_gradients",
+    "require_finite",
     "sample_credit",
 ]

@@ -29,6 +29,8 @@ class AttributionTask:
         checkpoints: checkpoint files in training order.
         load_checkpoint: loads a checkpoint into ``model`` and returns its learning rate.
         loss_fn: per-batch loss with ``reduction="sum"`` (the per-sample losses add up).
+        weight_decay: the training objective's L2 term ``(weight_decay / 2) ‖θ‖²`` over every
+            trainable parameter (methods that need the objective's Hessian use it; default 0).
     """
 
     model: nn.Module
@@ -37,6 +39,24 @@ class AttributionTask:
     checkpoints: Sequence[Path]
     load_checkpoint: Callable[[nn.Module, str], float]
     loss_fn: nn.Module = field(default_factory=lambda: nn.CrossEntropyLoss(reduction="sum"))
+    weight_decay: float = 0.0
+
+    def load_final(self) -> float:
+        """Load the last checkpoint (the trained model) into ``model``; return its learning rate."""
+        return float(self.load_checkpoint(self.model, str(self.checkpoints[-1])))
+
+
+class AttributionError(RuntimeError):
+    """A method produced scores it cannot vouch for (NaN/inf, an unconverged solver, an
+    indefinite Hessian); the message names the method and what went wrong."""
+
+
+def require_finite(scores: np.ndarray, method: str) -> np.ndarray:
+    """``scores`` unchanged, or :class:`AttributionError` naming ``method`` and the bad count."""
+    bad = np.count_nonzero(~np.isfinite(scores))
+    if bad:
+        raise AttributionError(f"{method}: {bad} of {scores.size} scores are NaN or infinite")
+    return scores
 
 
 class Attributor(ABC):

@@ -1,0 +1,48 @@
+"""How right an attribution is, judged against retraining ground truth and planted bad data.
+
+All take score matrices ``(n_train, n_test)`` with positive = helped.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata, spearmanr
+from sklearn.metrics import roc_auc_score
+
+
+def group_sums(scores: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """``(n_groups, n_test)`` sums of the score rows of each group."""
+    indicator = np.arange(n_groups)[:, None] == np.asarray(groups)[None, :]
+    return indicator.astype(np.float64) @ scores
+
+
+def lds(scores: np.ndarray, masks: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """Linear datamodeling score per test sample, ``(n_test,)``.
+
+    For test sample ``j``: the Spearman correlation, across the ``(n_subsets, n_train)`` boolean
+    ``masks``, between the attribution summed over each subset (``masks @ scores[:, j]``) and
+    minus the retrained model's test loss ``losses[:, j]`` (more help = lower loss). NaN where
+    either side is constant across subsets.
+    """
+    if masks.shape[1] != scores.shape[0] or losses.shape != (masks.shape[0], scores.shape[1]):
+        raise ValueError(f"shapes disagree: scores {scores.shape}, masks {masks.shape}, losses {losses.shape}")
+    predicted = rankdata(masks.astype(np.float64) @ scores, axis=0)
+    actual = rankdata(-losses, axis=0)
+    predicted -= predicted.mean(axis=0)
+    actual -= actual.mean(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (predicted * actual).sum(axis=0) / np.sqrt((predicted**2).sum(axis=0) * (actual**2).sum(axis=0))
+
+
+def loco_correlation(credit: np.ndarray, loco_effect: np.ndarray) -> float:
+    """Spearman correlation between per-group credit ``(n_groups,)`` and the mean LOCO effect."""
+    return float(spearmanr(credit, loco_effect).statistic)
+
+
+def detection_auc(suspicion: np.ndarray, is_bad: np.ndarray) -> float:
+    """ROC AUC of ``suspicion`` (higher = more suspect, e.g. minus credit) for flagging ``is_bad``;
+    NaN when nothing or everything is bad (no AUC is defined)."""
+    is_bad = np.asarray(is_bad, dtype=bool)
+    if is_bad.all() or not is_bad.any():
+        return float("nan")
+    return float(roc_auc_score(is_bad, suspicion))

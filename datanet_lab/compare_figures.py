@@ -1,0 +1,48 @@
+"""Figures of the method comparison (notebook 05): LDS with confidence intervals, removal curves,
+and cost against accuracy."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def lds_bars(table: pd.DataFrame) -> Figure:
+    """Sample- and contributor-level LDS per method; whiskers: 95% CI over test samples."""
+    ordered = table.sort_values("lds_sample")
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(ordered) + 1.2))
+    y = range(len(ordered))
+    ax.barh([v + 0.2 for v in y], ordered["lds_sample"], height=0.4, xerr=1.0 * ordered["lds_sample_ci95"], label="sample-level", color="#4477aa")
+    ax.barh([v - 0.2 for v in y], ordered["lds_contributor"], height=0.4, label="contributor-level", color="#ccbb44")
+    ax.set_yticks(list(y), ordered["method"])
+    ax.set(xlabel="LDS (Spearman vs retrained test loss)", xlim=(-0.2, 1.0), title="Linear datamodeling score")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.legend(loc="lower right")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def removal_curves(removal: pd.DataFrame) -> Figure:
+    """Test accuracy after retraining without the top-credited fraction of samples."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for method, rows in removal.groupby("method", sort=False):
+        ax.plot(rows["fraction"], rows["accuracy"], marker="o", label=method)
+    ax.set(xlabel="fraction of training samples removed (highest credit first)", ylabel="test accuracy", title="Removal curves")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def cost_vs_lds(table: pd.DataFrame) -> Figure:
+    """Wall seconds (log scale) against sample-level LDS."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    ax.scatter(table["seconds"], table["lds_sample"])
+    for row in table.itertuples():
+        ax.annotate(row.method, (row.seconds, row.lds_sample), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set(xscale="log", xlabel="fit + score seconds (log)", ylabel="sample-level LDS", title="Cost vs accuracy")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,56 @@
+"""Tests for datanet_lab.compare on a tiny wine Datanet: the table's shape and sanity, files written."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import attribution
+from datanet_lab import compare
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory):
+    p = compare.problem("wine", "", "honest:2,noisy:2,out_of_domain:1", 5, 0.2, 0, 1e-2)
+    methods = [attribution.InfluenceFunction(), attribution.FastTracIn(), attribution.RandomScores(0)]
+    directory = tmp_path_factory.mktemp("comparison")
+    return p, compare.compare(p, methods, directory, n_subsets=30, seed=0, workers=1), directory
+
+
+def test_problem_marks_the_planted_bad_data(wine):
+    p, _, _ = wine
+    assert list(p.noisy_contributor) == [False, False, True, True, False]
+    assert p.flipped_sample.any()
+    assert set(np.flatnonzero(p.flipped_sample)) <= set(np.flatnonzero(np.isin(p.groups, [2, 3])))
+    np.testing.assert_allclose(p.train_x.mean(axis=0), 0.0, atol=1e-5)
+
+
+def test_table_has_a_row_per_method_and_the_required_columns(wine):
+    _, result, _ = wine
+    table = result.table.set_index("method")
+    assert list(table.index) == ["influence_exact", "tracin_fast", "random"]
+    for column in ("lds_sample", "lds_contributor", "loco_corr", "noisy_auc", "seconds", "peak_mib"):
+        assert table[column].notna().all(), column
+    assert table.loc["influence_exact", "lds_sample"] > 0.8
+    assert abs(table.loc["random", "lds_sample"]) < 0.3
+    assert table.loc["influence_exact", "lds_sample"] > table.loc["random", "lds_sample"] + 0.5
+    assert (result.removal.groupby("method").size() == 1 + len(compare.REMOVAL_FRACTIONS)).all()
+
+
+def test_files_are_written(wine, tmp_path):
+    _, result, _ = wine
+    compare.write(result, tmp_path)
+    written = pd.read_csv(tmp_path / "comparison.csv")
+    assert list(written["method"]) == ["influence_exact", "tracin_fast", "random"]
+    assert pd.read_csv(tmp_path / "lds_per_test.csv").shape[1] == 4
+
+
+def test_sybil_gain_of_one_identity_is_one_and_copies_gain(wine, tmp_path):
+    p, _, _ = wine
+    assert compare.sybil_gain(p, attribution.InfluenceFunction, 0, 1, tmp_path) == pytest.approx(1.0)
+    assert compare.sybil_gain(p, attribution.InfluenceFunction, 0, 3, tmp_path) > 1.0
+    with pytest.raises(ValueError, match="k >= 1"):
+        compare.sybil_gain(p, attribution.InfluenceFunction, 0, 0, tmp_path)
