@@ -15,6 +15,8 @@ import ledger
 from datanet import DatanetError
 from datanet_lab.params import coerce
 from datanet_lab.runner import run_batch
+from datanet_lab.sweep_cli import add_commands as add_sweep_commands
+from ledger.cli import add_commands as add_ledger_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,12 +43,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(args: argparse.Namespace) -> int:
-    report = ledger.verify(args.path)
-    print(report)
-    return 0 if report.ok else 1
-
-
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datanet-lab", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -55,10 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="set a notebook parameter (repeatable)")
     run.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: results)")
     run.set_defaults(handler=_run)
+    add_sweep_commands(commands)
     ledger_cmd = commands.add_parser("ledger", help="ledger tools").add_subparsers(required=True, metavar="TOOL")
-    verify = ledger_cmd.add_parser("verify", help="check every hash and link; exit 1 naming the first bad entry")
-    verify.add_argument("path", type=Path)
-    verify.set_defaults(handler=_verify)
+    add_ledger_commands(ledger_cmd)
     return parser
 
 

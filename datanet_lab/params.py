@@ -24,6 +24,9 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 10,
     "seed": 0,
     "reward_pool": 1_000_000,
+    "compare_noise_rate": 0.05,
+    "compare_l2": 0.01,
+    "lds_subsets": 100,
 }
 
 
@@ -58,6 +61,12 @@ def check(params: dict[str, Any]) -> Table:
         raise ParameterError(f"epochs must be >= 1, got {full['epochs']}")
     if not 0.0 <= full["noise_rate"] <= 1.0:
         raise ParameterError(f"noise_rate must be in [0, 1], got {full['noise_rate']}")
+    if not 0.0 <= full["compare_noise_rate"] <= 1.0:
+        raise ParameterError(f"compare_noise_rate must be in [0, 1], got {full['compare_noise_rate']}")
+    if full["compare_l2"] <= 0:
+        raise ParameterError(f"compare_l2 must be > 0 (a unique optimum), got {full['compare_l2']}")
+    if full["lds_subsets"] < 2:
+        raise ParameterError(f"lds_subsets must be >= 2, got {full['lds_subsets']}")
     if full["reward_pool"] < 0:
         raise ParameterError(f"reward_pool must be >= 0 units, got {full['reward_pool']}")
     behaviours = parse_scenario(full["scenario"], full["n_contributors"])

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 RUN_CLOCK = ledger.fixed_clock("2026-01-01T00:00:00+00:00")
 """Ledger timestamps of a run are fixed so that a seeded run reproduces every hash."""
 VALIDATOR, CURATOR, TRAINER, ATTRIBUTOR, PAYOUT_AUTHORITY = "validator", "curator", "trainer", "attributor", "payout-authority"
+STAKE_UNITS = 1000
+"""Deposit each contributor stakes when it submits; rejected or harmful data forfeits part of it
+(rules in :mod:`ledger.epochs`)."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,14 @@ class Run:
         target.parent.mkdir(parents=True, exist_ok=True)
         return target
 
+    def keystore(self) -> ledger.Keystore:
+        """The run's keystore (``keystore/``, keys 0600). Keys are derived from the run seed so that a
+        seeded run reproduces every signature and the ledger head: fine for a reproducible research
+        run, never for real money (anyone who knows the seed can sign as every actor)."""
+        return ledger.Keystore(self.directory / "keystore", seed=f"datanet-lab run seed {self.params['seed']}".encode())
+
     def ledger(self) -> ledger.Ledger:
-        return ledger.Ledger(self.ledger_path, clock=RUN_CLOCK)
+        return ledger.Ledger(self.ledger_path, keystore=self.keystore(), clock=RUN_CLOCK)
 
 
 def open_run(run_dir: str, **params: Any) -> Run:
@@ -97,8 +106,13 @@ def build(run: Run) -> BuiltDatanet:
         for d in decisions.itertuples()
     ]
     records.append(("dataset_version", CURATOR, _version_payload(built.datanet)))
+    stakes = [("stake", c, {"contributor": c, "amount": STAKE_UNITS}) for c in built.datanet.contributors]
+    roles = {VALIDATOR: "validator", CURATOR: "curator", TRAINER: "trainer", ATTRIBUTOR: "attributor",
+             PAYOUT_AUTHORITY: "payout-authority", **{c: "contributor" for c in built.datanet.contributors}}
     with run.ledger() as book:
-        book.append_many(records)
+        for actor, role in roles.items():
+            book.register(actor, role)
+        book.append_many(stakes + records)
     return built
 
 
@@ -241,24 +255,30 @@ def attributed(run: Run) -> Attribution:
 # --- step 4: verify the ledger and pay ----------------------------------------------------------
 
 
-def pay(run: Run) -> pd.DataFrame:
-    """Split ``reward_pool`` by positive contributor credit; write ``payouts.csv`` and
-    ``metrics.json`` and record one payout entry per contributor plus the epoch entry."""
-    dn, credit = datanet(run), attributed(run).contributor_credit
-    split = ledger.split_positive_credit(run.params["reward_pool"], credit.to_dict())
-    table = submission_counts(dn).join(behaviours(run).rename("behaviour"))
-    table["attribution"] = credit
-    table["payout"] = pd.Series(split.payouts)
-    table = table.rename_axis("contributor").reset_index()[
-        ["contributor", "behaviour", "accepted", "rejected", "attribution", "payout"]
-    ]
-    records = [("payout", PAYOUT_AUTHORITY, {"epoch": 1, "contributor": c, "amount": int(a)})
-               for c, a in zip(table["contributor"], table["payout"])]
-    records.append(("payout_epoch", PAYOUT_AUTHORITY, {"epoch": 1, "pool": split.pool,
-                    "paid": split.pool - split.unallocated, "unallocated": split.unallocated,
-                    "dataset_version": dn.version, "rule": "largest remainder over positive credit"}))
+def pay(run: Run, epoch: int = 1) -> pd.DataFrame:
+    """Pay payout ``epoch``: slash stakes of rejected or harmful data into the pool, split
+    ``reward_pool`` plus the slashed units by positive credit, record every slash, payment and the
+    epoch in the ledger, write ``payouts.csv`` and ``metrics.json``. Paying an epoch twice raises
+    :class:`ledger.LedgerError` and changes nothing."""
+    dn, found = datanet(run), attributed(run)
+    credit, counts = found.contributor_credit, submission_counts(dn)
+    magnitude = found.sample_credit["credit"].abs().groupby(found.sample_credit["contributor"]).sum()
     with run.ledger() as book:
-        book.append_many(records)
+        stakes = {e.payload["contributor"]: e.payload["amount"] for e in book.entries("stake")}
+        plan = ledger.plan_epoch(epoch, run.params["reward_pool"], credit.to_dict(), magnitude.to_dict(), stakes,
+                                 (counts["accepted"] + counts["rejected"]).to_dict(), counts["rejected"].to_dict())
+        book.append_many(ledger.epoch_records(plan, PAYOUT_AUTHORITY, dataset_version=dn.version))
+    slashed = dict.fromkeys(counts.index, 0)
+    for slash in plan.slashes:
+        slashed[slash.contributor] += slash.amount
+    table = counts.join(behaviours(run).rename("behaviour"))
+    table["attribution"] = credit
+    table["stake"] = pd.Series(stakes)
+    table["slashed"] = pd.Series(slashed)
+    table["payout"] = pd.Series(plan.split.payouts)
+    table = table.rename_axis("contributor").reset_index()[
+        ["contributor", "behaviour", "accepted", "rejected", "attribution", "stake", "slashed", "payout"]
+    ]
     table.to_csv(run.path("payouts.csv"), index=False)
     write_metrics(run, dn, table)
     return table

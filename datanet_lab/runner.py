@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,23 @@ from datanet_lab.params import DEFAULTS, RUN_DIR, ParameterError, check
 log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-NOTEBOOKS = ("01_build_datanet.ipynb", "02_train.ipynb", "03_attribute.ipynb", "04_ledger_and_payouts.ipynb")
+NOTEBOOKS = ("01_build_datanet.ipynb", "02_train.ipynb", "03_attribute.ipynb", "04_ledger_and_payouts.ipynb",
+             "05_compare_methods.ipynb")
 
 
 class RunFailed(DatanetError):
     """A notebook of the batch raised; the partial run is kept for inspection."""
+
+
+class NotebookFailed(DatanetError):
+    """A cell of ``notebook`` raised ``ename: evalue``; its executed notebook is kept."""
+
+    def __init__(self, notebook: str, cell_index: int, ename: str, evalue: str) -> None:
+        super().__init__(f"{notebook} failed in cell {cell_index}: {ename}: {evalue}")
+        self.notebook, self.cell_index, self.ename, self.evalue = notebook, cell_index, ename, evalue
+
+    def __reduce__(self) -> tuple:  # picklable across process and Dask workers
+        return type(self), (self.notebook, self.cell_index, self.ename, self.evalue)
 
 
 def declared_parameters(notebook: Path) -> dict[str, Any]:
@@ -58,21 +71,34 @@ def run_batch(params: dict[str, Any], out: str | Path = "results", notebook_dir:
     partial = out / f".partial-{run_id}"
     partial.mkdir(parents=True)
     (partial / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=True))
-    for notebook in notebooks:
-        given = {k: v for k, v in full.items() if k in declared[notebook]}
-        log.info("executing %s", notebook.name)
-        try:
-            papermill.execute_notebook(
-                str(notebook), str(partial / notebook.name), parameters={**given, RUN_DIR: str(partial.resolve())},
-                kernel_name="python3", cwd=str(notebook_dir), progress_bar=False,
-            )
-        except papermill.PapermillExecutionError as exc:
-            failed = partial.rename(out / f"{run_id}.failed")
-            raise RunFailed(f"{notebook.name} failed in cell {exc.cell_index}: {exc.ename}: {exc.evalue} "
-                            f"(executed notebook kept in {failed})") from exc
+    try:
+        execute_chain(notebooks, full, partial)
+    except NotebookFailed as exc:
+        failed = partial.rename(out / f"{run_id}.failed")
+        raise RunFailed(f"{exc} (executed notebook kept in {failed})") from exc
     final = partial.rename(out / run_id)
     _point_latest(out, run_id)
     return final
+
+
+def execute_chain(notebooks: Sequence[Path], params: dict[str, Any], run_dir: Path, kernel_name: str = "python3") -> None:
+    """Execute ``notebooks`` in order into the existing ``run_dir``, each given the ``params`` it
+    declares plus ``run_dir``.
+
+    Raises:
+        NotebookFailed: a cell raised; the executed notebook up to that cell is in ``run_dir``.
+    """
+    for notebook in notebooks:
+        declared = declared_parameters(notebook)
+        given = {k: v for k, v in params.items() if k in declared}
+        log.info("executing %s", notebook.name)
+        try:
+            papermill.execute_notebook(
+                str(notebook), str(run_dir / notebook.name), parameters={**given, RUN_DIR: str(run_dir.resolve())},
+                kernel_name=kernel_name, cwd=str(notebook.parent), progress_bar=False,
+            )
+        except papermill.PapermillExecutionError as exc:
+            raise NotebookFailed(notebook.name, exc.cell_index, exc.ename, exc.evalue) from None
 
 
 def _new_run_id(out: Path, params: dict[str, Any]) -> str:

@@ -10,6 +10,7 @@ TINY = {
     "noise_rate": 0.3,
     "epochs": 2,
     "reward_pool": 1000,
+    "lds_subsets": 20,
 }
 
 

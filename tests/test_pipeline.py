@@ -19,10 +19,13 @@ def test_honest_contributors_earn_more_per_accepted_sample_than_noisy_ones(defau
 
 def test_payouts_sum_to_the_pool_and_harmful_data_earns_nothing(default_run):
     run, payouts = default_run
-    assert payouts["payout"].sum() == run.params["reward_pool"]
+    # Slashed stakes join the pool (ledger.epochs): the duplicate contributor's data was all rejected.
+    assert payouts["payout"].sum() == run.params["reward_pool"] + payouts["slashed"].sum()
+    assert (payouts["slashed"] <= payouts["stake"] // 2)[payouts["rejected"] == 0].all()
     assert (payouts.loc[payouts["attribution"] <= 0, "payout"] == 0).all()
     duplicate = payouts[payouts["behaviour"] == "duplicate"].iloc[0]
     assert duplicate["accepted"] == 0 and duplicate["payout"] == 0
+    assert duplicate["slashed"] == duplicate["stake"] == pipeline.STAKE_UNITS
 
 
 def test_a_step_on_its_own_builds_what_it_needs(tmp_path):
