@@ -10,6 +10,7 @@ from attribution.fast_tracin import FastTracIn
 from attribution.influence import InfluenceFunction
 from attribution.integrated_gradients import FeatureAttributions, integrated_gradients
 from attribution.projection import ProjectedTracIn
+from attribution.registry import METHODS, make_attributor
 from attribution.rollup import contributor_credit, sample_credit
 from attribution.streaming import Float16Memmap, GroupSums
 from attribution.tracin import CaptumTracIn
@@ -25,6 +26,7 @@ __all__ = [
     "GradientDot",
     "GroupSums",
     "InfluenceFunction",
+    "METHODS",
     "KNNShapley",
     "ProjectedTracIn",
     "RandomScores",
@@ -32,6 +34,7 @@ __all__ = [
     "TrainingLoss",
     "contributor_credit",
     "integrated_gradients",
+    "make_attributor",
     "require_finite",
     "sample_credit",
 ]

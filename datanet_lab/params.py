@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from attribution import METHODS
 from datanet import DatanetError, load_table, parse_scenario
 from datanet.data import Table, split_test
 from datanet.datanet import TEST_FRACTION
@@ -24,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "epochs": 10,
     "seed": 0,
     "reward_pool": 1_000_000,
+    "attribution_method": "tracin_captum",
     "compare_noise_rate": 0.05,
     "compare_l2": 0.01,
     "lds_subsets": 100,
@@ -67,6 +69,8 @@ def check(params: dict[str, Any]) -> Table:
         raise ParameterError(f"compare_l2 must be > 0 (a unique optimum), got {full['compare_l2']}")
     if full["lds_subsets"] < 2:
         raise ParameterError(f"lds_subsets must be >= 2, got {full['lds_subsets']}")
+    if full["attribution_method"] not in METHODS:
+        raise ParameterError(f"unknown attribution_method {full['attribution_method']!r}; expected one of {sorted(METHODS)}")
     if full["reward_pool"] < 0:
         raise ParameterError(f"reward_pool must be >= 0 units, got {full['reward_pool']}")
     behaviours = parse_scenario(full["scenario"], full["n_contributors"])

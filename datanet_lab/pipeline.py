@@ -10,7 +10,7 @@ Run directory layout::
     dataset/      meta.json decisions.csv train.npz test.npz     (what validators accepted)
     planted/      ground_truth.csv                               (the scenario's truth, kept apart)
     training/     history.csv checkpoints/epoch_NNN.pt
-    attribution/  tracin_scores.npy sample_credit.csv contributor_credit.csv integrated_gradients.npz
+    attribution/  scores.npy sample_credit.csv contributor_credit.csv integrated_gradients.npz
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def file_sha256(path: Path) -> str:
 
 @dataclass
 class Attribution:
-    """TracIn scores ``(n_train, n_test)``, their roll-ups, and IG attributions of test samples."""
+    """Method scores ``(n_train, n_test)``, their roll-ups, and IG attributions of test samples."""
 
     scores: np.ndarray
     sample_credit: pd.DataFrame
@@ -206,19 +206,20 @@ class Attribution:
 
 
 def attribute(run: Run) -> Attribution:
-    """TracIn (Captum) over every checkpoint and IG on the test set; save and record them."""
+    """The ``attribution_method`` scores (Captum TracIn over every checkpoint by default) and IG
+    on the test set; save and record them."""
     dn, result = datanet(run), trained(run)
     train_x, train_y = torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y)
     task = attribution.AttributionTask(result.model, train_x, train_y, result.checkpoints, load_checkpoint)
-    method = attribution.CaptumTracIn()
+    method = attribution.make_attributor(run.params["attribution_method"], run.params["seed"])
     scores = method.fit(task).scores(torch.from_numpy(dn.test_x), torch.from_numpy(dn.test_y))
-    load_checkpoint(result.model, result.checkpoints[-1])  # TracIn left the weights at some checkpoint
+    load_checkpoint(result.model, result.checkpoints[-1])  # a method may leave the weights at another checkpoint
     features = attribution.integrated_gradients(result.model, torch.from_numpy(dn.test_x), train_x.mean(dim=0))
     credit = attribution.contributor_credit(scores, dn.train_contributors, dn.contributors)
     samples = pd.DataFrame(
         {"sample_id": dn.train_ids, "contributor": dn.train_contributors, "credit": attribution.sample_credit(scores)}
     )
-    np.save(run.path("attribution", "tracin_scores.npy"), scores)
+    np.save(run.path("attribution", "scores.npy"), scores)
     samples.to_csv(run.path("attribution", "sample_credit.csv"), index=False)
     credit.to_csv(run.path("attribution", "contributor_credit.csv"), index_label="contributor")
     np.savez(run.path("attribution", "integrated_gradients.npz"), attributions=features.attributions,
@@ -245,7 +246,7 @@ def attributed(run: Run) -> Attribution:
         return attribute(run)
     ig = np.load(folder / "integrated_gradients.npz")
     return Attribution(
-        scores=np.load(folder / "tracin_scores.npy"),
+        scores=np.load(folder / "scores.npy"),
         sample_credit=pd.read_csv(folder / "sample_credit.csv"),
         contributor_credit=pd.read_csv(folder / "contributor_credit.csv", index_col="contributor")["attribution"],
         features=attribution.FeatureAttributions(ig["attributions"], ig["targets"], ig["convergence_delta"]),

@@ -1,5 +1,6 @@
 """The pipeline steps on the default scenario (in-process, without papermill)."""
 
+import numpy as np
 import pytest
 
 from datanet_lab import pipeline
@@ -33,3 +34,15 @@ def test_a_step_on_its_own_builds_what_it_needs(tmp_path):
     result = pipeline.attributed(run)
     assert (tmp_path / "dataset" / "meta.json").is_file() and (tmp_path / "training" / "history.csv").is_file()
     assert result.scores.shape[0] == len(pipeline.datanet(run).train_y)
+
+
+def test_the_attribution_method_parameter_decides_the_scores_and_is_recorded(tmp_path):
+    params = dict(dataset="wine", n_contributors=3, scenario="honest:3", epochs=1)
+    default = pipeline.attribute(pipeline.open_run(str(tmp_path / "a"), **params))
+    run = pipeline.open_run(str(tmp_path / "b"), attribution_method="grad_cosine", **params)
+    cosine = pipeline.attribute(run)
+    assert not np.allclose(default.scores, cosine.scores)
+    assert np.abs(cosine.scores).max() <= 1 + 1e-6  # cosines of gradients
+    with run.ledger() as book:
+        (record,) = book.entries("attribution_run")
+    assert record.payload["method"] == "grad_cosine"

@@ -88,6 +88,7 @@ BAD_INPUTS = {
     "negative pool": (["-p", "reward_pool", "-5"], "reward_pool must be >= 0 units, got -5"),
     "non-integer pool": (["-p", "reward_pool", "1.5"], "reward_pool' must be int, got '1.5'"),
     "unknown parameter": (["-p", "learning_rate", "0.1"], "unknown parameter 'learning_rate'"),
+    "unknown attribution method": (["-p", "attribution_method", "magic"], "unknown attribution_method 'magic'"),
     "too many contributors": (["-p", "n_contributors", "2000", "-p", "scenario", "honest:2000"], "n_contributors=2000"),
 }
 
