@@ -35,6 +35,7 @@ from datanet import BuiltDatanet, Datanet, build_datanet, load_table, parse_scen
 from datanet.models import build_model
 from datanet.training import TrainConfig, TrainResult, load_checkpoint, train
 from datanet_lab.params import DEFAULTS
+from datanet_lab.provenance import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -186,10 +187,6 @@ def trained(run: Run) -> TrainResult:
     model = build_model(run.params["model"], torch.from_numpy(dn.train_x), dn.n_classes)
     load_checkpoint(model, checkpoints[-1])
     return TrainResult(model.eval(), checkpoints, pd.read_csv(history_path))
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # --- step 3: attribute --------------------------------------------------------------------------
