@@ -59,6 +59,17 @@ class SampleGradients:
         """Summed loss of batch ``(x, y)`` at ``params``."""
         return self.loss_fn(functional_call(self._shadow, (params, self.fixed()), (x.to(self.dtype),)), y)
 
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's output on ``x`` at the current parameters, in :attr:`dtype`, without grad."""
+        with torch.no_grad():
+            return functional_call(self._shadow, (self.params(), self.fixed()), (x.to(self.dtype),))
+
+    def shadow_module(self, module: nn.Module) -> nn.Module:
+        """The submodule of the private :attr:`dtype` copy that :meth:`outputs` runs for ``module``
+        of the model (to hook its inputs)."""
+        name = next(n for n, m in self.model.named_modules() if m is module)
+        return self._shadow.get_submodule(name)
+
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return torch.cat(list(self.chunks(x, y)))
 

@@ -58,11 +58,12 @@ def _hand_influence(fit, x, y, test_x, test_y) -> np.ndarray:
     return grads(x, y) @ np.linalg.solve(hessian, grads(test_x, test_y).T) / len(x)
 
 
-def test_exact_matches_the_hand_built_hessian(tmp_path):
+@pytest.mark.parametrize("structured", [True, False])
+def test_exact_matches_the_hand_built_hessian(tmp_path, structured):
     x, y = _data()
     test_x, test_y = _data(seed=1)
     task, fit = _task(x, y, tmp_path)
-    scores = InfluenceFunction().fit(task).scores(torch.from_numpy(test_x[:7]), torch.from_numpy(test_y[:7]))
+    scores = InfluenceFunction(structured=structured).fit(task).scores(torch.from_numpy(test_x[:7]), torch.from_numpy(test_y[:7]))
     assert scores.shape == (N, 7)
     np.testing.assert_allclose(scores, _hand_influence(fit, x, y, test_x[:7], test_y[:7]), rtol=1e-6, atol=1e-12)
 
