@@ -1,7 +1,7 @@
 """A small transparency log of a Datanet, embedded in SQLite: signed entries in a hash chain and
 an RFC 9162 Merkle tree, signed tree heads, proofs an outsider checks offline, exact payouts.
 
-Stands alone: stdlib, ``rfc8785`` and ``cryptography`` only, nothing from ``datanet`` or
+Stands alone: stdlib, ``rfc8785`` and ``pynacl`` only, nothing from ``datanet`` or
 ``attribution``, so anyone can verify a ledger without the ML stack.
 """
 

@@ -1,10 +1,25 @@
-"""Canonical JSON (RFC 8785, JCS): sorted keys, UTF-8, no insignificant whitespace, ES6 floats."""
+"""Canonical JSON (RFC 8785, JCS): sorted keys, UTF-8, no insignificant whitespace, ES6 floats.
 
+``rfc8785`` is the reference encoder, but it is pure Python and was the largest cost of a signed
+append after the signature itself. Most payloads are *plain* (see :func:`plain_json`), and for those
+the standard library's C encoder writes the same bytes: strings escape exactly ``"``, ``\\`` and the
+controls below U+0020 (``\\b \\t \\n \\f \\r`` short, the rest ``\\u00xx`` in lower-case hex), all
+else (U+007F, U+2028, non-BMP, ...) goes out verbatim as UTF-8; integers print in decimal; and
+key order by code point equals RFC 8785's order by UTF-16 code units as long as no key leaves the
+BMP. Floats are left to ``rfc8785``: their ES6 form differs from ``repr``.
+"""
+
+import json
 from typing import Any
 
 import rfc8785
 
 from ledger.errors import LedgerError
+
+_SAFE_INT = 2**53 - 1
+"""RFC 8785 (I-JSON) integers: ``|n| <= 2**53 - 1``; ``rfc8785`` refuses the others."""
+_ENCODE = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"), check_circular=False).encode
+_BMP_END = "\U00010000"
 
 
 def canonical_json(value: Any) -> bytes:
@@ -12,9 +27,40 @@ def canonical_json(value: Any) -> bytes:
 
     Raises:
         LedgerError: the value holds something JSON cannot carry exactly (NaN, inf, an integer
-            beyond ±2**53-1, a non-string key, an unknown type).
+            beyond ±2**53-1, a non-string key, a lone surrogate, an unknown type).
     """
+    fast = plain_json(value)
+    if fast is not None:
+        return fast
     try:
         return rfc8785.dumps(value)
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise LedgerError(f"payload is not canonical-JSON encodable: {exc}") from exc
+
+
+def plain_json(value: Any) -> bytes | None:
+    """The RFC 8785 bytes of a *plain* value, or ``None`` when ``value`` is not plain.
+
+    Plain: built from exactly ``dict`` (string keys within the BMP), ``list``, ``str``, ``int``
+    within ±2**53-1, ``bool`` and ``None``; no floats, no subclasses, no other types. Strings
+    holding a lone surrogate (not UTF-8 encodable) are not plain either.
+    """
+    if not _plain(value):
+        return None
+    try:
+        return _ENCODE(value).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: canonical_json lets rfc8785 refuse it
+        return None
+
+
+def _plain(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -_SAFE_INT <= value <= _SAFE_INT
+    if kind is dict:
+        return all(type(k) is str and (k.isascii() or max(k) < _BMP_END) and _plain(v) for k, v in value.items())
+    if kind is list:
+        return all(_plain(v) for v in value)
+    return False

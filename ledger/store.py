@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import merkle, tree
-from ledger.canonical import canonical_json
+from ledger.canonical import canonical_json, plain_json
 from ledger.clock import Clock, system_clock
 from ledger.encoding import GENESIS_HASH, entry_bytes, head_bytes, key_bytes, statement_bytes
 from ledger.errors import LedgerError
@@ -406,25 +406,17 @@ def _check_record(index: int, kind: str, actor: str, payload: Mapping[str, Any])
         raise LedgerError(f"record {index} ({kind}): {exc}") from exc
     if not isinstance(payload, Mapping):
         raise LedgerError(f"record {index} ({kind}): payload must be a JSON object, got {type(payload).__name__}")
-    try:
-        encoded = canonical_json(payload)
-    except LedgerError as exc:
-        raise LedgerError(f"record {index} ({kind}, actor {actor!r}): {exc}") from exc
-    # A whole float >= 2**53 encodes as an integer that JSON readers cannot take back exactly.
-    try:
-        round_trips = not _has_float(payload) or canonical_json(json.loads(encoded)) == encoded
-    except LedgerError:
-        round_trips = False
-    if not round_trips:
-        raise LedgerError(f"record {index} ({kind}, actor {actor!r}): payload does not survive a JSON round trip unchanged")
+    encoded = plain_json(payload)  # plain payloads (no floats) always survive a JSON round trip
+    if encoded is None:
+        try:
+            encoded = canonical_json(payload)
+        except LedgerError as exc:
+            raise LedgerError(f"record {index} ({kind}, actor {actor!r}): {exc}") from exc
+        # A whole float >= 2**53 encodes as an integer that JSON readers cannot take back exactly.
+        try:
+            round_trips = canonical_json(json.loads(encoded)) == encoded
+        except LedgerError:
+            round_trips = False
+        if not round_trips:
+            raise LedgerError(f"record {index} ({kind}, actor {actor!r}): payload does not survive a JSON round trip unchanged")
     return encoded.decode("utf-8")
-
-
-def _has_float(value: Any) -> bool:
-    if isinstance(value, float):
-        return True
-    if isinstance(value, Mapping):
-        return any(_has_float(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_has_float(v) for v in value)
-    return False

@@ -98,13 +98,13 @@ def test_check_head_extends_rollback_and_equivocation(ledger_file, tmp_path, cap
     key = ledger.Keystore(tmp_path / "keys", seed=b"cli").key("log")
     from ledger.encoding import head_bytes
     forged = {**saved, "root": "ab" * 32}
-    forged["signature"] = key.sign(head_bytes(3, forged["root"], saved["timestamp"])).hex()
+    forged["signature"] = key.sign(head_bytes(3, forged["root"], saved["timestamp"])).signature.hex()
     head.write_text(json.dumps(forged))
     assert main(["ledger", "check-head", str(ledger_file), str(head)]) == 1
     assert "FAILED (equivocation)" in capsys.readouterr().out
     # Rollback: a signed head larger than the log.
     big = {**saved, "size": 9}
-    big["signature"] = key.sign(head_bytes(9, saved["root"], saved["timestamp"])).hex()
+    big["signature"] = key.sign(head_bytes(9, saved["root"], saved["timestamp"])).signature.hex()
     head.write_text(json.dumps(big))
     assert main(["ledger", "check-head", str(ledger_file), str(head)]) == 1
     assert "FAILED (rollback)" in capsys.readouterr().out

@@ -1,7 +1,7 @@
 """Tests for ledger.store, ledger.verify, ledger.canonical and ledger.clock.
 
 Tampering is done the way an attacker with the file would: straight through sqlite3, after
-dropping the append-only triggers. Signatures are checked here with ``cryptography`` directly and
+dropping the append-only triggers. Signatures are checked here with PyNaCl directly and
 hashes with ``json.dumps``, not through the encoders under test.
 """
 
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nacl.signing import VerifyKey
 
 from ledger import KINDS, Keystore, Ledger, LedgerError, canonical_json, fixed_clock, system_clock, verify
 from ledger.encoding import GENESIS_HASH
@@ -98,8 +98,8 @@ def test_append_returns_the_stored_entry(tmp_path, keystore):
         assert entry.payload == {"a": [1, "x"], "b": 2, "nested": {"y": True, "z": None}}
         assert entry.prev_hash == GENESIS_HASH == "0" * 64
         assert entry.hash == _hash_by_hand(1, "contribution", "c07", entry.timestamp, entry.payload, "0" * 64, entry.signature)
-        public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(ledger.public_keys()["c07"]))
-        public.verify(bytes.fromhex(entry.signature), _json({"actor": "c07", "kind": "contribution", "payload": entry.payload}))
+        public = VerifyKey(bytes.fromhex(ledger.public_keys()["c07"]))
+        public.verify(_json({"actor": "c07", "kind": "contribution", "payload": entry.payload}), bytes.fromhex(entry.signature))
         assert len(ledger) == 1
         assert ledger.head() == entry
         assert list(ledger.entries()) == [entry]

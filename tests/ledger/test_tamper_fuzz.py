@@ -18,13 +18,13 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.signing import SigningKey
 
 from ledger import Keystore, Ledger, LedgerError, epoch_records, fixed_clock, plan_epoch, verify
 from ledger.export import export
 
 N_TAMPERINGS = 1000
-ATTACKER = Ed25519PrivateKey.from_private_bytes(b"\x07" * 32)
+ATTACKER = SigningKey(b"\x07" * 32)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def _forged_row(rows: list[tuple], rng: random.Random) -> tuple:
 
     seq, prev = len(rows) + 1, rows[-1][7]
     actor, payload = rng.choice(["c0", "pa"]), json.dumps({"forged": rng.randrange(10**6)}, separators=(",", ":"))
-    signature = ATTACKER.sign(statement_bytes("payout", actor, payload)).hex()
+    signature = ATTACKER.sign(statement_bytes("payout", actor, payload)).signature.hex()
     raw = entry_bytes(seq, "payout", actor, "1970-01-01T00:00:00+00:00", payload, prev, signature)
     return (seq, "payout", actor, "1970-01-01T00:00:00+00:00", payload, prev, signature, hashlib.sha256(raw).hexdigest())
 

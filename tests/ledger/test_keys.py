@@ -1,0 +1,61 @@
+"""ledger.keys against the Ed25519 test vectors of RFC 8032, section 7.1 (TEST 1-3).
+
+A key file holds the RFC's 32-byte secret key, so a keystore must give the RFC's public key and
+signatures byte for byte (as any conforming implementation, OpenSSL's included, does): this is
+what keeps ledgers signed before the switch to libsodium reproducible.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from ledger import Keystore
+from ledger.keys import public_hex, sign, signature_ok
+
+# (secret key, public key, message, signature), hex, from https://www.rfc-editor.org/rfc/rfc8032#section-7.1
+RFC8032 = [
+    ("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+     "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+     "",
+     "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"),
+    ("4ccd089b28ff96da9db6c346ec114e0f5b8a319f35aba624da8cf6ed4fb8a6fb",
+     "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+     "72",
+     "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"),
+    ("c5aa8df43f9f837bedb7442f31dcb7b166d38535076f094b85ce3a2e0b4458f7",
+     "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+     "af82",
+     "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"),
+]
+ORDER = 2**252 + 27742317777372353535851937790883648493
+"""L, the order of the Ed25519 base point: a signature's S must be below it (RFC 8032, 5.1.7)."""
+
+
+@pytest.mark.parametrize(("secret", "public", "message", "signature"), RFC8032)
+def test_a_key_file_signs_as_rfc8032_says(tmp_path, secret, public, message, signature):
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "alice.key").write_bytes(bytes.fromhex(secret))
+    key = Keystore(tmp_path / "keys").key("alice")
+    assert public_hex(key) == public
+    assert sign(key, bytes.fromhex(message)) == signature
+    assert signature_ok(public, signature, bytes.fromhex(message))
+
+
+@pytest.mark.parametrize(("secret", "public", "message", "signature"), RFC8032)
+def test_an_altered_or_malleated_signature_does_not_verify(secret, public, message, signature):
+    message = bytes.fromhex(message)
+    assert not signature_ok(public, signature, message + b"\0")
+    flipped = bytes.fromhex(signature)
+    flipped = (flipped[:5] + bytes([flipped[5] ^ 1]) + flipped[6:]).hex()
+    assert not signature_ok(public, flipped, message)
+    # Same point R, S + L: the same equation holds mod L, but the encoding is not canonical.
+    r, s = signature[:64], int.from_bytes(bytes.fromhex(signature[64:]), "little")
+    assert not signature_ok(public, r + (s + ORDER).to_bytes(32, "little").hex(), message)
+
+
+@pytest.mark.parametrize(
+    ("public", "signature"),
+    [("zz" * 32, "00" * 64), ("00" * 31, "00" * 64), ("00" * 32, "00" * 63), (None, "00" * 64), ("00" * 32, None)],
+)
+def test_malformed_keys_and_signatures_do_not_verify(public, signature):
+    assert not signature_ok(public, signature, b"message")
