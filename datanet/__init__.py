@@ -7,6 +7,7 @@ from datanet.contributors import Submission, deal
 from datanet.data import BUILTIN_DATASETS, Table, load_table
 from datanet.datanet import BuiltDatanet, Datanet, build_datanet
 from datanet.errors import DatanetError, DataSourceError, ScenarioError
+from datanet.mlp_retrain import MLPRetrainer
 from datanet.scenario import BEHAVIOURS, parse_scenario
 from datanet.validation import Decision, Schema, validate
 
@@ -18,6 +19,7 @@ __all__ = [
     "Datanet",
     "DatanetError",
     "Decision",
+    "MLPRetrainer",
     "ScenarioError",
     "Schema",
     "Submission",
