@@ -6,6 +6,7 @@ positive = helped.
 
 from attribution.base import AttributionError, AttributionTask, Attributor, require_finite
 from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity, TrainingLoss
+from attribution.ensemble import Ensemble
 from attribution.fast_tracin import FastTracIn
 from attribution.influence import InfluenceFunction
 from attribution.integrated_gradients import FeatureAttributions, integrated_gradients
@@ -14,12 +15,14 @@ from attribution.registry import METHODS, make_attributor
 from attribution.rollup import contributor_credit, sample_credit
 from attribution.streaming import Float16Memmap, GroupSums
 from attribution.tracin import CaptumTracIn
+from attribution.trak import TRAK
 
 __all__ = [
     "AttributionError",
     "AttributionTask",
     "Attributor",
     "CaptumTracIn",
+    "Ensemble",
     "FastTracIn",
     "Float16Memmap",
     "FeatureAttributions",
@@ -31,6 +34,7 @@ __all__ = [
     "ProjectedTracIn",
     "RandomScores",
     "RepresentationSimilarity",
+    "TRAK",
     "TrainingLoss",
     "contributor_credit",
     "integrated_gradients",
