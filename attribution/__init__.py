@@ -12,12 +12,13 @@ from attribution.influence import InfluenceFunction
 from attribution.integrated_gradients import FeatureAttributions, integrated_gradients
 from attribution.projection import ProjectedTracIn
 from attribution.registry import METHODS, make_attributor
-from attribution.rollup import contributor_credit, sample_credit
+from attribution.rollup import REDUNDANCY_RADIUS, contributor_credit, redundancy_clusters, sample_credit, shared_credit
 from attribution.streaming import Float16Memmap, GroupSums
 from attribution.tracin import CaptumTracIn
 from attribution.trak import TRAK
 
 __all__ = [
+    "REDUNDANCY_RADIUS",
     "AttributionError",
     "AttributionTask",
     "Attributor",
@@ -39,6 +40,8 @@ __all__ = [
     "contributor_credit",
     "integrated_gradients",
     "make_attributor",
+    "redundancy_clusters",
     "require_finite",
     "sample_credit",
+    "shared_credit",
 ]

@@ -9,8 +9,17 @@ retrains the same solver on subsets (cached, in worker processes). Per method:
 - ``lds_contributor``: LDS over random halves of the contributors, on contributor sums;
 - ``loco_corr``: Spearman of contributor credit vs leave-one-contributor-out effect;
 - ``shapley_corr``: Spearman of contributor credit vs exact contributor Shapley (≤ 10 contributors);
-- ``noisy_auc`` / ``noisy_sample_auc``: AUC of minus credit for flagging noisy contributors /
-  flipped-label samples;
+- ``noisy_auc``: AUC of minus the mean credit per accepted sample for flagging noisy contributors
+  among the honest and noisy contributors with accepted data; ``noisy_sample_auc``: AUC of minus
+  sample credit for flagging flipped-label samples among those contributors' samples. The
+  question is "does this contributor (sample) hold flipped labels", so the negatives are clean
+  data of the same distribution: a contributor whose every row validation rejected holds no
+  training data (credit 0 says nothing about its labels), and out-of-domain data is harmful in
+  another way that low credit flags too (AUC of noisy against it measures which kind of bad data
+  it is, not whether labels are flipped). The mean, not the sum, so a contributor's size does
+  not decide; it is the credit per accepted sample that notebook 03 and the pipeline tests rank by.
+  ``noisy_auc_all`` / ``noisy_sample_auc_all`` keep the first definitions: minus summed credit
+  against every other contributor / minus sample credit against every accepted sample;
 - ``removal_<f>``: test-accuracy change after dropping the top fraction ``f`` of samples by credit;
 - ``seconds`` and ``peak_mib`` (RSS growth above the start, sampled every 5 ms) of fit + scores.
 """
@@ -36,6 +45,9 @@ from datanet.models import build_model
 from datanet.training import load_checkpoint
 
 REMOVAL_FRACTIONS = (0.05, 0.1, 0.2)
+SYBIL_JITTER = 0.01
+"""Standard deviation of the noise on a sybil's near-copies, in standardized feature units: about
+0.03 of digits' median nearest-neighbour distance, a copy in every respect but its bytes."""
 
 
 @dataclass
@@ -53,6 +65,9 @@ class Problem:
     noisy_contributor: np.ndarray
     flipped_sample: np.ndarray
     l2: float
+    behaviours: tuple[str, ...] = ()
+    """Planted behaviour per contributor; empty when unknown (the noisy AUCs then count every
+    contributor that is not noisy as honest)."""
 
 
 def problem(dataset: str, label_column: str, scenario: str, n_contributors: int, noise_rate: float, seed: int,
@@ -67,7 +82,7 @@ def problem(dataset: str, label_column: str, scenario: str, n_contributors: int,
     flipped = (truth.loc[dn.train_ids, "behaviour"] == "noisy") & truth.loc[dn.train_ids, "is_bad"]
     return Problem((dn.train_x - mean) / std, dn.train_y, (dn.test_x - mean) / std, dn.test_y, dn.n_classes,
                    np.array([index[c] for c in dn.train_contributors]), dn.contributors,
-                   (behaviour == "noisy").to_numpy(), flipped.to_numpy(dtype=bool), l2)
+                   (behaviour == "noisy").to_numpy(), flipped.to_numpy(dtype=bool), l2, tuple(behaviour))
 
 
 def retrainer(p: Problem) -> LogRegRetrainer:
@@ -185,7 +200,6 @@ def _ground_truth(p: Problem, cache: groundtruth.RetrainCache, n_subsets: int, s
 
 
 def _row(p: Problem, name: str, scores: np.ndarray, lds: np.ndarray, truth: dict[str, Any]) -> dict[str, Any]:
-    credit = scores.mean(axis=1)
     contributor = metrics.group_sums(scores, p.groups, len(p.contributors)).mean(axis=1)
     return {
         "method": name,
@@ -194,8 +208,25 @@ def _row(p: Problem, name: str, scores: np.ndarray, lds: np.ndarray, truth: dict
         "lds_contributor": float(np.nanmean(metrics.lds(scores, truth["contributor_masks"], truth["contributor_losses"]))),
         "loco_corr": metrics.loco_correlation(contributor, truth["loco"]),
         "shapley_corr": metrics.loco_correlation(contributor, truth["shapley"]) if truth["shapley"] is not None else float("nan"),
-        "noisy_auc": metrics.detection_auc(-contributor, p.noisy_contributor),
-        "noisy_sample_auc": metrics.detection_auc(-credit, p.flipped_sample),
+    } | detection_aucs(p, scores)
+
+
+def detection_aucs(p: Problem, scores: np.ndarray) -> dict[str, float]:
+    """``noisy_auc``, ``noisy_sample_auc`` and the first definitions ``noisy_auc_all``,
+    ``noisy_sample_auc_all`` of ``scores`` (see the module docstring)."""
+    credit = scores.mean(axis=1)
+    n_groups = len(p.contributors)
+    accepted = np.bincount(p.groups, minlength=n_groups)
+    contributor = np.bincount(p.groups, credit, minlength=n_groups)
+    clean = accepted > 0
+    if p.behaviours:
+        clean &= np.isin(np.asarray(p.behaviours), ["honest", "noisy"])
+    rows = clean[p.groups]
+    return {
+        "noisy_auc": metrics.detection_auc(-contributor[clean] / accepted[clean], p.noisy_contributor[clean]),
+        "noisy_sample_auc": metrics.detection_auc(-credit[rows], p.flipped_sample[rows]),
+        "noisy_auc_all": metrics.detection_auc(-contributor, p.noisy_contributor),
+        "noisy_sample_auc_all": metrics.detection_auc(-credit, p.flipped_sample),
     }
 
 
@@ -221,25 +252,32 @@ def write(result: Comparison, directory: Path) -> None:
 
 
 def sybil_gain(p: Problem, make_method: Callable[[], attribution.Attributor], contributor: int, k: int,
-               directory: Path) -> float:
-    """Payout share of ``contributor`` when its data is also submitted under ``k - 1`` extra
-    identities (all copies accepted), divided by its share alone. Payout shares are positive
-    contributor credit over the total positive credit, as the ledger's split pays."""
+               directory: Path, jitter: float = SYBIL_JITTER, redundancy_aware: bool = True, seed: int = 0) -> float:
+    """Payout share of ``contributor`` when its accepted rows are also submitted under ``k - 1``
+    extra identities as near-copies (every feature plus ``N(0, jitter²)``, in standardized units:
+    new bytes, so the exact-duplicate check accepts them), divided by its share alone. Payout
+    shares are positive contributor credit over the total positive credit, as the ledger's split
+    pays; ``redundancy_aware`` rolls credit up as the payouts do (near-copies share one sample's
+    credit, :func:`attribution.rollup.shared_credit`), False sums raw sample credit."""
 
     def share(q: Problem, owners: list[int]) -> float:
         scores = make_method().fit(task(q, directory)).scores(torch.from_numpy(q.test_x.astype(np.float32)),
                                                               torch.from_numpy(q.test_y))
-        credit = np.clip(metrics.group_sums(scores, q.groups, q.groups.max() + 1).mean(axis=1), 0.0, None)
-        return float(credit[owners].sum() / credit.sum()) if credit.sum() > 0 else 0.0
+        credit = attribution.sample_credit(scores)
+        if redundancy_aware:
+            credit = attribution.shared_credit(credit, attribution.redundancy_clusters(q.train_x, q.train_y))
+        by_group = np.clip(np.bincount(q.groups, credit, minlength=q.groups.max() + 1), 0.0, None)
+        return float(by_group[owners].sum() / by_group.sum()) if by_group.sum() > 0 else 0.0
 
     rows = np.flatnonzero(p.groups == contributor)
-    if k < 1 or not len(rows):
-        raise ValueError(f"sybil_gain needs k >= 1 and a contributor with accepted rows; got k={k}, "
-                         f"contributor {contributor} with {len(rows)} rows")
+    if k < 1 or not len(rows) or jitter < 0:
+        raise ValueError(f"sybil_gain needs k >= 1, jitter >= 0 and a contributor with accepted rows; got k={k}, "
+                         f"jitter={jitter}, contributor {contributor} with {len(rows)} rows")
     n_groups = len(p.contributors)
     copies = np.concatenate([rows] * (k - 1)) if k > 1 else rows[:0]
+    noise = np.random.default_rng(seed).normal(0.0, jitter, (len(copies), p.train_x.shape[1]))
     sybil_groups = np.repeat(n_groups + np.arange(k - 1), len(rows))
-    q = Problem(np.concatenate([p.train_x, p.train_x[copies]]), np.concatenate([p.train_y, p.train_y[copies]]),
+    q = Problem(np.concatenate([p.train_x, p.train_x[copies] + noise]), np.concatenate([p.train_y, p.train_y[copies]]),
                 p.test_x, p.test_y, p.n_classes, np.concatenate([p.groups, sybil_groups]), p.contributors,
-                p.noisy_contributor, p.flipped_sample, p.l2)
+                p.noisy_contributor, p.flipped_sample, p.l2, p.behaviours)
     return share(q, [contributor, *range(n_groups, n_groups + k - 1)]) / share(p, [contributor])

@@ -32,7 +32,7 @@ import torch
 import attribution
 import ledger
 from datanet import BuiltDatanet, Datanet, build_datanet, load_table, parse_scenario
-from datanet.models import build_model
+from datanet.models import Standardize, build_model
 from datanet.training import TrainConfig, TrainResult, load_checkpoint, train
 from datanet_lab.params import DEFAULTS
 from datanet_lab.provenance import file_sha256
@@ -204,7 +204,13 @@ class Attribution:
 
 def attribute(run: Run) -> Attribution:
     """The ``attribution_method`` scores (Captum TracIn over every checkpoint by default) and IG
-    on the test set; save and record them."""
+    on the test set, rolled up to the contributor credit payouts use; save and record them.
+
+    The roll-up is redundancy-aware (:func:`attribution.redundancy_clusters`): near-identical
+    samples of the same label, in the standardized features the model sees, share one sample's
+    credit, so data accepted again under other identities (perturbed just enough to pass the
+    exact-duplicate check) earns nothing extra. ``sample_credit.csv`` keeps each sample's own
+    ``credit`` beside its ``cluster`` and ``shared_credit``."""
     dn, result = datanet(run), trained(run)
     train_x, train_y = torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y)
     task = attribution.AttributionTask(result.model, train_x, train_y, result.checkpoints, load_checkpoint)
@@ -212,10 +218,13 @@ def attribute(run: Run) -> Attribution:
     scores = method.fit(task).scores(torch.from_numpy(dn.test_x), torch.from_numpy(dn.test_y))
     load_checkpoint(result.model, result.checkpoints[-1])  # a method may leave the weights at another checkpoint
     features = attribution.integrated_gradients(result.model, torch.from_numpy(dn.test_x), train_x.mean(dim=0))
-    credit = attribution.contributor_credit(scores, dn.train_contributors, dn.contributors)
-    samples = pd.DataFrame(
-        {"sample_id": dn.train_ids, "contributor": dn.train_contributors, "credit": attribution.sample_credit(scores)}
-    )
+    with torch.no_grad():
+        model_view = Standardize(train_x.mean(dim=0), train_x.std(dim=0))(train_x).double().numpy()
+    clusters = attribution.redundancy_clusters(model_view, dn.train_y)
+    credit = attribution.contributor_credit(scores, dn.train_contributors, dn.contributors, clusters)
+    own = attribution.sample_credit(scores)
+    samples = pd.DataFrame({"sample_id": dn.train_ids, "contributor": dn.train_contributors, "credit": own,
+                            "cluster": clusters, "shared_credit": attribution.shared_credit(own, clusters)})
     np.save(run.path("attribution", "scores.npy"), scores)
     samples.to_csv(run.path("attribution", "sample_credit.csv"), index=False)
     credit.to_csv(run.path("attribution", "contributor_credit.csv"), index_label="contributor")
@@ -228,6 +237,8 @@ def attribute(run: Run) -> Attribution:
         "scores_shape": list(scores.shape),
         "scores_sha256": hashlib.sha256(scores.tobytes()).hexdigest(),
         "sign": "positive = lowered test loss (helped)",
+        "rollup": {"redundancy_radius": attribution.REDUNDANCY_RADIUS,
+                   "redundant_samples": int((np.bincount(clusters)[clusters] > 1).sum())},
         "contributor_credit": {c: float(v) for c, v in credit.items()},
         "ig_max_abs_convergence_delta": float(np.abs(features.convergence_delta).max()),
     }
@@ -260,7 +271,7 @@ def pay(run: Run, epoch: int = 1) -> pd.DataFrame:
     :class:`ledger.LedgerError` and changes nothing."""
     dn, found = datanet(run), attributed(run)
     credit, counts = found.contributor_credit, submission_counts(dn)
-    magnitude = found.sample_credit["credit"].abs().groupby(found.sample_credit["contributor"]).sum()
+    magnitude = found.sample_credit["shared_credit"].abs().groupby(found.sample_credit["contributor"]).sum()
     with run.ledger() as book:
         stakes = {e.payload["contributor"]: e.payload["amount"] for e in book.entries("stake")}
         plan = ledger.plan_epoch(epoch, run.params["reward_pool"], credit.to_dict(), magnitude.to_dict(), stakes,

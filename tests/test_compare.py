@@ -48,9 +48,29 @@ def test_files_are_written(wine, tmp_path):
     assert pd.read_csv(tmp_path / "lds_per_test.csv").shape[1] == 4
 
 
-def test_sybil_gain_of_one_identity_is_one_and_copies_gain(wine, tmp_path):
+@pytest.mark.parametrize("method", [attribution.InfluenceFunction, attribution.FastTracIn])
+def test_near_copies_gain_with_summed_credit_and_not_with_the_redundancy_aware_rollup(wine, tmp_path, method):
     p, _, _ = wine
-    assert compare.sybil_gain(p, attribution.InfluenceFunction, 0, 1, tmp_path) == pytest.approx(1.0)
-    assert compare.sybil_gain(p, attribution.InfluenceFunction, 0, 3, tmp_path) > 1.0
+    assert compare.sybil_gain(p, method, 0, 1, tmp_path) == pytest.approx(1.0)
+    assert compare.sybil_gain(p, method, 0, 3, tmp_path, redundancy_aware=False) > 1.1
+    assert compare.sybil_gain(p, method, 0, 3, tmp_path) <= 1.1
     with pytest.raises(ValueError, match="k >= 1"):
-        compare.sybil_gain(p, attribution.InfluenceFunction, 0, 0, tmp_path)
+        compare.sybil_gain(p, method, 0, 0, tmp_path)
+    with pytest.raises(ValueError, match="jitter >= 0"):
+        compare.sybil_gain(p, method, 0, 2, tmp_path, jitter=-1.0)
+
+
+def test_noisy_auc_ranks_credit_per_accepted_sample_among_honest_and_noisy_contributors():
+    # c0, c1 honest (credit 1 per sample), c2 noisy (0.5 per sample but 4 samples: the largest
+    # sum), c3 out of domain (very harmful), c4 a duplicate whose rows were all rejected.
+    groups = np.array([0, 0, 1, 1, 2, 2, 2, 2, 3])
+    credit = np.array([1.0, 1.0, 1.0, 1.0, 0.9, 0.9, -0.2, 0.6, -5.0])
+    flipped = np.array([False] * 6 + [True, False, False])
+    p = compare.Problem(np.zeros((9, 1)), np.zeros(9, dtype=int), np.zeros((1, 1)), np.zeros(1, dtype=int), 2, groups,
+                        ("c0", "c1", "c2", "c3", "c4"), np.array([False, False, True, False, False]), flipped, 0.01,
+                        ("honest", "honest", "noisy", "out_of_domain", "duplicate"))
+    aucs = compare.detection_aucs(p, credit[:, None])
+    assert aucs["noisy_auc"] == 1.0  # 0.55 per sample < 1.0 of each honest contributor
+    assert aucs["noisy_auc_all"] == 0.0  # summed, c2 (2.2) looks best of all; c3 and c4 look worse
+    assert aucs["noisy_sample_auc"] == 1.0  # the flipped sample has the least credit among c0..c2's
+    assert aucs["noisy_sample_auc_all"] == pytest.approx(7 / 8)  # c3's sample outranks it

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from attribution import contributor_credit, sample_credit
+from attribution import contributor_credit, redundancy_clusters, sample_credit, shared_credit
 
 
 def _hand_credit(scores, contributors, all_contributors) -> dict[str, float]:
@@ -91,3 +91,63 @@ def test_contributor_count_must_match_the_rows(n_ids):
 def test_scores_must_be_two_dimensional(shape):
     with pytest.raises(ValueError, match="n_train, n_test"):
         sample_credit(np.ones(shape))
+
+
+def _spread_points(n=40, d=5, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d))
+
+
+def test_near_copies_of_the_same_label_form_one_cluster_and_nothing_else_does():
+    x = _spread_points()
+    y = np.arange(len(x)) % 3
+    rng = np.random.default_rng(1)
+    copied = [3, 7, 7, 20]  # sample 7 copied twice
+    features = np.concatenate([x, x[copied] + rng.normal(0, 1e-4, (len(copied), x.shape[1]))])
+    labels = np.concatenate([y, y[copied]])
+    clusters = redundancy_clusters(features, labels)
+    assert clusters.shape == (len(features),)
+    assert len(np.unique(clusters)) == len(x)  # every original, its copies joined to it
+    for k, i in enumerate(copied):
+        assert clusters[len(x) + k] == clusters[i]
+    # A copy with another label is not redundant: it says something else about the same input.
+    relabelled = labels.copy()
+    relabelled[len(x)] = (labels[len(x)] + 1) % 3
+    assert len(np.unique(redundancy_clusters(features, relabelled))) == len(x) + 1
+
+
+def test_the_radius_is_relative_to_the_data_scale():
+    x = _spread_points(seed=2)
+    features = np.concatenate([x, x[:1] + 0.05])  # 0.05 per coordinate off sample 0
+    labels = np.zeros(len(features), dtype=int)
+    joined = redundancy_clusters(features, labels)
+    assert joined[-1] == joined[0]
+    assert np.array_equal(redundancy_clusters(features * 1e3, labels), joined)  # same data in other units
+    assert len(np.unique(redundancy_clusters(features, labels, radius=0.0))) == len(features)
+
+
+def test_shared_credit_lets_a_cluster_earn_one_members_mean():
+    credit = np.array([1.0, 3.0, 5.0, -2.0, 4.0])
+    clusters = np.array([0, 0, 1, 2, 2])
+    shared = shared_credit(credit, clusters)
+    np.testing.assert_allclose(shared, [1.0, 1.0, 5.0, 0.5, 0.5])
+    np.testing.assert_allclose(np.bincount(clusters, shared), [2.0, 5.0, 1.0])  # cluster means
+    np.testing.assert_array_equal(shared_credit(credit, np.arange(5)), credit)  # singletons keep theirs
+
+
+def test_duplicating_rows_under_another_identity_earns_nothing_extra():
+    scores = np.array([[2.0, 4.0], [1.0, 1.0], [0.5, 0.5]])
+    alone = contributor_credit(scores, ["a", "b", "b"], ["a", "b", "s"], clusters=np.array([0, 1, 2]))
+    copied = np.concatenate([scores, scores[:1]])  # a's sample accepted again for sybil s
+    together = contributor_credit(copied, ["a", "b", "b", "s"], ["a", "b", "s"], clusters=np.array([0, 1, 2, 0]))
+    assert together["a"] + together["s"] == pytest.approx(alone["a"])
+    assert together["b"] == pytest.approx(alone["b"])
+    assert contributor_credit(copied, ["a", "b", "b", "s"], ["a", "b", "s"])[["a", "s"]].sum() == pytest.approx(2 * alone["a"])
+
+
+def test_bad_cluster_input_is_refused():
+    with pytest.raises(ValueError, match="3 cluster ids for 2 credits"):
+        shared_credit(np.ones(2), np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match="one label per row"):
+        redundancy_clusters(np.ones((3, 2)), np.zeros(2))
+    with pytest.raises(ValueError, match="radius must be >= 0"):
+        redundancy_clusters(np.ones((3, 2)), np.zeros(3), radius=-1.0)
