@@ -31,7 +31,7 @@ BlockSink = Callable[[int, np.ndarray], None]
 
 
 @dataclass
-class _Features:
+class GradientFactors:
     """Per-sample gradient factors of one chunk at one checkpoint.
 
     ``linear``: per Gram layer ``(a (n, d_in + bias), δ (n, d_out))``; a bias is folded into
@@ -42,7 +42,7 @@ class _Features:
     linear: list[tuple[torch.Tensor, torch.Tensor]]
     other: torch.Tensor | None
 
-    def dot(self, test: _Features) -> torch.Tensor:
+    def dot(self, test: GradientFactors) -> torch.Tensor:
         """``(n_self, n_test)`` gradient dot products."""
         out = None
         for (a, d), (a_t, d_t) in zip(self.linear, test.linear):
@@ -113,14 +113,14 @@ class FastTracIn(Attributor):
         tests = []  # per checkpoint: test features in test chunks
         for state, _ in self._states:
             task.model.load_state_dict(state)
-            tests.append([self._features(test_x[s : s + self.test_batch_size], test_y[s : s + self.test_batch_size])
+            tests.append([self.factors(test_x[s : s + self.test_batch_size], test_y[s : s + self.test_batch_size])
                           for s in range(0, len(test_x), self.test_batch_size)])
         for start in range(0, len(task.train_x), self.batch_size):
             x, y = task.train_x[start : start + self.batch_size], task.train_y[start : start + self.batch_size]
             block = torch.zeros(len(x), len(test_x))
             for (state, lr), test_chunks in zip(self._states, tests):
                 task.model.load_state_dict(state)
-                train = self._features(x, y)
+                train = self.factors(x, y)
                 col = 0
                 for chunk in test_chunks:
                     dots = train.dot(chunk)  # (rows, chunk columns)
@@ -136,7 +136,7 @@ class FastTracIn(Attributor):
             task.model.load_state_dict(state)
             for start in range(0, len(task.train_x), self.batch_size):
                 rows = slice(start, start + self.batch_size)
-                out[rows] += lr * self._features(task.train_x[rows], task.train_y[rows]).squared_norms().double().numpy()
+                out[rows] += lr * self.factors(task.train_x[rows], task.train_y[rows]).squared_norms().double().numpy()
         return out
 
     def _fitted(self) -> AttributionTask:
@@ -144,8 +144,9 @@ class FastTracIn(Attributor):
             raise RuntimeError(f"{type(self).__name__} used before fit(task)")
         return self._task
 
-    def _features(self, x: torch.Tensor, y: torch.Tensor) -> _Features:
-        """Per-sample gradient factors of ``(x, y)`` at the model's current weights."""
+    def factors(self, x: torch.Tensor, y: torch.Tensor) -> GradientFactors:
+        """Per-sample gradient factors of ``(x, y)`` at the model's current weights (load a
+        checkpoint into ``task.model`` first); their :meth:`GradientFactors.dot` is the heavy phase."""
         task = self._fitted()
         model, loss_fn = task.model, task.loss_fn
         inputs: dict[nn.Linear, torch.Tensor] = {}
@@ -168,7 +169,7 @@ class FastTracIn(Attributor):
             if m.bias is not None and m.bias.requires_grad:
                 a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], dim=1)
             linear.append((a, d.detach()))
-        return _Features(linear, self._other(x, y) if self._other is not None else None)
+        return GradientFactors(linear, self._other(x, y) if self._other is not None else None)
 
 
 def _gram_layers(model: nn.Module, probe: torch.Tensor) -> list[nn.Linear]:
