@@ -27,7 +27,7 @@ from ledger.canonical import canonical_json, plain_json
 from ledger.clock import Clock, system_clock
 from ledger.encoding import GENESIS_HASH, entry_bytes, head_bytes, key_bytes, statement_bytes
 from ledger.errors import LedgerError
-from ledger.keys import Keystore, check_actor, public_hex, sign, signature_ok
+from ledger.keys import Keystore, check_actor, public_hex, sign, sign_many, signature_ok
 
 KINDS = frozenset(
     {
@@ -75,6 +75,11 @@ BEGIN SELECT RAISE(ABORT, 'ledger is append-only: DELETE refused'); END;
     + tree.SCHEMA
 )
 COLUMNS = "seq, kind, actor, timestamp, payload, prev_hash, signature, hash"
+WAL_CHECKPOINT_PAGES = 10_000
+"""Checkpoint the WAL into the database once it holds this many pages (~40 MB; SQLite's default
+is 1,000). The random hash and signature keys of a 1,000-entry batch dirty hundreds of index pages
+and the default checkpoints after nearly every batch, rewriting the same pages each time; this
+cuts the bytes written per batch by about a third. Durability is unchanged (``synchronous=FULL``)."""
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,7 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
     else:
         conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
     conn.execute("PRAGMA synchronous=FULL")
     return conn
 
@@ -244,10 +250,9 @@ class Ledger:
                 keystore's, or a payload that is not a canonical-JSON object; nothing is written.
         """
         keystore = self._require_keystore("sign entries")
-        prepared = []
-        for index, (kind, actor, payload) in enumerate(records):
-            text = _check_record(index, kind, actor, payload)
-            prepared.append((kind, actor, text, sign(keystore.key(actor), statement_bytes(kind, actor, text))))
+        checked = [(kind, actor, _check_record(index, kind, actor, payload)) for index, (kind, actor, payload) in enumerate(records)]
+        signatures = sign_many([(keystore.key(actor), statement_bytes(kind, actor, text)) for kind, actor, text in checked])
+        prepared = [(kind, actor, text, signature) for (kind, actor, text), signature in zip(checked, signatures)]
         keys = self.public_keys()
         for actor in {p[1] for p in prepared}:
             if actor in keys and keys[actor] != public_hex(keystore.key(actor)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger import Keystore
+from ledger import Keystore, keys
 from ledger.keys import public_hex, sign, signature_ok
 
 # (secret key, public key, message, signature), hex, from https://www.rfc-editor.org/rfc/rfc8032#section-7.1
@@ -59,3 +59,14 @@ def test_an_altered_or_malleated_signature_does_not_verify(secret, public, messa
 )
 def test_malformed_keys_and_signatures_do_not_verify(public, signature):
     assert not signature_ok(public, signature, b"message")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_sign_many_signs_in_order_whatever_the_threads(tmp_path, monkeypatch, threads):
+    monkeypatch.setattr(keys, "SIGN_THREADS", threads)
+    store = Keystore(tmp_path / "keys", seed=b"many")
+    pairs = [(store.key(f"a{i % 3}"), f"message {i}".encode()) for i in range(keys.PARALLEL_SIGN_FROM + 101)]
+    signatures = keys.sign_many(pairs)
+    assert signatures == [sign(key, message) for key, message in pairs]
+    assert all(signature_ok(public_hex(key), s, message) for (key, message), s in zip(pairs, signatures))
+    assert keys.sign_many(pairs[:5]) == signatures[:5] and keys.sign_many([]) == []
