@@ -124,9 +124,25 @@ def _check_entries(rows: list[Row], public: dict[str, str], workers: int) -> tup
         return leaves, [problem] if problem else []
     step = -(-len(rows) // workers)
     starts = range(0, len(rows), step)
-    with ProcessPoolExecutor(len(starts), mp_context=multiprocessing.get_context("fork")) as pool:
-        results = list(pool.map(_check_chunk, [rows[i : i + step] for i in starts], [public] * len(starts), starts))
+    # Forked workers inherit the rows (under fork, initargs are not pickled): only ranges travel.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(len(starts), mp_context=context, initializer=_inherit, initargs=(rows, public)) as pool:
+        results = list(pool.map(_check_range, starts, [step] * len(starts)))
     return [leaf for leaves, _ in results for leaf in leaves], [p for _, p in results if p]
+
+
+_inherited: tuple[Sequence[Row], dict[str, str]] = ((), {})
+"""The rows and keys a worker process checks ranges of (set once per worker by :func:`_inherit`)."""
+
+
+def _inherit(rows: Sequence[Row], public: dict[str, str]) -> None:
+    global _inherited
+    _inherited = (rows, public)
+
+
+def _check_range(start: int, length: int) -> tuple[list[bytes], Problem | None]:
+    rows, public = _inherited
+    return _check_chunk(rows[start : start + length], public, start)
 
 
 def _check_chunk(rows: Sequence[Row], public: dict[str, str], offset: int) -> tuple[list[bytes], Problem | None]:

@@ -8,6 +8,7 @@ hashes with ``json.dumps``, not through the encoders under test.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import sqlite3
 import time
@@ -204,6 +205,23 @@ def test_tampering_is_found_at_the_tampered_entry(ledger_path, statement, params
     assert reason in report.reason
     assert report.head_hash is None
     assert f"entry {bad_seq}" in str(report) and "INVALID" in str(report)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+@pytest.mark.parametrize(
+    "tampering",
+    [
+        [],
+        [("UPDATE entries SET payload = ? WHERE seq = 4", ('{"epochs":4,"lr":0.05}',))],
+        [("UPDATE entries SET signature = ? WHERE seq = 5", ("ab" * 64,)), ("UPDATE entries SET kind = 'slash' WHERE seq = 3", ())],
+    ],
+)
+def test_worker_processes_report_what_one_process_reports(ledger_path, monkeypatch, workers, tampering):
+    monkeypatch.setattr(importlib.import_module("ledger.verify"), "PARALLEL_FROM", 1)  # 5 entries: 2 or 3 chunks
+    _tamper(ledger_path, *tampering)
+    alone = verify(ledger_path, workers=1)
+    assert alone.ok == (not tampering)
+    assert verify(ledger_path, workers=workers) == alone
 
 
 def test_a_rollback_with_its_heads_is_invisible_to_verify_but_not_to_a_saved_head(tmp_path, keystore):
