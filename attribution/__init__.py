@@ -8,6 +8,7 @@ from attribution.base import AttributionError, AttributionTask, Attributor, requ
 from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity, TrainingLoss
 from attribution.ensemble import Ensemble
 from attribution.fast_tracin import FastTracIn
+from attribution.gauss_newton import GaussNewtonInfluence
 from attribution.influence import InfluenceFunction
 from attribution.integrated_gradients import FeatureAttributions, integrated_gradients
 from attribution.projection import ProjectedTracIn
@@ -27,6 +28,7 @@ __all__ = [
     "FastTracIn",
     "Float16Memmap",
     "FeatureAttributions",
+    "GaussNewtonInfluence",
     "GradientDot",
     "GroupSums",
     "InfluenceFunction",
