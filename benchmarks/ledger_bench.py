@@ -27,9 +27,8 @@ import random
 import resource
 import tempfile
 import time
-from pathlib import Path
-
 from collections.abc import Callable
+from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nacl.signing import SigningKey

@@ -9,8 +9,8 @@ keys from the OS.
 Ed25519 is PyNaCl's (libsodium): it signs about 1.5x and verifies about 2x as fast as
 ``cryptography``'s (OpenSSL) on the same core, and releases the GIL while it works. A key file holds
 the RFC 8032 32-byte private key (the seed), so signatures are byte-identical across conforming
-implementations. libsodium refuses non-canonical signature encodings that OpenSSL may accept; the
-ledger never writes those.
+implementations. libsodium is stricter than OpenSSL about degenerate input (small-order or
+non-canonically encoded points), which an honest signer never produces.
 """
 
 from __future__ import annotations

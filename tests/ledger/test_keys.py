@@ -70,3 +70,10 @@ def test_sign_many_signs_in_order_whatever_the_threads(tmp_path, monkeypatch, th
     assert signatures == [sign(key, message) for key, message in pairs]
     assert all(signature_ok(public_hex(key), s, message) for (key, message), s in zip(pairs, signatures))
     assert keys.sign_many(pairs[:5]) == signatures[:5] and keys.sign_many([]) == []
+
+
+def test_the_small_order_identity_key_signs_nothing():
+    # With A = R = the identity point and S = 0, [S]B = R + [k]A holds for every message, so a
+    # verifier that does not refuse small-order points (OpenSSL's does not) accepts it for any text.
+    identity = "01" + "00" * 31
+    assert not signature_ok(identity, identity + "00" * 32, b"any message")
