@@ -29,6 +29,7 @@ from torch import nn
 
 from attribution.base import AttributionError, AttributionTask, Attributor, require_finite
 from attribution.fast_tracin import FastTracIn, GradientFactors
+from attribution.trak import ridged_cholesky
 
 
 class _WeightedLogits(nn.Module):
@@ -82,10 +83,7 @@ class GaussNewtonInfluence(Attributor):
         if not trace > 0:
             raise AttributionError(f"{self.name}: the Gauss-Newton matrix is zero (every prediction is certain); nothing to invert")
         self._lam = self.ridge * trace / len(task.train_x)
-        factor, info = torch.linalg.cholesky_ex(kernel + self._lam * torch.eye(len(kernel), dtype=kernel.dtype))
-        if info != 0:
-            raise AttributionError(f"{self.name}: kernel + λI is not positive definite at λ={self._lam:.3g}; raise ridge")
-        self._factor = factor
+        self._factor = ridged_cholesky(kernel, self._lam, self.name)
         self._train_u = self._train.dot(self._u)  # (n_train, n·rank)
         self.diagnostics.update(lam=self._lam, kernel_rows=len(kernel))
         return self

@@ -22,6 +22,14 @@ from attribution.base import AttributionError, AttributionTask, Attributor, requ
 from attribution.gradients import SampleGradients
 
 
+def ridged_cholesky(kernel: torch.Tensor, lam: float, method: str) -> torch.Tensor:
+    """The Cholesky factor of ``kernel + lam·I``, or :class:`AttributionError` naming ``method``."""
+    factor, info = torch.linalg.cholesky_ex(kernel + lam * torch.eye(len(kernel), dtype=kernel.dtype))
+    if info != 0:
+        raise AttributionError(f"{method}: kernel + λI is not positive definite at λ={lam:.3g}; raise ridge")
+    return factor
+
+
 class TRAK(Attributor):
     """Kernel attribution ``G (GᵀG + λI)⁻¹ gᵀ`` at the trained model; one model (see
     :class:`~attribution.ensemble.Ensemble` to average over independently trained ones).
@@ -56,10 +64,7 @@ class TRAK(Attributor):
         if not scale > 0:
             raise AttributionError(f"{self.name}: every training gradient is zero; nothing to attribute")
         lam = self.ridge * scale
-        factor, info = torch.linalg.cholesky_ex(gram + lam * torch.eye(len(gram), dtype=gram.dtype))
-        if info != 0:
-            raise AttributionError(f"{self.name}: Gram matrix + λI is not positive definite at λ={lam:.3g}; raise ridge")
-        self._factor = factor
+        self._factor = ridged_cholesky(gram, lam, self.name)
         self.diagnostics.update(lam=lam, mean_sq_grad_norm=scale)
         return self
 
