@@ -10,7 +10,8 @@ Run directory layout::
     dataset/      meta.json decisions.csv train.npz test.npz     (what validators accepted)
     planted/      ground_truth.csv                               (the scenario's truth, kept apart)
     training/     history.csv checkpoints/epoch_NNN.pt
-    attribution/  scores.npy sample_credit.csv contributor_credit.csv integrated_gradients.npz
+    attribution/  scores.npy sample_credit.csv (credit, cluster, shared_credit) contributor_credit.csv
+                  integrated_gradients.npz
 """
 
 from __future__ import annotations
