@@ -1,6 +1,9 @@
 """The pipeline steps on the default scenario (in-process, without papermill)."""
 
+import dataclasses
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from datanet_lab import pipeline
@@ -46,3 +49,30 @@ def test_the_attribution_method_parameter_decides_the_scores_and_is_recorded(tmp
     with run.ledger() as book:
         (record,) = book.entries("attribution_run")
     assert record.payload["method"] == "grad_cosine"
+
+
+def test_payout_credit_is_the_redundancy_aware_rollup(default_run):
+    run, payouts = default_run
+    samples = pd.read_csv(run.directory / "attribution" / "sample_credit.csv")
+    summed = samples.groupby("contributor")["shared_credit"].sum()
+    np.testing.assert_allclose(payouts.set_index("contributor").loc[summed.index, "attribution"], summed)
+    # Validators rejected the exact duplicates; no two distinct accepted digits are near-copies.
+    assert samples["cluster"].nunique() == len(samples)
+
+
+def test_a_near_copy_under_another_identity_shares_its_originals_credit(tmp_path):
+    run = pipeline.open_run(str(tmp_path), dataset="wine", n_contributors=3, scenario="honest:3", epochs=1)
+    dn = pipeline.datanet(run)
+    rows = np.flatnonzero(dn.train_contributors == "c00")[:5]
+    noise = np.random.default_rng(0).normal(0, 1e-3, (len(rows), dn.train_x.shape[1])) * dn.train_x.std(axis=0)
+    copied = dataclasses.replace(
+        dn, train_x=np.concatenate([dn.train_x, (dn.train_x[rows] + noise).astype(np.float32)]),
+        train_y=np.concatenate([dn.train_y, dn.train_y[rows]]), train_ids=np.concatenate([dn.train_ids, [f"c02-copy-{i}" for i in rows]]),
+        train_contributors=np.concatenate([dn.train_contributors, ["c02"] * len(rows)]))
+    copied.save(run.directory / "dataset")
+    samples = pipeline.attribute(run).sample_credit
+    originals, copies = samples.iloc[rows], samples.iloc[len(dn.train_y):]
+    np.testing.assert_array_equal(copies["cluster"].to_numpy(), originals["cluster"].to_numpy())
+    assert samples["cluster"].nunique() == len(dn.train_y)
+    pair = originals["credit"].to_numpy() + copies["credit"].to_numpy()
+    np.testing.assert_allclose(originals["shared_credit"].to_numpy() + copies["shared_credit"].to_numpy(), pair / 2)
