@@ -75,11 +75,13 @@ BEGIN SELECT RAISE(ABORT, 'ledger is append-only: DELETE refused'); END;
     + tree.SCHEMA
 )
 COLUMNS = "seq, kind, actor, timestamp, payload, prev_hash, signature, hash"
-WAL_CHECKPOINT_PAGES = 10_000
-"""Checkpoint the WAL into the database once it holds this many pages (~40 MB; SQLite's default
-is 1,000). The random hash and signature keys of a 1,000-entry batch dirty hundreds of index pages
-and the default checkpoints after nearly every batch, rewriting the same pages each time; this
-cuts the bytes written per batch by about a third. Durability is unchanged (``synchronous=FULL``)."""
+WRITER_PRAGMAS = ("PRAGMA wal_autocheckpoint=10000", "PRAGMA cache_size=-32768")
+"""Tuning for batched appends; durability is unchanged (``synchronous=FULL``). The random hash and
+signature keys of a 1,000-entry batch dirty hundreds of index pages (thousands on a large log).
+SQLite's default checkpoint, every 1,000 WAL pages, ran after nearly every batch and rewrote the
+same pages each time: every 10,000 pages (~40 MB of WAL) writes a third fewer bytes per batch. A
+32 MiB page cache (default 2 MiB) holds the indexes of a ~100k-entry log: a batch then makes about
+40% fewer write calls and, on a 60k-entry log, used ~10% less CPU in our measurements."""
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,8 @@ def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
     else:
         conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        for pragma in WRITER_PRAGMAS:
+            conn.execute(pragma)
     conn.execute("PRAGMA synchronous=FULL")
     return conn
 
