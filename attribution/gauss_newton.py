@@ -16,7 +16,11 @@ gradients and ``g_j`` a test one, by Woodbury
 
 an ``(n·rank)``-square solve whatever ``P`` is. That is the influence function of removing ``i``
 (Koh & Liang) with the mean-loss GGN damped by ``λ / n``; ``λ = ridge · tr(UUᵀ) / n`` (the mean
-per-sample curvature), so one default carries across models and data sizes. Positive = helped.
+per-sample curvature), so one default carries across models and data sizes. The task's
+``weight_decay`` is not added on top: it would add ``n · weight_decay`` to ``λ``, which the ridge
+dwarfs (1.4 against ≈ 45 on the digits MLP). Positive = helped.
+
+The truncation keeps ``diagnostics["curvature_kept"]`` of ``Σ_i tr Λ_i`` (0.83 at rank 2 there).
 """
 
 from __future__ import annotations
