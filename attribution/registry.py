@@ -1,7 +1,8 @@
 """Attribution methods that run on any trained model's checkpoints, by name.
 
-A run's payouts use the method its ``attribution_method`` parameter names. Influence functions
-are left out: they assume a converged, strongly convex objective, which notebook 05 builds.
+A run's payouts use the method its ``attribution_method`` parameter names. Exact and CG influence
+functions are left out: they assume a converged, strongly convex objective, which notebook 05
+builds; Gauss-Newton influence (a positive semi-definite curvature) and TRAK run on any model.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from collections.abc import Callable
 from attribution.base import Attributor
 from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity
 from attribution.fast_tracin import FastTracIn
+from attribution.gauss_newton import GaussNewtonInfluence
 from attribution.projection import ProjectedTracIn
 from attribution.tracin import CaptumTracIn
+from attribution.trak import TRAK
 
 METHODS: dict[str, Callable[[int], Attributor]] = {
     "tracin_captum": lambda seed: CaptumTracIn(),
@@ -22,6 +25,8 @@ METHODS: dict[str, Callable[[int], Attributor]] = {
     "grad_cosine": lambda seed: GradientDot(cosine=True),
     "representation_similarity": lambda seed: RepresentationSimilarity(),
     "knn_shapley": lambda seed: KNNShapley(),
+    "trak": lambda seed: TRAK(seed=seed),
+    "gauss_newton_if": lambda seed: GaussNewtonInfluence(),
     "random": lambda seed: RandomScores(seed),
 }
 
