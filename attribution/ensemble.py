@@ -2,8 +2,10 @@
 
 On a non-convex model one training run's attribution carries that run's seed (initialisation,
 batch order) as noise; retraining ground truth averaged over seeds does not. Averaging a method's
-``(n_train, n_test)`` scores over ``n_models`` models trained on the same data with different
-seeds estimates the seed-averaged influence instead. The first member is the task's own model;
+``(n_train, n_test)`` scores over ``n_models`` models trained with different seeds (on the whole
+training set, or, as TRAK does and ``benchmarks/mlp_lds_bench.py`` does, each on a random half of
+it) estimates the seed-averaged influence instead; every member's task lists the whole training
+set, whose rows are scored. The first member is the task's own model;
 the others come from ``member(task, k)`` for ``k = 1 .. n_models - 1`` (e.g. retrain with seed
 ``k``), so an ensemble of one is exactly its base method.
 """
@@ -52,7 +54,7 @@ class Ensemble(Attributor):
             other = self.member(self._members[0], k)
             if len(other.train_x) != len(self._members[0].train_x):
                 raise ValueError(f"{self.name}: member {k} has {len(other.train_x)} training rows, the task "
-                                 f"{len(self._members[0].train_x)}; members must train on the same data")
+                                 f"{len(self._members[0].train_x)}; members must score the same training set")
             self._members.append(other)
         return self._members
 

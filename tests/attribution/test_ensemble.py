@@ -67,5 +67,5 @@ def test_refusals(tmp_path):
     with pytest.raises(RuntimeError, match="before fit"):
         Ensemble(GradientDot, models, 2).scores(*models.test)
     other = Models(tmp_path, rows=N + 1)
-    with pytest.raises(ValueError, match="same data"):
+    with pytest.raises(ValueError, match="same training set"):
         Ensemble(GradientDot, lambda task, k: other.task(k), 2).fit(models.task(0)).scores(*models.test)
