@@ -5,6 +5,9 @@ All take score matrices ``(n_train, n_test)`` with positive = helped.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 import numpy as np
 from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import roc_auc_score
@@ -32,6 +35,20 @@ def lds(scores: np.ndarray, masks: np.ndarray, losses: np.ndarray) -> np.ndarray
     actual -= actual.mean(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (predicted * actual).sum(axis=0) / np.sqrt((predicted**2).sum(axis=0) * (actual**2).sum(axis=0))
+
+
+def seed_agreement(per_seed_losses: Sequence[np.ndarray]) -> np.ndarray:
+    """``(n_test,)`` LDS ceiling: the Spearman correlation across subsets between one retrain
+    seed's minus test losses ``(n_subsets, n_test)`` and another's, averaged over seed pairs. A
+    perfect attribution of one seed's retraining reaches this much against another seed's."""
+    if len(per_seed_losses) < 2:
+        raise ValueError(f"seed agreement needs losses of >= 2 retrain seeds, got {len(per_seed_losses)}")
+    ranked = [rankdata(-losses, axis=0) for losses in per_seed_losses]
+    centered = [r - r.mean(axis=0) for r in ranked]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pairs = [(a * b).sum(axis=0) / np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
+                 for a, b in itertools.combinations(centered, 2)]
+    return np.mean(pairs, axis=0)
 
 
 def loco_correlation(credit: np.ndarray, loco_effect: np.ndarray) -> float:

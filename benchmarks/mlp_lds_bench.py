@@ -27,7 +27,6 @@ ensemble members' training is timed once, separately), the ceiling, and a final 
 from __future__ import annotations
 
 import argparse
-import itertools
 import tempfile
 import time
 from collections.abc import Callable
@@ -35,18 +34,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from attribution import AttributionError, AttributionTask, Attributor, FastTracIn, GradientDot, groundtruth, metrics
+from attribution import AttributionError, AttributionTask, Attributor, FastTracIn, groundtruth, metrics
 from attribution.ensemble import Ensemble
 from attribution.gauss_newton import GaussNewtonInfluence
 from attribution.trak import TRAK
-from datanet.mlp_retrain import MLPRetrainer, mlp
-from datanet.training import load_checkpoint
+from datanet.mlp_retrain import MLPRetrainer
+from datanet_lab.compare_mlp import EnsembleMembers, default_methods
 
-MEMBER_SEED, MEMBER_MASK_SEED = 1000, 2000
 TUNE_SUBSETS, TUNE_MASK_SEED, TUNE_SEEDS = 40, 1, (100, 101)
 TUNE_RIDGES = (0.3, 1.0, 3.0, 10.0)
 TUNE_FAMILIES: dict[str, Callable[[float], Attributor]] = {
@@ -65,61 +62,10 @@ def digits_retrainer() -> MLPRetrainer:
     return MLPRetrainer((train_x - mean) / std, train_y, (test_x - mean) / std, test_y, 10)
 
 
-class Members:
-    """Trains attribution tasks: the full-data model, and ensemble member ``k`` on its own random
-    half (mask seed ``2000 + k``, training seed ``1000 + k``), each trained once and kept."""
-
-    def __init__(self, retrainer: MLPRetrainer, directory: Path) -> None:
-        self.retrainer, self.directory = retrainer, directory
-        self.x = torch.as_tensor(retrainer.train_x, dtype=torch.float32)
-        self.y = torch.as_tensor(retrainer.train_y)
-        self._tasks: dict[int, AttributionTask] = {}
-        self.train_seconds = 0.0
-
-    def task(self, rows: np.ndarray, seed: int, name: str) -> AttributionTask:
-        start = time.perf_counter()
-        _, paths = self.retrainer.train(rows, seed, self.directory / name)
-        self.train_seconds += time.perf_counter() - start
-        r = self.retrainer
-        model = mlp(self.x.shape[1], r.hidden, r.n_classes, seed)
-        return AttributionTask(model, self.x, self.y, paths, load_checkpoint, weight_decay=r.weight_decay)
-
-    def full(self) -> AttributionTask:
-        return self.task(np.arange(len(self.y)), 0, "full")
-
-    def __call__(self, task: AttributionTask, k: int) -> AttributionTask:
-        if k not in self._tasks:
-            half = groundtruth.random_subsets(len(self.y), 1, 0.5, MEMBER_MASK_SEED + k)[0]
-            self._tasks[k] = self.task(np.flatnonzero(half), MEMBER_SEED + k, f"member_{k:03d}")
-        return self._tasks[k]
-
-
-def methods(members: Members, n_models: int) -> list[Attributor]:
-    """The compared settings: baselines and peers, TRAK on one model, and ensembles.
-
-    ``InfluenceFunction("cg", damping=0.01)`` is left out: on this MLP it ran 150 s and then
-    refused (CG met negative curvature -2.2; the Hessian is indefinite), as it should.
-    """
-    return [
-        GradientDot(),
-        FastTracIn(),
-        TRAK(),
-        GaussNewtonInfluence(),
-        Ensemble(FastTracIn, members, n_models),
-        Ensemble(TRAK, members, n_models),
-        Ensemble(GaussNewtonInfluence, members, n_models),
-    ]
-
-
-def per_seed_agreement(per_seed: list[np.ndarray]) -> np.ndarray:
-    """``(n_test,)`` Spearman across subsets of seed ``a``'s minus losses vs seed ``b``'s, averaged
-    over seed pairs: the LDS a perfect predictor of one seed's retraining gets against another."""
-    def corr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        a, b = rankdata(a, axis=0), rankdata(b, axis=0)
-        a, b = a - a.mean(axis=0), b - b.mean(axis=0)
-        return (a * b).sum(axis=0) / np.sqrt((a**2).sum(axis=0) * (b**2).sum(axis=0))
-
-    return np.mean([corr(a, b) for a, b in itertools.combinations(per_seed, 2)], axis=0)
+def methods(members: EnsembleMembers, n_models: int) -> list[Attributor]:
+    """Notebook 06's methods plus TracIn averaged over the ensemble (a peer: ensembling alone)."""
+    return [*default_methods(members, n_models)[:4], Ensemble(FastTracIn, members, n_models),
+            *default_methods(members, n_models)[4:]]
 
 
 def summary(lds: np.ndarray) -> tuple[float, float, int]:
@@ -136,7 +82,7 @@ def timed(fn: Callable[[], np.ndarray]) -> tuple[np.ndarray | str, float]:
         return f"refused: {error}", time.perf_counter() - start
 
 
-def tune(cache: groundtruth.RetrainCache, members: Members, task: AttributionTask, test: tuple, max_models: int) -> None:
+def tune(cache: groundtruth.RetrainCache, members: EnsembleMembers, task: AttributionTask, test: tuple, max_models: int) -> None:
     """Print LDS on the tuning ground truth for each family's ridges x ensemble sizes (for choosing defaults)."""
     masks = groundtruth.random_subsets(len(members.y), TUNE_SUBSETS, 0.5, TUNE_MASK_SEED)
     losses = groundtruth.subset_losses(cache, masks, TUNE_SEEDS)
@@ -171,14 +117,14 @@ def main() -> None:
         print(f"digits MLP 64-{retrainer.hidden}-10, {len(retrainer.train_y)} train x {len(retrainer.test_y)} test; "
               f"ground truth: {args.subsets} halves x {args.seeds} seeds ({cache.retrains} retrains run, "
               f"{time.perf_counter() - start:.1f} s, {args.workers} workers)")
-        members = Members(retrainer, Path(tmp))
+        members = EnsembleMembers(retrainer, Path(tmp))
         task = members.full()
         if args.tune:
             tune(cache, members, task, test, args.members)
         Ensemble(TRAK, members, args.members).fit(task).members()  # train the members once, timed apart
         print(f"training the full model + {args.members - 1} ensemble members: {members.train_seconds:.1f} s")
         losses = np.mean(per_seed, axis=0)
-        ceiling = summary(per_seed_agreement(per_seed))
+        ceiling = summary(metrics.seed_agreement(per_seed))
         print(f"{'method':<22} {'LDS':>7} {'± 95% CI':>9} {'seconds':>8}")
         best = ("none", -np.inf)
         for method in methods(members, args.members):

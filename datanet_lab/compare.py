@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,8 +71,9 @@ class Problem:
 
 
 def problem(dataset: str, label_column: str, scenario: str, n_contributors: int, noise_rate: float, seed: int,
-            l2: float) -> Problem:
-    """Build the Datanet (as step 1 does, with ``noise_rate``) and standardize it."""
+            l2: float = 1e-2) -> Problem:
+    """Build the Datanet (as step 1 does, with ``noise_rate``) and standardize it; ``l2`` is the
+    converged logistic regression's L2 weight (unused when another model is compared)."""
     built = build_datanet(load_table(dataset, label_column), parse_scenario(scenario, n_contributors), noise_rate, seed)
     dn, truth = built.datanet, built.ground_truth.set_index("sample_id")
     mean, std = dn.train_x.mean(axis=0, dtype=np.float64), dn.train_x.std(axis=0, dtype=np.float64)
@@ -159,19 +160,30 @@ class Comparison:
 
 
 def compare(p: Problem, methods: list[attribution.Attributor], directory: Path, n_subsets: int = 100, seed: int = 0,
-            workers: int = 2) -> Comparison:
-    """Score with every method and judge each against retraining (see the module docstring)."""
-    target = task(p, directory)
+            workers: int = 2, target: attribution.AttributionTask | None = None,
+            retrain: groundtruth.Retrainer | None = None, seeds: Sequence[int] = (0,), shapley: bool = True) -> Comparison:
+    """Score with every method and judge each against retraining (see the module docstring).
+
+    ``target`` and ``retrain`` default to the converged logistic regression (:func:`task`,
+    :func:`retrainer`); pass another model's task and retrainer (e.g. the MLP of
+    :mod:`datanet_lab.compare_mlp`) to judge methods on it. Every retrained quantity is averaged
+    over ``seeds`` (retrain seeds: one suffices for the unique logistic optimum); with two or more,
+    ``diagnostics["ceiling"]`` is the sample-level LDS one seed's retrains reach predicting
+    another's (:func:`attribution.metrics.seed_agreement`). ``shapley=False`` skips exact
+    contributor Shapley (``2^n`` retrains per seed; ``shapley_corr`` is then NaN); it is computed
+    for the first seed only."""
+    target = task(p, directory) if target is None else target
+    retrain = retrainer(p) if retrain is None else retrain
     test = torch.from_numpy(p.test_x.astype(np.float32)), torch.from_numpy(p.test_y)
     scored = {}
     for method in methods:
         scored[method.name] = measure(lambda m=method: m.fit(target).scores(*test))
-    with groundtruth.RetrainCache(retrainer(p), workers=workers, cache_dir=directory / "retrains") as cache:
-        truth = _ground_truth(p, cache, n_subsets, seed)
+    with groundtruth.RetrainCache(retrain, workers=workers, cache_dir=directory / "retrains") as cache:
+        truth = _ground_truth(p, cache, n_subsets, seed, list(seeds), shapley)
         ranked = {name: np.argsort(-scores.mean(axis=1), kind="stable") for name, (scores, _, _) in scored.items()}
         kept = {(name, f): np.sort(order[round(f * len(order)):]) for name, order in ranked.items() for f in REMOVAL_FRACTIONS}
-        accuracy = dict(zip(kept, (o.accuracy for o in cache.outcomes(list(kept.values())))))
-        full_accuracy = cache.outcomes([np.arange(len(p.train_y))])[0].accuracy
+        accuracy = dict(zip(kept, _mean_accuracy(cache, list(kept.values()), seeds)))
+        full_accuracy = _mean_accuracy(cache, [np.arange(len(p.train_y))], seeds)[0]
         retrains = cache.retrains
     rows, lds = [], {}
     for name, (scores, seconds, peak) in scored.items():
@@ -182,20 +194,31 @@ def compare(p: Problem, methods: list[attribution.Attributor], directory: Path, 
     removal = pd.DataFrame([{"method": name, "fraction": f, "accuracy": accuracy.get((name, f), full_accuracy)}
                             for name in scored for f in (0.0, *REMOVAL_FRACTIONS)])
     diagnostics = {m.name: dict(getattr(m, "diagnostics", {})) for m in methods} | {"retrains": retrains}
+    if len(truth["per_seed_losses"]) > 1:
+        diagnostics["ceiling"] = float(np.nanmean(metrics.seed_agreement(truth["per_seed_losses"])))
     return Comparison(pd.DataFrame(rows), lds, removal, diagnostics)
 
 
-def _ground_truth(p: Problem, cache: groundtruth.RetrainCache, n_subsets: int, seed: int) -> dict[str, Any]:
+def _mean_accuracy(cache: groundtruth.RetrainCache, subsets: list[np.ndarray], seeds: Sequence[int]) -> list[float]:
+    """Test accuracy of each subset's retrained model, averaged over ``seeds``."""
+    return list(np.mean([[o.accuracy for o in cache.outcomes(subsets, s)] for s in seeds], axis=0))
+
+
+def _ground_truth(p: Problem, cache: groundtruth.RetrainCache, n_subsets: int, seed: int, seeds: list[int],
+                  shapley: bool) -> dict[str, Any]:
     n_groups = len(p.contributors)
     sample_masks = groundtruth.random_subsets(len(p.train_y), n_subsets, 0.5, seed)
     contributor_masks = groundtruth.random_subsets(n_groups, n_subsets, 0.5, seed + 1)[:, p.groups]
+    per_seed = [groundtruth.subset_losses(cache, sample_masks, [s]) for s in seeds]
+    shapley = shapley and n_groups <= groundtruth.MAX_EXACT_SHAPLEY
     return {
         "sample_masks": sample_masks,
-        "sample_losses": groundtruth.subset_losses(cache, sample_masks),
+        "sample_losses": np.mean(per_seed, axis=0),
+        "per_seed_losses": per_seed,
         "contributor_masks": contributor_masks,
-        "contributor_losses": groundtruth.subset_losses(cache, contributor_masks),
-        "loco": groundtruth.loco(cache, p.groups, n_groups).mean(axis=1),
-        "shapley": groundtruth.exact_shapley(cache, p.groups, n_groups) if n_groups <= groundtruth.MAX_EXACT_SHAPLEY else None,
+        "contributor_losses": groundtruth.subset_losses(cache, contributor_masks, seeds),
+        "loco": np.mean([groundtruth.loco(cache, p.groups, n_groups, s) for s in seeds], axis=0).mean(axis=1),
+        "shapley": groundtruth.exact_shapley(cache, p.groups, n_groups, seeds[0]) if shapley else None,
     }
 
 

@@ -8,7 +8,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 
-def lds_bars(table: pd.DataFrame) -> Figure:
+def lds_bars(table: pd.DataFrame, title: str = "Linear datamodeling score") -> Figure:
     """Sample- and contributor-level LDS per method; whiskers: 95% CI over test samples."""
     ordered = table.sort_values("lds_sample")
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(ordered) + 1.2))
@@ -16,7 +16,7 @@ def lds_bars(table: pd.DataFrame) -> Figure:
     ax.barh([v + 0.2 for v in y], ordered["lds_sample"], height=0.4, xerr=1.0 * ordered["lds_sample_ci95"], label="sample-level", color="#4477aa")
     ax.barh([v - 0.2 for v in y], ordered["lds_contributor"], height=0.4, label="contributor-level", color="#ccbb44")
     ax.set_yticks(list(y), ordered["method"])
-    ax.set(xlabel="LDS (Spearman vs retrained test loss)", xlim=(-0.2, 1.0), title="Linear datamodeling score")
+    ax.set(xlabel="LDS (Spearman vs retrained test loss)", xlim=(-0.2, 1.0), title=title)
     ax.axvline(0, color="black", lw=0.8)
     ax.legend(loc="lower right")
     ax.grid(axis="x", alpha=0.3)

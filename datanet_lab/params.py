@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = {
     "compare_noise_rate": 0.05,
     "compare_l2": 0.01,
     "lds_subsets": 100,
+    "mlp_seeds": 3,
+    "mlp_models": 10,
 }
 
 
@@ -69,6 +71,10 @@ def check(params: dict[str, Any]) -> Table:
         raise ParameterError(f"compare_l2 must be > 0 (a unique optimum), got {full['compare_l2']}")
     if full["lds_subsets"] < 2:
         raise ParameterError(f"lds_subsets must be >= 2, got {full['lds_subsets']}")
+    if full["mlp_seeds"] < 2:
+        raise ParameterError(f"mlp_seeds must be >= 2 (the ground truth averages retrain seeds; two give its ceiling), got {full['mlp_seeds']}")
+    if full["mlp_models"] < 1:
+        raise ParameterError(f"mlp_models must be >= 1, got {full['mlp_models']}")
     if full["attribution_method"] not in METHODS:
         raise ParameterError(f"unknown attribution_method {full['attribution_method']!r}; expected one of {sorted(METHODS)}")
     if full["reward_pool"] < 0:

@@ -11,6 +11,8 @@ TINY = {
     "epochs": 2,
     "reward_pool": 1000,
     "lds_subsets": 20,
+    "mlp_seeds": 2,
+    "mlp_models": 2,
 }
 
 

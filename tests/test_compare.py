@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import attribution
-from datanet_lab import compare
+from datanet_lab import compare, compare_mlp
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,3 +74,20 @@ def test_noisy_auc_ranks_credit_per_accepted_sample_among_honest_and_noisy_contr
     assert aucs["noisy_auc_all"] == 0.0  # summed, c2 (2.2) looks best of all; c3 and c4 look worse
     assert aucs["noisy_sample_auc"] == 1.0  # the flipped sample has the least credit among c0..c2's
     assert aucs["noisy_sample_auc_all"] == pytest.approx(7 / 8)  # c3's sample outranks it
+
+
+def test_mlp_comparison_averages_retrain_seeds_and_reports_their_ceiling(tmp_path):
+    p = compare.problem("wine", "", "honest:2,noisy:2,out_of_domain:1", 5, 0.2, 0)
+    retrain = compare_mlp.retrainer(p)
+    members = compare_mlp.EnsembleMembers(retrain, tmp_path / "models")
+    methods = [attribution.GradientDot(), attribution.Ensemble(attribution.GaussNewtonInfluence, members, 2),
+               attribution.RandomScores(0)]
+    result = compare.compare(p, methods, tmp_path, n_subsets=12, target=members.full(), retrain=retrain, seeds=(0, 1),
+                             shapley=False, workers=1)
+    table = result.table.set_index("method")
+    assert list(table.index) == ["grad_dot", "gauss_newton_if_x2", "random"]
+    assert table["shapley_corr"].isna().all() and table["lds_contributor"].notna().all()
+    assert 0.0 < result.diagnostics["ceiling"] <= 1.0
+    assert table.loc["gauss_newton_if_x2", "lds_sample"] > table.loc["random", "lds_sample"] + 0.3
+    # each of 12 sample and 12 contributor subsets, LOCO (5 + everyone) and 9 removal sets, per seed
+    assert result.diagnostics["retrains"] <= 2 * (12 + 12 + 6 + 9)

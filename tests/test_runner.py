@@ -29,8 +29,9 @@ def test_run_writes_every_output(two_runs):
         assert (run / name).is_file(), name
     figures = {p.stem for p in (run / "figures").glob("*.png")}
     assert figures == {"training_curves", "contributor_credit", "top_influential_samples", "integrated_gradients", "payouts",
-                       "lds_by_method", "removal_curves", "cost_vs_lds"}
+                       "lds_by_method", "removal_curves", "cost_vs_lds", "mlp_lds_by_method", "mlp_removal_curves"}
     assert (run / "comparison" / "comparison.csv").is_file()
+    assert (run / "comparison_mlp" / "comparison.csv").is_file()
     assert (run.parent / "latest").resolve() == two_runs[1].resolve()
     assert not list(run.parent.glob(".partial-*"))
 
@@ -89,6 +90,8 @@ BAD_INPUTS = {
     "non-integer pool": (["-p", "reward_pool", "1.5"], "reward_pool' must be int, got '1.5'"),
     "unknown parameter": (["-p", "learning_rate", "0.1"], "unknown parameter 'learning_rate'"),
     "unknown attribution method": (["-p", "attribution_method", "magic"], "unknown attribution_method 'magic'"),
+    "one MLP retrain seed": (["-p", "mlp_seeds", "1"], "mlp_seeds must be >= 2"),
+    "empty MLP ensemble": (["-p", "mlp_models", "0"], "mlp_models must be >= 1, got 0"),
     "too many contributors": (["-p", "n_contributors", "2000", "-p", "scenario", "honest:2000"], "n_contributors=2000"),
 }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attribution.metrics import detection_auc, group_sums, lds, loco_correlation
+from attribution.metrics import detection_auc, group_sums, lds, loco_correlation, seed_agreement
 
 
 def _spearman(a, b):
@@ -39,3 +39,14 @@ def test_group_sums_and_correlations():
     assert detection_auc(np.array([0.1, 0.9, 0.8, 0.2]), np.array([False, True, True, False])) == 1.0
     assert detection_auc(np.array([0.9, 0.1, 0.8, 0.2]), np.array([False, True, False, True])) == 0.0
     assert np.isnan(detection_auc(np.array([0.1, 0.2]), np.array([False, False])))
+
+
+def test_seed_agreement_is_one_for_identical_seeds_and_needs_two():
+    rng = np.random.default_rng(0)
+    losses = rng.random((20, 4))
+    np.testing.assert_allclose(seed_agreement([losses, losses]), 1.0)
+    np.testing.assert_allclose(seed_agreement([losses, -losses]), -1.0)
+    unrelated = seed_agreement([losses, rng.random((20, 4))])
+    assert np.all(np.abs(unrelated) < 0.8)
+    with pytest.raises(ValueError, match=">= 2 retrain seeds"):
+        seed_agreement([losses])
