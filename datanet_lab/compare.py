@@ -286,10 +286,9 @@ def sybil_gain(p: Problem, make_method: Callable[[], attribution.Attributor], co
     def share(q: Problem, owners: list[int]) -> float:
         scores = make_method().fit(task(q, directory)).scores(torch.from_numpy(q.test_x.astype(np.float32)),
                                                               torch.from_numpy(q.test_y))
-        credit = attribution.sample_credit(scores)
-        if redundancy_aware:
-            credit = attribution.shared_credit(credit, attribution.redundancy_clusters(q.train_x, q.train_y))
-        by_group = np.clip(np.bincount(q.groups, credit, minlength=q.groups.max() + 1), 0.0, None)
+        clusters = attribution.redundancy_clusters(q.train_x, q.train_y) if redundancy_aware else None
+        credit = attribution.contributor_credit(scores, q.groups, range(q.groups.max() + 1), clusters)  # as payouts roll up
+        by_group = np.clip(credit.to_numpy(), 0.0, None)
         return float(by_group[owners].sum() / by_group.sum()) if by_group.sum() > 0 else 0.0
 
     rows = np.flatnonzero(p.groups == contributor)

@@ -33,7 +33,7 @@ import torch
 import attribution
 import ledger
 from datanet import BuiltDatanet, Datanet, build_datanet, load_table, parse_scenario
-from datanet.models import Standardize, build_model
+from datanet.models import build_model
 from datanet.training import TrainConfig, TrainResult, load_checkpoint, train
 from datanet_lab.params import DEFAULTS
 from datanet_lab.provenance import file_sha256
@@ -220,7 +220,7 @@ def attribute(run: Run) -> Attribution:
     load_checkpoint(result.model, result.checkpoints[-1])  # a method may leave the weights at another checkpoint
     features = attribution.integrated_gradients(result.model, torch.from_numpy(dn.test_x), train_x.mean(dim=0))
     with torch.no_grad():
-        model_view = Standardize(train_x.mean(dim=0), train_x.std(dim=0))(train_x).double().numpy()
+        model_view = result.model[0](train_x).double().numpy()  # every Datanet model starts with its Standardize layer
     clusters = attribution.redundancy_clusters(model_view, dn.train_y)
     credit = attribution.contributor_credit(scores, dn.train_contributors, dn.contributors, clusters)
     own = attribution.sample_credit(scores)
