@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 import attribution
-from datanet_lab import compare, compare_mlp
+from datanet_lab import compare, compare_mlp, sybil
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,13 +51,13 @@ def test_files_are_written(wine, tmp_path):
 @pytest.mark.parametrize("method", [attribution.InfluenceFunction, attribution.FastTracIn])
 def test_near_copies_gain_with_summed_credit_and_not_with_the_redundancy_aware_rollup(wine, tmp_path, method):
     p, _, _ = wine
-    assert compare.sybil_gain(p, method, 0, 1, tmp_path) == pytest.approx(1.0)
-    assert compare.sybil_gain(p, method, 0, 3, tmp_path, redundancy_aware=False) > 1.1
-    assert compare.sybil_gain(p, method, 0, 3, tmp_path) <= 1.1
+    assert sybil.sybil_gain(p, method, 0, 1, tmp_path) == pytest.approx(1.0)
+    assert sybil.sybil_gain(p, method, 0, 3, tmp_path, redundancy_aware=False) > 1.1
+    assert sybil.sybil_gain(p, method, 0, 3, tmp_path) <= 1.1
     with pytest.raises(ValueError, match="k >= 1"):
-        compare.sybil_gain(p, method, 0, 0, tmp_path)
+        sybil.sybil_gain(p, method, 0, 0, tmp_path)
     with pytest.raises(ValueError, match="jitter >= 0"):
-        compare.sybil_gain(p, method, 0, 2, tmp_path, jitter=-1.0)
+        sybil.sybil_gain(p, method, 0, 2, tmp_path, jitter=-1.0)
 
 
 def test_noisy_auc_ranks_credit_per_accepted_sample_among_honest_and_noisy_contributors():
