@@ -5,7 +5,7 @@ cosine learning-rate schedule and coupled weight decay, on one thread, from an i
 a batch order drawn from local generators seeded by ``seed``; the same ``(indices, seed)`` gives
 the same weights bit for bit. Called as a retrainer ``(indices, seed) -> Outcome`` it returns the
 per-test-sample loss and margin (:func:`datanet.convex.judge`); :meth:`MLPRetrainer.train` also
-writes ``n_checkpoints`` evenly spaced checkpoints (the :mod:`datanet.training` file format) for
+writes ``n_checkpoints`` evenly spaced checkpoints (:func:`datanet.models.save_checkpoint`) for
 the attribution methods that replay them.
 
 Features are expected already standardized (the model has no ``Standardize`` layer).
@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from datanet.convex import Outcome, judge
+from datanet.models import save_checkpoint
 
 
 def mlp(n_features: int, hidden: int, n_classes: int, seed: int) -> nn.Sequential:
@@ -108,15 +109,8 @@ class MLPRetrainer:
                     optimizer.step()
                     step += 1
                 if checkpoint_dir is not None and epoch in saves:
-                    paths.append(self._save(model, Path(checkpoint_dir), epoch, float(np.mean(rates))))
+                    paths.append(save_checkpoint(model, checkpoint_dir, epoch, float(np.mean(rates))))
                     rates = []
         finally:
             torch.set_num_threads(threads)
         return model.eval(), paths
-
-    @staticmethod
-    def _save(model: nn.Module, directory: Path, epoch: int, learning_rate: float) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"epoch_{epoch:03d}.pt"
-        torch.save({"state_dict": model.state_dict(), "learning_rate": learning_rate, "epoch": epoch}, path)
-        return path

@@ -1,8 +1,7 @@
 """Seeded minibatch SGD training with one checkpoint per epoch (TracIn replays them).
 
-A checkpoint file holds ``{"state_dict", "learning_rate", "epoch"}``; :func:`load_checkpoint`
-restores the weights and returns the learning rate, the form Captum's TracIn expects of a
-``checkpoints_load_func``.
+Checkpoints are written and read by :func:`datanet.models.save_checkpoint` /
+:func:`datanet.models.load_checkpoint` (re-exported here).
 """
 
 from __future__ import annotations
@@ -17,7 +16,9 @@ from torch import nn
 from tqdm import tqdm
 
 from datanet.datanet import Datanet
-from datanet.models import MODELS, build_model
+from datanet.models import MODELS, build_model, load_checkpoint, save_checkpoint
+
+__all__ = ["TrainConfig", "TrainResult", "load_checkpoint", "save_checkpoint", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -81,19 +82,10 @@ def train(datanet: Datanet, config: TrainConfig, checkpoint_dir: str | Path) -> 
             optimizer.zero_grad()
             loss_fn(model(train_x[index]), train_y[index]).backward()
             optimizer.step()
-        path = checkpoint_dir / f"epoch_{epoch:03d}.pt"
-        torch.save({"state_dict": model.state_dict(), "learning_rate": config.learning_rate, "epoch": epoch}, path)
-        checkpoints.append(path)
+        checkpoints.append(save_checkpoint(model, checkpoint_dir, epoch, config.learning_rate))
         history.append({"epoch": epoch, **_evaluate(model, loss_fn, train_x, train_y, "train"), **_evaluate(model, loss_fn, test_x, test_y, "test")})
         log.info("epoch %d: %s", epoch, history[-1])
     return TrainResult(model.eval(), checkpoints, pd.DataFrame(history))
-
-
-def load_checkpoint(model: nn.Module, path: str | Path) -> float:
-    """Load a checkpoint's weights into ``model``; return its learning rate."""
-    checkpoint = torch.load(path, weights_only=True)
-    model.load_state_dict(checkpoint["state_dict"])
-    return float(checkpoint["learning_rate"])
 
 
 @torch.no_grad()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from datanet import build_datanet, load_table, parse_scenario
-from datanet.models import Standardize, build_model
+from datanet.models import Standardize, build_model, standardization
 from datanet.training import TrainConfig, load_checkpoint, train
 
 
@@ -72,9 +72,30 @@ def test_standardize_buffers_come_from_the_training_set(wine, tmp_path):
     standardize = result.model[0]
     assert isinstance(standardize, Standardize)
     np.testing.assert_allclose(standardize.mean.numpy(), wine.train_x.mean(axis=0), rtol=1e-5)
-    std = wine.train_x.astype(np.float64).std(axis=0, ddof=1)
-    np.testing.assert_allclose(standardize.std.numpy(), np.where(std > 0, std, 1.0), rtol=1e-4)
+    std = wine.train_x.astype(np.float64).std(axis=0, ddof=0)
+    np.testing.assert_allclose(standardize.std.numpy(), np.where(std > 0, std, 1.0), rtol=1e-5)
     assert [name for name, _ in result.model.named_parameters()] == ["1.weight", "1.bias"]
+    with torch.no_grad():
+        seen = standardize(torch.from_numpy(wine.train_x)).double().numpy()
+    np.testing.assert_allclose(seen.std(axis=0), 1.0, rtol=1e-4)  # unit variance on the training set
+
+
+def test_standardization_centres_constant_features_without_scaling_them():
+    x = np.array([[1.0, 5.0], [3.0, 5.0]])
+    mean, std = standardization(x)
+    np.testing.assert_array_equal(mean, [2.0, 5.0])
+    np.testing.assert_array_equal(std, [1.0, 1.0])  # population std of (1, 3) is 1; the constant column gets 1
+    mean, std = standardization(np.array([[0.0], [4.0]]))
+    np.testing.assert_array_equal(std, [2.0])
+    with pytest.raises(ValueError, match="shape"):
+        standardization(np.zeros((0, 3)))
+
+
+def test_load_checkpoint_refuses_a_file_of_another_format(tmp_path):
+    model = build_model("logreg", torch.zeros(4, 3), 2)
+    torch.save({"weights": model.state_dict()}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt.*missing \['state_dict', 'learning_rate'\]"):
+        load_checkpoint(model, tmp_path / "other.pt")
 
 
 @pytest.mark.parametrize("model", ["logreg", "mlp"])
@@ -132,18 +153,6 @@ def test_config_rejects_unknown_model(model):
 def test_config_rejects_too_few_epochs(epochs):
     with pytest.raises(ValueError, match="epochs"):
         TrainConfig(epochs=epochs)
-
-
-def test_config_to_dict():
-    config = TrainConfig(model="mlp", epochs=2, learning_rate=0.1, weight_decay=0.0, batch_size=8, seed=5)
-    assert config.to_dict() == {
-        "model": "mlp",
-        "epochs": 2,
-        "learning_rate": 0.1,
-        "weight_decay": 0.0,
-        "batch_size": 8,
-        "seed": 5,
-    }
 
 
 def test_build_model_rejects_unknown_name():
