@@ -1,11 +1,13 @@
 """The pipeline steps on the default scenario (in-process, without papermill)."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from datanet.training import train
 from datanet_lab import pipeline
 
 
@@ -69,10 +71,75 @@ def test_a_near_copy_under_another_identity_shares_its_originals_credit(tmp_path
         dn, train_x=np.concatenate([dn.train_x, (dn.train_x[rows] + noise).astype(np.float32)]),
         train_y=np.concatenate([dn.train_y, dn.train_y[rows]]), train_ids=np.concatenate([dn.train_ids, [f"c02-copy-{i}" for i in rows]]),
         train_contributors=np.concatenate([dn.train_contributors, ["c02"] * len(rows)]))
-    copied.save(run.directory / "dataset")
-    samples = pipeline.attribute(run).sample_credit
+    trained = train(copied, pipeline.train_config(run), tmp_path / "copied")
+    scored = pipeline.score(copied, trained, "tracin_captum", 0)
+    samples = pipeline.roll_up(copied, scored.scores, trained.model[0]).sample_credit
     originals, copies = samples.iloc[rows], samples.iloc[len(dn.train_y):]
     np.testing.assert_array_equal(copies["cluster"].to_numpy(), originals["cluster"].to_numpy())
     assert samples["cluster"].nunique() == len(dn.train_y)
     pair = originals["credit"].to_numpy() + copies["credit"].to_numpy()
     np.testing.assert_allclose(originals["shared_credit"].to_numpy() + copies["shared_credit"].to_numpy(), pair / 2)
+
+
+WINE = dict(dataset="wine", n_contributors=3, scenario="honest:3", epochs=1)
+
+
+def _entries(run) -> list[str]:
+    with run.ledger() as book:
+        return [entry.kind for entry in book.entries()]
+
+
+def test_a_step_reuses_outputs_its_manifest_matches_and_records_once(tmp_path):
+    first = pipeline.attribute(pipeline.open_run(str(tmp_path), **WINE))
+    run = pipeline.open_run(str(tmp_path), reward_pool=5, **WINE)  # a parameter attribution does not depend on
+    again = pipeline.attribute(run)
+    np.testing.assert_array_equal(again.scores, first.scores)
+    kinds = _entries(run)
+    assert kinds.count("training_run") == kinds.count("attribution_run") == kinds.count("dataset_version") == 1
+    manifest = json.loads((tmp_path / "manifests" / "train.json").read_text())
+    assert manifest["params"] == {k: run.params[k] for k in pipeline.manifest.TRAIN.params}
+    assert set(manifest["inputs"]) == {"build"}
+    assert "training/checkpoints/epoch_001.pt" in manifest["outputs"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"epochs": 2}, r"train: .* was made with epochs=1, this run asks for epochs=2"),
+    ({"noise_rate": 0.1}, r"build: .* was made with noise_rate=0.2, this run asks for noise_rate=0.1"),
+    ({"attribution_method": "grad_dot"}, r"attribute: .*attribution_method='tracin_captum'.*'grad_dot'"),
+])
+def test_reusing_a_run_directory_with_other_parameters_is_refused(tmp_path, change, message):
+    pipeline.attribute(pipeline.open_run(str(tmp_path), **WINE))
+    run = pipeline.open_run(str(tmp_path), **(WINE | change))
+    before = _entries(run)
+    with pytest.raises(pipeline.ManifestError, match=message):
+        pipeline.pay(run)
+    assert _entries(run) == before and not (tmp_path / "payouts.csv").exists()
+
+
+def test_a_tampered_output_file_is_caught(tmp_path):
+    run = pipeline.open_run(str(tmp_path), **WINE)
+    pipeline.attribute(run)
+    checkpoint = tmp_path / "training" / "checkpoints" / "epoch_001.pt"
+    data = bytearray(checkpoint.read_bytes())
+    data[-100] ^= 1
+    checkpoint.write_bytes(bytes(data))
+    with pytest.raises(pipeline.ManifestError, match="train: output training/checkpoints/epoch_001.pt was altered"):
+        pipeline.attribute(run)
+    (tmp_path / "attribution" / "extra.npy").write_bytes(b"")
+    checkpoint.write_bytes(bytes(data[:-100]) + bytes([data[-100] ^ 1]) + bytes(data[-99:]))  # restored
+    with pytest.raises(pipeline.ManifestError, match="attribute: attribution/extra.npy was added"):
+        pipeline.attribute(run)
+
+
+def test_outputs_without_a_manifest_or_from_a_changed_input_are_refused(tmp_path):
+    run = pipeline.open_run(str(tmp_path), **WINE)
+    pipeline.train_model(run)
+    (tmp_path / "manifests" / "train.json").unlink()
+    with pytest.raises(pipeline.ManifestError, match=r"train: .*\['training'\] without the step's manifest"):
+        pipeline.train_model(run)
+    run = pipeline.open_run(str(tmp_path / "b"), **WINE)
+    pipeline.train_model(run)
+    (tmp_path / "b" / "planted" / "notes.txt").write_text("rebuilt")
+    pipeline.manifest.write(run.directory, pipeline.manifest.BUILD, run.params)  # build's outputs changed since
+    with pytest.raises(pipeline.ManifestError, match=r"train: its input manifests/build.json changed"):
+        pipeline.train_model(run)

@@ -1,0 +1,85 @@
+"""Step 1, build: load the source, deal it among contributors, validate, save, record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from datanet import Datanet, build_datanet, load_table, parse_scenario
+from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, STAKE_UNITS, TRAINER, VALIDATOR, Run
+
+
+@dataclass
+class Built:
+    """The run's Datanet and the scenario's planted truth (one row per submission)."""
+
+    datanet: Datanet
+    ground_truth: pd.DataFrame
+
+
+def build(run: Run) -> Built:
+    """The run's Datanet: reused when the run directory holds it from the same parameters
+    (:mod:`~datanet_lab.pipeline.manifest`), otherwise built, saved to ``dataset/`` and
+    ``planted/``, and recorded (actors, stakes, every contribution and validation decision, the
+    dataset version) in the ledger."""
+    if manifest.check(run.directory, manifest.BUILD, run.params):
+        return Built(Datanet.load(run.directory / "dataset"),
+                     pd.read_csv(run.directory / "planted" / "ground_truth.csv", keep_default_na=False))
+    p = run.params
+    table = load_table(p["dataset"], p["label_column"])
+    behaviours = parse_scenario(p["scenario"], p["n_contributors"])
+    built = build_datanet(table, behaviours, p["noise_rate"], p["seed"])
+    built.datanet.save(run.path("dataset"))
+    built.ground_truth.to_csv(run.path("planted", "ground_truth.csv"), index=False)
+    decisions = built.datanet.decisions
+    records = [
+        ("contribution", s.contributor, {"sample_id": s.sample_id, "content_hash": d.content_hash, "datanet": table.name})
+        for s, d in zip(built.submissions, decisions.itertuples())
+    ]
+    records += [
+        ("validation", VALIDATOR, {"sample_id": d.sample_id, "accepted": bool(d.accepted), "reason": d.reason})
+        for d in decisions.itertuples()
+    ]
+    records.append(("dataset_version", CURATOR, _version_payload(built.datanet)))
+    stakes = [("stake", c, {"contributor": c, "amount": STAKE_UNITS}) for c in built.datanet.contributors]
+    roles = {VALIDATOR: "validator", CURATOR: "curator", TRAINER: "trainer", ATTRIBUTOR: "attributor",
+             PAYOUT_AUTHORITY: "payout-authority", **{c: "contributor" for c in built.datanet.contributors}}
+    with run.ledger() as book:
+        for actor, role in roles.items():
+            book.register(actor, role)
+        book.append_many(stakes + records)
+    manifest.write(run.directory, manifest.BUILD, run.params)
+    return Built(built.datanet, built.ground_truth)
+
+
+def datanet(run: Run) -> Datanet:
+    """The run's Datanet (:func:`build`)."""
+    return build(run).datanet
+
+
+def behaviours(run: Run) -> pd.Series:
+    """Planted behaviour per contributor id (from the scenario's ground truth, researchers only)."""
+    return build(run).ground_truth.groupby("contributor")["behaviour"].first()
+
+
+def submission_counts(dn: Datanet) -> pd.DataFrame:
+    """``accepted`` and ``rejected`` counts per contributor (all contributors, in id order)."""
+    counts = dn.decisions.groupby("contributor")["accepted"].agg(accepted="sum", submitted="count")
+    counts = counts.reindex(list(dn.contributors), fill_value=0)
+    counts["rejected"] = counts.pop("submitted") - counts["accepted"]
+    return counts.astype(int)
+
+
+def _version_payload(dn: Datanet) -> dict[str, Any]:
+    counts = submission_counts(dn)
+    return {
+        "version": dn.version,
+        "datanet": dn.name,
+        "accepted": int(counts["accepted"].sum()),
+        "rejected": int(counts["rejected"].sum()),
+        "contributors": len(dn.contributors),
+        "test_samples": len(dn.test_y),
+    }
