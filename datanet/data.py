@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from sklearn import datasets as sk_datasets
 from sklearn.model_selection import train_test_split
 
@@ -104,10 +105,7 @@ def load_table(dataset: str, label_column: str = "") -> Table:
 def _load_file(path: Path, label_column: str) -> Table:
     if not path.is_file():
         raise DataSourceError(f"dataset file not found: {path}")
-    try:
-        frame = FILE_SUFFIXES[path.suffix.lower()](path)
-    except Exception as exc:  # pandas/pyarrow raise many types for a corrupt or foreign file
-        raise DataSourceError(f"cannot read dataset file {path}: {type(exc).__name__}: {exc}") from exc
+    frame = _read_frame(path)
     if not label_column:
         raise DataSourceError(f"label_column is required for a file dataset ({path}); columns: {list(frame.columns)}")
     if label_column not in frame.columns:
@@ -115,7 +113,14 @@ def _load_file(path: Path, label_column: str) -> Table:
     if len(frame) == 0 or frame.shape[1] < 2:
         raise DataSourceError(f"dataset file {path} needs at least one row and one feature column besides {label_column!r}")
     labels = frame[label_column].to_numpy(dtype=object)
+    for row, label in enumerate(labels):
+        if not pd.api.types.is_scalar(label):
+            raise DataSourceError(f"label column {label_column!r} of {path} holds {label!r} ({type(label).__name__}) "
+                                  f"in data row {row + 1}: a label must be a single value (text or a number)")
     label_set = tuple(sorted({label for label in labels if not pd.isna(label)}, key=str))
+    if len(label_set) < 2:
+        raise DataSourceError(f"label column {label_column!r} of {path} holds {len(label_set)} class(es) "
+                              f"{list(label_set)}: classification needs at least 2")
     features = frame.drop(columns=[label_column])
     return Table(
         name=path.stem,
@@ -124,6 +129,26 @@ def _load_file(path: Path, label_column: str) -> Table:
         feature_names=tuple(str(c) for c in features.columns),
         label_set=label_set,
     )
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
+    """The file's table; refused when it names a column twice (one would be renamed silently)."""
+    try:
+        columns = _column_names(path)
+        repeated = sorted({c for i, c in enumerate(columns) if c in columns[:i]})
+        if not repeated:
+            return FILE_SUFFIXES[path.suffix.lower()](path)
+    except Exception as exc:  # pandas/pyarrow raise many types for a corrupt or foreign file
+        raise DataSourceError(f"cannot read dataset file {path}: {type(exc).__name__}: {exc}") from exc
+    raise DataSourceError(f"dataset file {path} names column(s) {repeated} more than once; columns: {columns}")
+
+
+def _column_names(path: Path) -> list[str]:
+    """A file's column names as written (``read_csv`` renames a repeated ``y`` to ``y.1``)."""
+    if path.suffix.lower() != ".csv":
+        return pq.read_schema(path).names
+    first = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+    return first.iloc[0].tolist() if len(first) else []
 
 
 def split_test(table: Table, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from sklearn import datasets as sk_datasets
 
@@ -195,6 +197,39 @@ def test_label_only_file(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("y\n1\n2\n")
     with pytest.raises(DataSourceError, match="labels.csv"):
+        load_table(str(path), label_column="y")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_repeated_column_name_is_refused_not_renamed(tmp_path, suffix):
+    path = tmp_path / f"twice{suffix}"
+    if suffix == ".csv":
+        path.write_text("a,y,y\n1,0,0\n2,1,1\n3,0,0\n")
+    else:
+        columns = [pa.array([1.0, 2.0, 3.0]), pa.array([0, 1, 0]), pa.array([0, 1, 0])]
+        pq.write_table(pa.table(columns, names=["a", "y", "y"]), path)
+    with pytest.raises(DataSourceError, match=rf"twice{suffix} names column\(s\) \['y'\] more than once"):
+        load_table(str(path), label_column="y")
+
+
+def test_a_column_named_like_a_pandas_rename_is_not_a_repeat(tmp_path):
+    path = tmp_path / "dotted.csv"
+    path.write_text("y.1,y\n1,0\n2,1\n")
+    assert load_table(str(path), label_column="y").feature_names == ("y.1",)
+
+
+@pytest.mark.parametrize("label", [{"k": 1}, [1, 2]])
+def test_a_nested_label_is_refused_naming_its_row(tmp_path, label):
+    path = tmp_path / "nested.parquet"
+    pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [label, label, label]}).to_parquet(path)
+    with pytest.raises(DataSourceError, match=r"label column 'y' of .*nested.parquet holds .* in data row 1: a label must be a single value"):
+        load_table(str(path), label_column="y")
+
+
+def test_a_single_label_class_is_refused(tmp_path):
+    path = tmp_path / "one.csv"
+    path.write_text("a,y\n1,cat\n2,cat\n3,\n")
+    with pytest.raises(DataSourceError, match=r"label column 'y' of .*one.csv holds 1 class\(es\) \['cat'\]: classification needs at least 2"):
         load_table(str(path), label_column="y")
 
 
