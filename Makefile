@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.datanet-lab-installed
 
-.PHONY: help install run test notebooks bench clean-venv
+.PHONY: help install run test test-fast lab notebooks bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,8 +23,14 @@ install: $(STAMP) ## create .venv and install torch, then the project with its d
 run: $(STAMP) ## run the default papermill batch on the digits Datanet into results/
 	$(BIN)/datanet-lab run
 
-test: $(STAMP) ## run the whole test suite, nbval over notebooks/ included
+test: $(STAMP) ## run the whole test suite, nbval over notebooks/ included (the CI command)
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## the edit-test loop: tests/ without the tests marked slow and without nbval
+	$(BIN)/python -m pytest -m "not slow" tests
+
+lab: $(STAMP) ## open JupyterLab on notebooks/
+	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 notebooks: $(STAMP) ## re-execute notebooks/ in place with default parameters (the outputs nbval checks)
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.record_timing=False notebooks/*.ipynb

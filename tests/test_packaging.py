@@ -1,6 +1,8 @@
 """The project's metadata agrees with itself: pyproject vs environment.yml, CI vs README."""
 
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -26,9 +28,15 @@ def test_ci_runs_the_readme_test_command():
     assert re.search(r"^make test$", (ROOT / ".ci" / "run").read_text(), re.MULTILINE)
 
 
-def test_console_script_points_at_the_cli():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert project["scripts"] == {"datanet-lab": "datanet_lab.cli:main"}
+def test_metadata_builds_without_warnings_and_declares_the_spdx_license(tmp_path):
+    # Setuptools warns at every install about a TOML-table `license`; -W error turns that into a failure.
+    build = ("import sys, setuptools.build_meta as b; "
+             "print(b.prepare_metadata_for_build_wheel(sys.argv[1]))")
+    done = subprocess.run([sys.executable, "-W", "error", "-W", "ignore::ResourceWarning", "-c", build, str(tmp_path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metadata = (tmp_path / done.stdout.split()[-1] / "METADATA").read_text()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
 
 
 def test_ledger_imports_nothing_from_the_ml_stack():
