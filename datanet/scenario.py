@@ -16,11 +16,9 @@ def contributor_ids(n_contributors: int) -> list[str]:
     return [f"c{i:0{width}d}" for i in range(n_contributors)]
 
 
-def parse_scenario(spec: str, n_contributors: int) -> dict[str, str]:
-    """Map each contributor id to its behaviour, in the spec's order.
-
-    ``"honest:6,noisy:2,duplicate:1,out_of_domain:1"`` with ``n_contributors=10`` gives
-    ``c00``-``c05`` honest, ``c06``-``c07`` noisy, ``c08`` duplicate, ``c09`` out_of_domain.
+def scenario_counts(spec: str, n_contributors: int) -> dict[str, int]:
+    """How many contributors of each behaviour ``spec`` names, in the spec's order (nothing is
+    built per contributor, so a huge ``n_contributors`` costs nothing here).
 
     Raises:
         ScenarioError: an unknown behaviour, a malformed or repeated part, counts that do not sum
@@ -28,6 +26,17 @@ def parse_scenario(spec: str, n_contributors: int) -> dict[str, str]:
     """
     if n_contributors < 1:
         raise ScenarioError(f"n_contributors must be >= 1, got {n_contributors}")
+    counts = _spec_counts(spec)
+    total = sum(counts.values())
+    if total != n_contributors:
+        raise ScenarioError(f"scenario {spec!r} names {total} contributors but n_contributors is {n_contributors}")
+    if counts.get("duplicate", 0) == total:
+        raise ScenarioError(f"scenario {spec!r} has only duplicate contributors: nobody to copy from")
+    return counts
+
+
+def _spec_counts(spec: str) -> dict[str, int]:
+    """The ``behaviour: count`` parts of ``spec``, each checked alone."""
     counts: dict[str, int] = {}
     for part in (p.strip() for p in spec.split(",")):
         name, sep, count = part.partition(":")
@@ -39,10 +48,45 @@ def parse_scenario(spec: str, n_contributors: int) -> dict[str, str]:
         if name in counts:
             raise ScenarioError(f"behaviour {name!r} appears twice in scenario {spec!r}")
         counts[name] = int(count)
-    total = sum(counts.values())
-    if total != n_contributors:
-        raise ScenarioError(f"scenario {spec!r} names {total} contributors but n_contributors is {n_contributors}")
-    if counts.get("duplicate", 0) == total:
-        raise ScenarioError(f"scenario {spec!r} has only duplicate contributors: nobody to copy from")
+    return counts
+
+
+def parse_scenario(spec: str, n_contributors: int) -> dict[str, str]:
+    """Map each contributor id to its behaviour, in the spec's order.
+
+    ``"honest:6,noisy:2,duplicate:1,out_of_domain:1"`` with ``n_contributors=10`` gives
+    ``c00``-``c05`` honest, ``c06``-``c07`` noisy, ``c08`` duplicate, ``c09`` out_of_domain.
+
+    Raises:
+        ScenarioError: as :func:`scenario_counts`.
+    """
+    counts = scenario_counts(spec, n_contributors)
     behaviours = [name for name, count in counts.items() for _ in range(count)]
     return dict(zip(contributor_ids(n_contributors), behaviours))
+
+
+def scaled_scenario(spec: str, n_contributors: int) -> str:
+    """``spec``'s behaviour mix apportioned to ``n_contributors`` (largest remainders).
+
+    Each behaviour first gets the whole part of its share of ``n_contributors``; the contributors
+    left over go one each to the largest fractional parts, ties to the behaviour named first.
+    Behaviours that get none are left out. ``"honest:6,noisy:2,duplicate:1,out_of_domain:1"``
+    gives ``"honest:3,noisy:1,duplicate:1"`` for 5 and ``"honest:1,noisy:1"`` for 2.
+
+    Raises:
+        ScenarioError: ``spec`` is malformed (see :func:`scenario_counts`), ``n_contributors`` < 1,
+            or the result would hold only duplicates.
+    """
+    if n_contributors < 1:
+        raise ScenarioError(f"n_contributors must be >= 1, got {n_contributors}")
+    counts = _spec_counts(spec)
+    total = sum(counts.values())
+    if total == 0:
+        raise ScenarioError(f"scenario {spec!r} names no contributor: no mix to scale")
+    scaled = {name: count * n_contributors // total for name, count in counts.items()}
+    remainders = sorted(counts, key=lambda name: -(counts[name] * n_contributors % total))  # stable: ties keep spec order
+    for name in remainders[: n_contributors - sum(scaled.values())]:
+        scaled[name] += 1
+    result = ",".join(f"{name}:{count}" for name, count in scaled.items() if count)
+    scenario_counts(result, n_contributors)
+    return result

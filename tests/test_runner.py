@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 import ledger
-from datanet import DatanetError
 from datanet_lab.cli import main
 from datanet_lab.params import ParameterError
 from datanet_lab.runner import NOTEBOOK_DIR, NOTEBOOKS, RunFailed, run_batch
@@ -134,4 +133,3 @@ def test_console_script_exit_code_on_bad_input(tmp_path):
     script = Path(sys.executable).parent / "datanet-lab"
     done = subprocess.run([script, "run", "-p", "model", "resnet", "--out", str(tmp_path / "r")], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown model 'resnet'" in done.stderr
-    assert issubclass(ParameterError, DatanetError)

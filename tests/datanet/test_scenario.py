@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from datanet.errors import DatanetError, ScenarioError
-from datanet.scenario import BEHAVIOURS, contributor_ids, parse_scenario
+from datanet.errors import ScenarioError
+from datanet.scenario import BEHAVIOURS, contributor_ids, parse_scenario, scaled_scenario, scenario_counts
 
 
 def test_documented_example():
@@ -55,10 +55,6 @@ def test_contributor_ids_are_fixed_width_and_sort_in_creation_order(n, first, la
     assert ids[0] == first and ids[-1] == last
     assert sorted(ids) == ids
     assert len({len(i) for i in ids}) == 1
-
-
-def test_scenario_error_is_a_datanet_error():
-    assert issubclass(ScenarioError, DatanetError)
 
 
 @pytest.mark.parametrize("spec", ["honest:2,sneaky:1", "Honest:3", "honest:2,:1"])
@@ -118,3 +114,31 @@ def test_no_contributors(n):
 def test_only_duplicates(spec, n):
     with pytest.raises(ScenarioError, match="only duplicate"):
         parse_scenario(spec, n)
+
+
+def test_counts_of_a_huge_scenario_build_nothing():
+    assert scenario_counts("honest:99999999999999999999,duplicate:1", 10**20) == {"honest": 10**20 - 1, "duplicate": 1}
+
+
+DEFAULT = "honest:6,noisy:2,duplicate:1,out_of_domain:1"
+
+
+@pytest.mark.parametrize("n, expected", [
+    (10, DEFAULT),
+    (20, "honest:12,noisy:4,duplicate:2,out_of_domain:2"),
+    (2, "honest:1,noisy:1"),  # shares 1.2 / 0.4 / 0.2 / 0.2: the spare contributor goes to noisy's 0.4
+    (4, "honest:3,noisy:1"),  # 2.4 / 0.8 / 0.4 / 0.4: spares to noisy (0.8), then honest (0.4, named first)
+    (5, "honest:3,noisy:1,duplicate:1"),  # 3 / 1 / 0.5 / 0.5: the tie goes to duplicate, named first
+    (15, "honest:9,noisy:3,duplicate:2,out_of_domain:1"),
+])
+def test_scaled_scenario_apportions_by_largest_remainder(n, expected):
+    assert scaled_scenario(DEFAULT, n) == expected
+
+
+def test_scaled_scenario_refuses_a_bad_spec():
+    with pytest.raises(ScenarioError, match="unknown behaviour 'lazy'"):
+        scaled_scenario("honest:1,lazy:1", 4)
+    with pytest.raises(ScenarioError, match="names no contributor"):
+        scaled_scenario("honest:0", 4)
+    with pytest.raises(ScenarioError, match="only duplicate"):
+        scaled_scenario("duplicate:3,honest:1", 1)
