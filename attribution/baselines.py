@@ -10,26 +10,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from attribution.base import AttributionTask, Attributor, require_finite
-from attribution.gradients import SampleGradients
+from attribution.base import AttributionTask, Attributor, Inputs, forward, n_samples, per_sample_losses, require_finite
+from attribution.gradients import SampleGradients, require_per_sample
 
 
 class _AtFinal(Attributor):
-    """Holds the task; ``scores`` reloads the final checkpoint and checks the result is finite."""
+    """Holds a copy of the task at its final checkpoint; ``scores`` checks the result is finite."""
 
     def fit(self, task: AttributionTask) -> _AtFinal:
-        self._task = task
+        self._task = task.own_copy()
+        self._task.load_final()
         return self
 
-    def scores(self, test_x: torch.Tensor, test_y: torch.Tensor) -> np.ndarray:
+    def scores(self, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
         task = getattr(self, "_task", None)
         if task is None:
             raise RuntimeError(f"{self.name}.scores called before fit(task)")
-        task.load_final()
         return require_finite(np.asarray(self._scores(task, test_x, test_y), dtype=np.float64), self.name)
 
     @abstractmethod
-    def _scores(self, task: AttributionTask, test_x: torch.Tensor, test_y: torch.Tensor) -> np.ndarray:
+    def _scores(self, task: AttributionTask, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
         """``(n_train, n_test)`` scores at the final checkpoint (already loaded)."""
 
 
@@ -42,7 +42,7 @@ class RandomScores(_AtFinal):
         self.seed = seed
 
     def _scores(self, task, test_x, test_y):
-        return np.random.default_rng(self.seed).standard_normal((len(task.train_x), len(test_x)))
+        return np.random.default_rng(self.seed).standard_normal((task.n_train, n_samples(test_x)))
 
 
 class GradientDot(_AtFinal):
@@ -52,25 +52,36 @@ class GradientDot(_AtFinal):
         self.cosine = cosine
         self.name = "grad_cosine" if cosine else "grad_dot"
 
+    def fit(self, task: AttributionTask) -> GradientDot:
+        super().fit(task)
+        require_per_sample(self._task.model, self._task.train_x, self.name)
+        return self
+
     def _scores(self, task, test_x, test_y):
         grads = SampleGradients(task.model, task.loss_fn)
-        train, test = grads(task.train_x, task.train_y), grads(test_x, test_y)
+        train, test = grads(task.train_x, task.train_y), grads(test_x, test_y, task.test_loss)
         if self.cosine:
             tiny = torch.finfo(train.dtype).tiny
             train, test = train / train.norm(dim=1, keepdim=True).clamp_min(tiny), test / test.norm(dim=1, keepdim=True).clamp_min(tiny)
         return (train @ test.T).numpy()
 
 
-def representations(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``(n, width)`` inputs of the model's last ``nn.Linear`` (its penultimate representation)."""
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+def representations(model: nn.Module, x: Inputs) -> torch.Tensor:
+    """``(n, width)`` inputs of the model's last ``nn.Linear`` (its penultimate representation);
+    ``ValueError`` unless that layer runs once per forward on ``(n, width)`` input."""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(f"the model has no nn.Linear whose input could serve as its representation: {type(model).__name__}")
     seen: list[torch.Tensor] = []
-    handle = last.register_forward_hook(lambda module, args, output: seen.append(args[0].detach()))
+    handle = linears[-1].register_forward_hook(lambda module, args, output: seen.append(args[0].detach().clone()))
     try:
         with torch.no_grad():
-            model(x)
+            forward(model, x)
     finally:
         handle.remove()
+    if len(seen) != 1 or seen[0].shape[:1] != (n_samples(x),) or seen[0].dim() != 2:
+        raise ValueError(f"the model's last nn.Linear must run once per forward on (n_samples, width) input to give a "
+                         f"representation; it ran {len(seen)} times on shapes {[tuple(t.shape) for t in seen]}")
     return seen[0].double()
 
 
@@ -85,15 +96,15 @@ class RepresentationSimilarity(_AtFinal):
 
 
 class TrainingLoss(_AtFinal):
-    """Minus each training sample's loss at the trained model, the same for every test sample
-    (a hard-to-fit sample is suspect)."""
+    """Minus each training sample's loss (the task's ``loss_fn`` on it alone) at the trained
+    model, the same for every test sample (a hard-to-fit sample is suspect)."""
 
     name = "training_loss"
 
     def _scores(self, task, test_x, test_y):
         with torch.no_grad():
-            losses = nn.functional.cross_entropy(task.model(task.train_x), task.train_y, reduction="none").double()
-        return np.repeat(-losses.numpy()[:, None], len(test_x), axis=1)
+            losses = per_sample_losses(task.loss_fn, forward(task.model, task.train_x), task.train_y).double()
+        return np.repeat(-losses.numpy()[:, None], n_samples(test_x), axis=1)
 
 
 class KNNShapley(_AtFinal):

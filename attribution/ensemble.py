@@ -17,7 +17,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from attribution.base import AttributionTask, Attributor, require_finite
+from attribution.base import AttributionTask, Attributor, Inputs, require_finite
 
 MemberFactory = Callable[[AttributionTask, int], AttributionTask]
 """``(task, k) -> task`` of the ``k``-th independently trained model on the same training data."""
@@ -52,13 +52,13 @@ class Ensemble(Attributor):
         while len(self._members) < self.n_models:
             k = len(self._members)
             other = self.member(self._members[0], k)
-            if len(other.train_x) != len(self._members[0].train_x):
-                raise ValueError(f"{self.name}: member {k} has {len(other.train_x)} training rows, the task "
-                                 f"{len(self._members[0].train_x)}; members must score the same training set")
+            if other.n_train != self._members[0].n_train:
+                raise ValueError(f"{self.name}: member {k} has {other.n_train} training rows, the task "
+                                 f"{self._members[0].n_train}; members must score the same training set")
             self._members.append(other)
         return self._members
 
-    def scores(self, test_x: torch.Tensor, test_y: torch.Tensor) -> np.ndarray:
+    def scores(self, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
         total = None
         for task in self.members():
             part = self.base().fit(task).scores(test_x, test_y)

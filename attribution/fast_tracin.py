@@ -4,14 +4,26 @@ A per-sample weight gradient of ``nn.Linear`` is the outer product ``δ aᵀ`` (
 input, ``δ`` the loss gradient at its output), so the dot product of two of them is
 ``(δ·δ')(a·a')`` and the bias adds ``δ·δ'``. For a train chunk ``I`` and a test chunk ``J`` the
 layer's contribution is ``(Δ_I Δ_Jᵀ) ⊙ (A_I A_Jᵀ + 1)``: two small Gram matrices instead of
-materialising ``in × out`` gradients per sample. Every other trainable parameter (a module that
-is not a 2-D-input, once-called ``nn.Linear``) gets exact per-sample gradients from
-``torch.func.vmap(grad(...))``. Captum's ``TracInCPFast`` uses the outer-product trick for the
-last layer only (and drops its bias), hence this module; ``CaptumTracIn`` is the reference.
+materialising ``in × out`` gradients per sample. A Linear applied at several positions per
+sample (3-D sequence input, or a module called more than once) has gradient ``Σ_t δ_t a_tᵀ``: it
+is materialised per sample by one ``einsum``. Every other trainable parameter gets exact
+per-sample gradients from ``torch.func.vmap(grad(...))``
+(:class:`~attribution.gradients.SampleGradients`). A sample's loss is the task's loss on that
+sample alone (:func:`~attribution.base.per_sample_losses`), whatever its reduction.
+
+The factors are captured by forward hooks that copy the layer's input and add a zero tensor to its
+output, whose gradient is ``δ`` even when a later in-place activation overwrites the output. A
+Linear gets the Gram trick only when a probe shows the preconditions: its own ``forward`` runs,
+each call's input has the sample dimension first, its weight is used by no other module. Models
+that couple samples or are random are refused
+(:func:`~attribution.gradients.require_per_sample`), and ``fit`` compares the factors with plain
+per-sample gradients on a few training samples before trusting them.
 
 Work is chunked over train (``batch_size`` rows per block) and test (``test_batch_size``
 columns), so memory stays bounded; :meth:`FastTracIn.stream` hands each finished
 ``(rows, n_test)`` block (summed over checkpoints) to a sink instead of holding the whole matrix.
+Captum's ``TracInCPFast`` uses the outer-product trick for the last layer only (and drops its
+bias), hence this module; :class:`~attribution.tracin.CaptumTracIn` is the reference.
 """
 
 from __future__ import annotations
@@ -23,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from attribution.base import AttributionTask, Attributor
-from attribution.gradients import SampleGradients
+from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, LossFn, forward, n_samples, per_sample_losses, take
+from attribution.gradients import SampleGradients, require_per_sample
 
 BlockSink = Callable[[int, np.ndarray], None]
 """Receives ``(first_train_row, block)`` with ``block`` of shape ``(rows, n_test)``, float32."""
@@ -34,9 +46,10 @@ BlockSink = Callable[[int, np.ndarray], None]
 class GradientFactors:
     """Per-sample gradient factors of one chunk at one checkpoint.
 
-    ``linear``: per Gram layer ``(a (n, d_in + bias), δ (n, d_out))``; a bias is folded into
-    ``a`` as a trailing column of ones, so ``(A Aᵀ)`` already carries the ``+1``.
-    ``other``: ``(n, n_other_params)`` flattened vmap gradients, or ``None``.
+    ``linear``: per Gram layer ``(a (n, d), δ (n, d_out))``; ``a`` is the layer input when the
+    weight trains, then a trailing column of ones when the bias trains, so ``(A Aᵀ)`` already
+    carries the ``+1``. ``other``: ``(n, n_other_params)`` flattened per-sample gradients of
+    everything else, or ``None``.
     """
 
     linear: list[tuple[torch.Tensor, torch.Tensor]]
@@ -55,51 +68,94 @@ class GradientFactors:
 
     def squared_norms(self) -> torch.Tensor:
         """``(n_self,)`` squared gradient norms (the self-dot products)."""
-        out = torch.zeros(len(self.linear[0][0]) if self.linear else len(self.other))
+        first = self.linear[0][0] if self.linear else self.other
+        out = torch.zeros(len(first), dtype=first.dtype)
         for a, d in self.linear:
             out += (d * d).sum(dim=1) * (a * a).sum(dim=1)
         if self.other is not None:
             out += (self.other * self.other).sum(dim=1)
         return out
 
+    def double(self) -> GradientFactors:
+        return GradientFactors([(a.double(), d.double()) for a, d in self.linear], None if self.other is None else self.other.double())
+
+
+@dataclass
+class _Hooked:
+    """A trainable ``nn.Linear`` whose factors come from hooks: ``gram`` (one call on 2-D input)
+    or materialised ``Σ_t δ_t a_tᵀ`` (several positions per sample)."""
+
+    module: nn.Linear
+    gram: bool
+
+    @property
+    def weight(self) -> bool:
+        return self.module.weight.requires_grad
+
+    @property
+    def bias(self) -> bool:
+        return self.module.bias is not None and self.module.bias.requires_grad
+
 
 class FastTracIn(Attributor):
-    """TracIn ``Σ_t lr_t ∇ℓ(train_i; θ_t) · ∇ℓ(test_j; θ_t)`` over all trainable parameters.
+    """TracIn ``Σ_t lr_t ∇ℓ(train_i; θ_t) · ∇ℓ_test(test_j; θ_t)`` over all trainable parameters.
 
     Args:
         batch_size: training rows per block (default 2048).
         test_batch_size: test columns per Gram product (default 2048).
+        cache_mb: keep every checkpoint's training factors after the first ``scores`` when they fit
+            in this many MiB (default 256), so later calls only compute test factors.
     """
 
     name = "tracin_fast"
 
-    def __init__(self, batch_size: int = 2048, test_batch_size: int = 2048) -> None:
+    def __init__(self, batch_size: int = 2048, test_batch_size: int = 2048, cache_mb: float = 256.0) -> None:
         if batch_size < 1 or test_batch_size < 1:
             raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {test_batch_size}")
-        self.batch_size, self.test_batch_size = batch_size, test_batch_size
+        self.batch_size, self.test_batch_size, self.cache_mb = batch_size, test_batch_size, cache_mb
         self._task: AttributionTask | None = None
         self._states: list[tuple[dict[str, torch.Tensor], float]] = []
-        self._gram_layers: list[nn.Linear] = []
+        self._loaded = -1
+        self._hooked: list[_Hooked] = []
         self._other: SampleGradients | None = None
+        self._train_cache: list[list[GradientFactors]] | None = None
 
     def fit(self, task: AttributionTask) -> FastTracIn:
-        reduction = getattr(task.loss_fn, "reduction", None)
-        if reduction != "sum":
-            raise ValueError(f"task.loss_fn must sum per-sample losses (reduction='sum'), got reduction={reduction!r}")
-        self._task = task
-        self._states = []
+        task = task.own_copy()
+        self._task, self._states, self._train_cache = task, [], None
         for path in task.checkpoints:
             lr = float(task.load_checkpoint(task.model, str(path)))
             self._states.append(({k: v.detach().clone() for k, v in task.model.state_dict().items()}, lr))
-        self._gram_layers = _gram_layers(task.model, task.train_x[:1])
-        in_gram = {id(p) for m in self._gram_layers for p in m.parameters()}
-        other = [n for n, p in task.model.named_parameters() if p.requires_grad and id(p) not in in_gram]
+        self._loaded = len(self._states) - 1
+        require_per_sample(task.model, task.train_x, self.name)
+        self._hooked = _hooked_linears(task.model, task.train_x)
+        covered = {id(p) for h in self._hooked for p in h.module.parameters()}
+        other = [n for n, p in task.model.named_parameters() if p.requires_grad and id(p) not in covered]
+        if not other and not self._hooked:
+            raise AttributionError(f"{self.name}: the model has no trainable parameter")
         self._other = SampleGradients(task.model, task.loss_fn, torch.float32, self.batch_size, other) if other else None
+        self._self_check()
         return self
 
-    def scores(self, test_x: torch.Tensor, test_y: torch.Tensor) -> np.ndarray:
+    def _self_check(self) -> None:
+        """Compare the factors' dot products on up to 3 training samples with plain per-sample
+        gradients (vmap over the whole model) at the last checkpoint; refuse on disagreement."""
         task = self._fitted()
-        out = np.empty((len(task.train_x), len(test_x)), dtype=np.float64)
+        rows = slice(0, min(task.n_train, 3))
+        x, y = take(task.train_x, rows), task.train_y[rows]
+        fast = self.factors(x, y, -1).double()
+        fast = fast.dot(fast)
+        plain = SampleGradients(task.model, task.loss_fn, torch.float64)(x, y)
+        plain = plain @ plain.T
+        scale = float(plain.abs().max())
+        if not torch.allclose(fast, plain, rtol=1e-3, atol=1e-4 * scale + 1e-10):
+            raise AttributionError(f"{self.name}: the layer factors disagree with plain per-sample gradients on the first "
+                                   f"training samples (max difference {float((fast - plain).abs().max()):.3g} of {scale:.3g}); "
+                                   "the model uses a Linear in a way the hooks cannot follow")
+
+    def scores(self, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
+        task = self._fitted()
+        out = np.empty((task.n_train, n_samples(test_x)), dtype=np.float64)
 
         def keep(start: int, block: np.ndarray) -> None:
             out[start : start + len(block)] = block
@@ -107,36 +163,47 @@ class FastTracIn(Attributor):
         self.stream(test_x, test_y, keep)
         return out
 
-    def stream(self, test_x: torch.Tensor, test_y: torch.Tensor, sink: BlockSink) -> None:
+    def stream(self, test_x: Inputs, test_y: torch.Tensor, sink: BlockSink) -> None:
         """Compute the scores block by block (train rows in order) and hand each to ``sink``."""
         task = self._fitted()
-        tests = []  # per checkpoint: test features in test chunks
-        for state, _ in self._states:
-            task.model.load_state_dict(state)
-            tests.append([self.factors(test_x[s : s + self.test_batch_size], test_y[s : s + self.test_batch_size])
-                          for s in range(0, len(test_x), self.test_batch_size)])
-        for start in range(0, len(task.train_x), self.batch_size):
-            x, y = task.train_x[start : start + self.batch_size], task.train_y[start : start + self.batch_size]
-            block = torch.zeros(len(x), len(test_x))
-            for (state, lr), test_chunks in zip(self._states, tests):
-                task.model.load_state_dict(state)
-                train = self.factors(x, y)
+        n_test = n_samples(test_x)
+        tests = [[self.factors(take(test_x, slice(s, s + self.test_batch_size)), test_y[s : s + self.test_batch_size], t, test=True)
+                  for s in range(0, n_test, self.test_batch_size)] for t in range(len(self._states))]
+        starts = range(0, task.n_train, self.batch_size)
+        cache = self._train_cache
+        keep = cache is None and self._train_bytes() <= self.cache_mb * 2**20
+        fresh: list[list[GradientFactors]] = [[] for _ in self._states]
+        for b, start in enumerate(starts):
+            rows = slice(start, start + self.batch_size)
+            block = torch.zeros(len(task.train_y[rows]), n_test)
+            for t, ((_, lr), test_chunks) in enumerate(zip(self._states, tests)):
+                train = cache[t][b] if cache is not None else self.factors(take(task.train_x, rows), task.train_y[rows], t)
+                if keep:
+                    fresh[t].append(train)
                 col = 0
                 for chunk in test_chunks:
                     dots = train.dot(chunk)  # (rows, chunk columns)
                     block[:, col : col + dots.shape[1]].add_(dots, alpha=lr)
                     col += dots.shape[1]
             sink(start, block.numpy())
+        if keep:
+            self._train_cache = fresh
+
+    def _train_bytes(self) -> int:
+        """Bytes of every checkpoint's training factors (float32)."""
+        width = sum((h.module.in_features * h.weight + h.bias + h.module.out_features) if h.gram
+                    else h.module.weight.numel() * h.weight + h.module.out_features * h.bias for h in self._hooked)
+        width += self._other.n_params if self._other is not None else 0
+        return 4 * width * self._fitted().n_train * len(self._states)
 
     def self_influence(self) -> np.ndarray:
         """``(n_train,)`` ``Σ_t lr_t |∇ℓ(train_i; θ_t)|²``."""
         task = self._fitted()
-        out = np.zeros(len(task.train_x))
-        for state, lr in self._states:
-            task.model.load_state_dict(state)
-            for start in range(0, len(task.train_x), self.batch_size):
+        out = np.zeros(task.n_train)
+        for t, (_, lr) in enumerate(self._states):
+            for start in range(0, task.n_train, self.batch_size):
                 rows = slice(start, start + self.batch_size)
-                out[rows] += lr * self.factors(task.train_x[rows], task.train_y[rows]).squared_norms().double().numpy()
+                out[rows] += lr * self.factors(take(task.train_x, rows), task.train_y[rows], t).squared_norms().double().numpy()
         return out
 
     def _fitted(self) -> AttributionTask:
@@ -144,48 +211,84 @@ class FastTracIn(Attributor):
             raise RuntimeError(f"{type(self).__name__} used before fit(task)")
         return self._task
 
-    def factors(self, x: torch.Tensor, y: torch.Tensor) -> GradientFactors:
-        """Per-sample gradient factors of ``(x, y)`` at the model's current weights (load a
-        checkpoint into ``task.model`` first); their :meth:`GradientFactors.dot` is the heavy phase."""
+    def _load(self, checkpoint: int) -> None:
+        checkpoint %= len(self._states)
+        if checkpoint != self._loaded:
+            self._fitted().model.load_state_dict(self._states[checkpoint][0])
+            self._loaded = checkpoint
+
+    def factors(self, x: Inputs, y: torch.Tensor, checkpoint: int = -1, test: bool = False) -> GradientFactors:
+        """Per-sample gradient factors of ``(x, y)`` at checkpoint ``checkpoint`` (an index into the
+        task's checkpoints), of the test loss when ``test``; their :meth:`GradientFactors.dot` is the
+        heavy phase."""
         task = self._fitted()
-        model, loss_fn = task.model, task.loss_fn
-        inputs: dict[nn.Linear, torch.Tensor] = {}
-        outputs: dict[nn.Linear, torch.Tensor] = {}
+        self._load(checkpoint)
+        loss_fn: LossFn = task.test_loss if test else task.loss_fn
+        inputs: dict[nn.Linear, list[torch.Tensor]] = {}
+        taps: dict[nn.Linear, list[torch.Tensor]] = {}
 
-        def capture(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-            inputs[module], outputs[module] = args[0].detach(), output
+        def capture(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            tap = torch.zeros_like(output, requires_grad=True)  # its gradient is δ, whatever later overwrites output
+            inputs.setdefault(module, []).append(args[0].detach().clone())
+            taps.setdefault(module, []).append(tap)
+            return output + tap
 
-        handles = [m.register_forward_hook(capture) for m in self._gram_layers]
+        handles = [h.module.register_forward_hook(capture) for h in self._hooked]
         try:
             with torch.enable_grad():
-                loss = loss_fn(model(x), y)
-                deltas = torch.autograd.grad(loss, [outputs[m] for m in self._gram_layers]) if self._gram_layers else ()
+                loss = per_sample_losses(loss_fn, forward(task.model, x), y).sum()
+                flat_taps = [tap for h in self._hooked for tap in taps[h.module]]
+                deltas = torch.autograd.grad(loss, flat_taps, allow_unused=True) if flat_taps else ()
         finally:
-            for h in handles:
-                h.remove()
-        linear = []
-        for m, d in zip(self._gram_layers, deltas):
-            a = inputs[m]
-            if m.bias is not None and m.bias.requires_grad:
-                a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], dim=1)
-            linear.append((a, d.detach()))
-        return GradientFactors(linear, self._other(x, y) if self._other is not None else None)
+            for handle in handles:
+                handle.remove()
+        deltas = [torch.zeros_like(t) if d is None else d for t, d in zip(flat_taps, deltas)]
+        linear, other = [], []
+        for h in self._hooked:
+            a_calls, d_calls = inputs[h.module], [deltas.pop(0) for _ in taps[h.module]]
+            n = len(y)
+            if h.gram:
+                a, d = a_calls[0], d_calls[0]
+                parts = ([a] if h.weight else []) + ([torch.ones(n, 1, dtype=a.dtype)] if h.bias else [])
+                linear.append((torch.cat(parts, dim=1), d))
+                continue
+            a = torch.cat([c.reshape(n, -1, c.shape[-1]) for c in a_calls], dim=1)  # (n, positions, d_in)
+            d = torch.cat([c.reshape(n, -1, c.shape[-1]) for c in d_calls], dim=1)  # (n, positions, d_out)
+            if h.weight:
+                other.append(torch.einsum("npo,npi->noi", d, a).reshape(n, -1))  # Σ_t δ_t a_tᵀ, row-major
+            if h.bias:
+                other.append(d.sum(dim=1))
+        if self._other is not None:
+            other.append(self._other(x, y, loss_fn))
+        return GradientFactors(linear, torch.cat(other, dim=1) if other else None)
 
 
-def _gram_layers(model: nn.Module, probe: torch.Tensor) -> list[nn.Linear]:
-    """Trainable ``nn.Linear`` layers called exactly once per forward on 2-D input (the Gram trick's
-    preconditions), found by one probe forward; the rest fall back to vmap."""
-    calls: dict[nn.Module, list[int]] = {}
-
-    def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
-        calls.setdefault(module, []).append(args[0].dim())
-
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.weight.requires_grad]
-    handles = [m.register_forward_hook(record) for m in linears]
-    try:
-        with torch.no_grad():
-            model(probe)
-    finally:
-        for h in handles:
-            h.remove()
-    return [m for m in linears if calls.get(m) == [2] and (m.bias is None or m.bias.requires_grad)]
+def _hooked_linears(model: nn.Module, x: Inputs) -> list[_Hooked]:
+    """Trainable ``nn.Linear`` layers whose gradients the hooks can capture exactly, found by probe
+    forwards on 1 and up to 3 samples of ``x``: the layer's own ``forward`` runs the same number of
+    times in both, each call's input has the probe's sample count first, and its parameters are
+    used by no other module. Gram when there is one call on 2-D input; the rest fall back to vmap."""
+    owners: dict[int, int] = {}
+    for _, p in model.named_parameters(remove_duplicate=False):
+        owners[id(p)] = owners.get(id(p), 0) + 1
+    linears = [m for m in model.modules() if type(m).forward is nn.Linear.forward and isinstance(m, nn.Linear)
+               and any(p.requires_grad for p in m.parameters()) and all(owners[id(p)] == 1 for p in m.parameters())]
+    probes = sorted({1, min(n_samples(x), 3)})
+    shapes: dict[nn.Module, list[list[tuple[int, ...]]]] = {m: [] for m in linears}
+    for size in probes:
+        seen: dict[nn.Module, list[tuple[int, ...]]] = {m: [] for m in linears}
+        handles = [m.register_forward_hook(lambda mod, args, out: seen[mod].append(tuple(args[0].shape))) for m in linears]
+        try:
+            with torch.no_grad():
+                forward(model, take(x, slice(0, size)))
+        finally:
+            for handle in handles:
+                handle.remove()
+        for m in linears:
+            shapes[m].append(seen[m] if all(s[0] == size for s in seen[m]) else [])
+    hooked = []
+    for m in linears:
+        calls = shapes[m]
+        if all(calls) and len({len(c) for c in calls}) == 1:
+            hooked.append(_Hooked(m, gram=all(len(c) == 1 and len(c[0]) == 2 for c in calls)))
+    return hooked

@@ -31,22 +31,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from attribution.base import AttributionError, AttributionTask, Attributor, require_finite
-from attribution.fast_tracin import FastTracIn, GradientFactors
+from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, forward, require_finite, take
+from attribution.fast_tracin import FastTracIn
 from attribution.trak import ridged_cholesky
 
 
 class _WeightedLogits(nn.Module):
     """``Σ_i s_i · f(x_i)``: a "loss" whose per-sample gradient is ``J_iᵀ s_i``."""
 
-    reduction = "sum"  # FastTracIn checks its loss sums per sample
-
     def forward(self, logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         return (logits * weights.to(logits.dtype)).sum()
 
 
-def _double(f: GradientFactors) -> GradientFactors:
-    return GradientFactors([(a.double(), d.double()) for a, d in f.linear], None if f.other is None else f.other.double())
+def _require_cross_entropy(task: AttributionTask, method: str) -> None:
+    """The GGN's ``Λ = diag(p) − p pᵀ`` is the Hessian of plain softmax cross-entropy on 2-D logits."""
+    loss = task.loss_fn
+    if not (type(loss) is nn.CrossEntropyLoss and loss.weight is None and loss.label_smoothing == 0.0):
+        raise ValueError(f"{method}: the Gauss-Newton curvature is written for an unweighted nn.CrossEntropyLoss "
+                         f"without label smoothing; task.loss_fn is {loss!r}")
 
 
 class GaussNewtonInfluence(Attributor):
@@ -69,46 +71,50 @@ class GaussNewtonInfluence(Attributor):
         self.ridge, self.rank, self.max_kernel = ridge, rank, max_kernel
         self.name = "gauss_newton_if"
         self.diagnostics: dict[str, float] = {}
-        self._task: AttributionTask | None = None
 
     def fit(self, task: AttributionTask) -> GaussNewtonInfluence:
-        self._task = task
-        final = dataclasses.replace(task, checkpoints=[task.checkpoints[-1]])
-        self._loss = FastTracIn().fit(final)  # leaves the final weights in task.model
-        directions = FastTracIn().fit(dataclasses.replace(final, loss_fn=_WeightedLogits()))
-        x_rep, weights = self._curvature_directions(task)
-        if len(x_rep) > self.max_kernel:
-            raise ValueError(f"{self.name}: the kernel would be {len(x_rep)} square > max_kernel={self.max_kernel}; "
+        _require_cross_entropy(task, self.name)
+        final = dataclasses.replace(task.own_copy(), checkpoints=[task.checkpoints[-1]])
+        final.load_final()
+        x_rep, weights = self._curvature_directions(final)
+        if len(weights) > self.max_kernel:
+            raise ValueError(f"{self.name}: the kernel would be {len(weights)} square > max_kernel={self.max_kernel}; "
                              f"lower rank (now {self.rank})")
-        self._train = _double(self._loss.factors(task.train_x, task.train_y))
-        self._u = _double(directions.factors(x_rep, weights))
+        self._loss = FastTracIn().fit(final)
+        directions = FastTracIn().fit(dataclasses.replace(final, train_x=x_rep, train_y=weights, loss_fn=_WeightedLogits(),
+                                                          test_loss_fn=None))
+        self._train = self._loss.factors(final.train_x, final.train_y).double()
+        self._u = directions.factors(x_rep, weights).double()
         kernel = self._u.dot(self._u)  # (n·rank, n·rank)
         trace = float(kernel.diagonal().sum())
         if not trace > 0:
             raise AttributionError(f"{self.name}: the Gauss-Newton matrix is zero (every prediction is certain); nothing to invert")
-        self._lam = self.ridge * trace / len(task.train_x)
+        self._lam = self.ridge * trace / final.n_train
         self._factor = ridged_cholesky(kernel, self._lam, self.name)
         self._train_u = self._train.dot(self._u)  # (n_train, n·rank)
         self.diagnostics.update(lam=self._lam, kernel_rows=len(kernel))
         return self
 
     def scores(self, test_x: torch.Tensor, test_y: torch.Tensor) -> np.ndarray:
-        if self._task is None:
+        if not hasattr(self, "_factor"):
             raise RuntimeError(f"{self.name}.scores called before fit(task)")
-        self._task.load_final()
-        test = _double(self._loss.factors(test_x, test_y))
+        test = self._loss.factors(test_x, test_y, test=True).double()
         inner = torch.cholesky_solve(self._u.dot(test), self._factor)  # (n·rank, n_test)
         scores = (self._train.dot(test) - self._train_u @ inner) / self._lam
         return require_finite(scores.numpy(), self.name)
 
-    def _curvature_directions(self, task: AttributionTask) -> tuple[torch.Tensor, torch.Tensor]:
+    def _curvature_directions(self, task: AttributionTask) -> tuple[Inputs, torch.Tensor]:
         """Inputs repeated ``rank`` times and the weights ``√μ v`` of each kept eigenpair of ``Λ_i``."""
         with torch.no_grad():
-            p = torch.softmax(task.model(task.train_x).double(), dim=1)  # (n, C)
+            logits = forward(task.model, task.train_x)
+        if not (isinstance(logits, torch.Tensor) and logits.dim() == 2):
+            raise ValueError(f"{self.name}: the model must return (n, n_classes) logits, got "
+                             f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
+        p = torch.softmax(logits.double(), dim=1)  # (n, C)
         curvature = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # (n, C, C)
         mu, v = torch.linalg.eigh(curvature)  # ascending eigenvalues
         rank = min(self.rank, p.shape[1])
         mu, v = mu[:, -rank:].clamp_min(0.0), v[:, :, -rank:]  # (n, rank), (n, C, rank)
         self.diagnostics["curvature_kept"] = float(mu.sum() / curvature.diagonal(dim1=1, dim2=2).sum())
         weights = (v * mu.sqrt()[:, None, :]).transpose(1, 2).reshape(-1, p.shape[1])  # (n·rank, C)
-        return task.train_x.repeat_interleave(rank, dim=0), weights
+        return take(task.train_x, torch.arange(task.n_train).repeat_interleave(rank)), weights

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch.func import grad, jacrev, jvp
 
-from attribution.base import AttributionError, AttributionTask, Attributor, require_finite
-from attribution.gradients import SampleGradients
+from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, LossFn, require_finite, take
+from attribution.gradients import SampleGradients, require_per_sample
 from attribution.linear_head import LinearSoftmaxHead
 
 
@@ -55,36 +55,38 @@ class InfluenceFunction(Attributor):
         self._task: AttributionTask | None = None
 
     def fit(self, task: AttributionTask) -> InfluenceFunction:
+        task = task.own_copy()
         task.load_final()
+        require_per_sample(task.model, task.train_x, self.name)
         self._task = task
         self._grads = SampleGradients(task.model, task.loss_fn)
         if self.solver == "exact" and self._grads.n_params > self.max_params:
             raise ValueError(f"{self.name}: the model has {self._grads.n_params} parameters > max_params="
                              f"{self.max_params}; use solver='cg'")
-        self._head = LinearSoftmaxHead.find(self._grads, task.train_x[:1]) if self.structured else None
-        self._train = self._sample_gradients(task.train_x, task.train_y)  # (n_train, P)
+        structured = self.structured and LinearSoftmaxHead.plain_cross_entropy(task.test_loss)
+        self._head = LinearSoftmaxHead.find(self._grads, take(task.train_x, slice(0, 1))) if structured else None
+        self._train = self._sample_gradients(task.train_x, task.train_y, task.loss_fn)  # (n_train, P)
         self._theta = self._grads.flatten(self._grads.params())
         if self.solver == "exact":
             self._cholesky = self._factor(self._hessian())
         return self
 
-    def _sample_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self._head.gradients(x, y) if self._head is not None else self._grads(x, y)
+    def _sample_gradients(self, x: Inputs, y: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
+        return self._head.gradients(x, y) if self._head is not None else self._grads(x, y, loss_fn)
 
     def _hessian(self) -> torch.Tensor:
         """``(P, P)`` Hessian of :meth:`_objective` at the trained parameters."""
         if self._head is None:
             return jacrev(jacrev(self._objective))(self._theta)  # rev-over-rev: 1.5x hessian()'s speed here
         task = self._task
-        h = self._head.hessian(task.train_x) / len(task.train_x)
+        h = self._head.hessian(task.train_x) / task.n_train
         h.diagonal().add_(task.weight_decay + self.damping)
         return h
 
-    def scores(self, test_x: torch.Tensor, test_y: torch.Tensor) -> np.ndarray:
+    def scores(self, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
         if self._task is None:
             raise RuntimeError(f"{self.name}.scores called before fit(task)")
-        self._task.load_final()
-        test = self._sample_gradients(test_x, test_y)  # (n_test, P)
+        test = self._sample_gradients(test_x, test_y, self._task.test_loss)  # (n_test, P)
         if self.solver == "exact":
             solved = torch.cholesky_solve(test.T, self._cholesky)  # (P, n_test)
         else:
@@ -95,7 +97,7 @@ class InfluenceFunction(Attributor):
     def _objective(self, theta: torch.Tensor) -> torch.Tensor:
         """``R(θ) + (damping / 2) ‖θ‖²`` at flat parameters ``θ``."""
         task = self._task
-        mean_loss = self._grads.loss(self._grads.unflatten(theta), task.train_x, task.train_y) / len(task.train_x)
+        mean_loss = self._grads.loss(self._grads.unflatten(theta), task.train_x, task.train_y) / task.n_train
         return mean_loss + 0.5 * (task.weight_decay + self.damping) * (theta**2).sum()
 
     def _factor(self, h: torch.Tensor) -> torch.Tensor:

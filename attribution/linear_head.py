@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attribution.base import Inputs, LossFn, forward
 from attribution.gradients import SampleGradients
 
 
@@ -28,14 +29,19 @@ class LinearSoftmaxHead:
         self._grads, self._layer = grads, layer
         self._bias = layer.bias is not None
 
+    @staticmethod
+    def plain_cross_entropy(loss: LossFn) -> bool:
+        """Whether a sample's ``loss`` is plain softmax cross-entropy (any reduction: one sample's
+        sum and mean agree), the loss the closed forms are written for."""
+        return (type(loss) is nn.CrossEntropyLoss and loss.weight is None and loss.label_smoothing == 0.0
+                and loss.reduction in ("sum", "mean", "none"))
+
     @classmethod
-    def find(cls, grads: SampleGradients, probe: torch.Tensor) -> LinearSoftmaxHead | None:
+    def find(cls, grads: SampleGradients, probe: Inputs) -> LinearSoftmaxHead | None:
         """The head of ``grads``' model when its trainable parameters are exactly one
         ``nn.Linear`` (weight, and bias if it has one), called once on 2-D input, whose output is
-        the model's output, and its loss is a plain summed ``nn.CrossEntropyLoss``; else ``None``."""
-        loss = grads.loss_fn
-        if not (type(loss) is nn.CrossEntropyLoss and loss.reduction == "sum" and loss.weight is None
-                and loss.label_smoothing == 0.0):
+        the model's output, and its loss is plain cross-entropy; else ``None``."""
+        if not cls.plain_cross_entropy(grads.loss_fn):
             return None
         model = grads.model
         names = {id(p): n for n, p in model.named_parameters()}
@@ -46,17 +52,17 @@ class LinearSoftmaxHead:
                 return head if head._is_output(probe) else None
         return None
 
-    def _is_output(self, probe: torch.Tensor) -> bool:
+    def _is_output(self, probe: Inputs) -> bool:
         calls: list[tuple[int, torch.Tensor]] = []
         handle = self._layer.register_forward_hook(lambda m, args, out: calls.append((args[0].dim(), out)))
         try:
             with torch.no_grad():
-                output = self._grads.model(probe)
+                output = forward(self._grads.model, probe)
         finally:
             handle.remove()
         return len(calls) == 1 and calls[0][0] == 2 and calls[0][1] is output
 
-    def factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def factors(self, x: Inputs) -> tuple[torch.Tensor, torch.Tensor]:
         """``a (n, d_in [+1])`` and ``p (n, C)`` at the model's current weights, in the gradients' dtype."""
         captured: list[torch.Tensor] = []
         handle = self._grads.shadow_module(self._layer).register_forward_hook(lambda m, args, out: captured.append(args[0]))
@@ -69,14 +75,14 @@ class LinearSoftmaxHead:
             a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], dim=1)
         return a, torch.softmax(logits, dim=1)
 
-    def gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def gradients(self, x: Inputs, y: torch.Tensor) -> torch.Tensor:
         """``(n, P)`` per-sample loss gradients ``δ ⊗ a``."""
         a, p = self.factors(x)
         delta = p.clone()
         delta[torch.arange(len(y)), y] -= 1.0
         return self._to_parameter_order(delta[:, :, None] * a[:, None, :])  # (n, C, d) -> (n, P)
 
-    def hessian(self, x: torch.Tensor) -> torch.Tensor:
+    def hessian(self, x: Inputs) -> torch.Tensor:
         """``(P, P)`` Hessian of the summed loss: ``Σ_i (diag p_i − p_i p_iᵀ) ⊗ a_i a_iᵀ``."""
         a, p = self.factors(x)
         n, d, c = len(a), a.shape[1], p.shape[1]

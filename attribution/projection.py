@@ -11,40 +11,53 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attribution.base import AttributionTask, Attributor, require_finite
-from attribution.gradients import SampleGradients
+from attribution.base import AttributionTask, Attributor, Inputs, LossFn, n_samples, require_finite
+from attribution.gradients import SampleGradients, require_per_sample
+
+DEFAULT_DIM = 512
 
 
 class ProjectedTracIn(Attributor):
-    """TracIn on gradients projected to ``dim`` dimensions (default 512), seeded by ``seed``."""
+    """TracIn on gradients projected to ``dim`` dimensions (default 512), seeded by ``seed``.
 
-    def __init__(self, dim: int = 512, seed: int = 0) -> None:
+    Its name is ``tracin_projected`` at the default ``dim``, ``tracin_projected_<dim>`` otherwise.
+    """
+
+    def __init__(self, dim: int = DEFAULT_DIM, seed: int = 0) -> None:
         if dim < 1:
             raise ValueError(f"dim must be >= 1, got {dim}")
         self.dim, self.seed = dim, seed
-        self.name = f"tracin_rp{dim}"
+        self.name = "tracin_projected" if dim == DEFAULT_DIM else f"tracin_projected_{dim}"
         self._task: AttributionTask | None = None
 
     def fit(self, task: AttributionTask) -> ProjectedTracIn:
+        task = task.own_copy()
         self._task = task
-        self._train = [self._project(t, task.train_x, task.train_y) for t in range(len(task.checkpoints))]
+        self._grads = SampleGradients(task.model, task.loss_fn, torch.float32)
+        self._train = []
+        for t in range(len(task.checkpoints)):
+            lr = self._load(t)
+            if t == len(task.checkpoints) - 1:
+                require_per_sample(task.model, task.train_x, self.name)
+            self._train.append((self._project(t, task.train_x, task.train_y, task.loss_fn), lr))
         return self
 
-    def scores(self, test_x: torch.Tensor, test_y: torch.Tensor) -> np.ndarray:
+    def scores(self, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
         if self._task is None:
             raise RuntimeError(f"{self.name}.scores called before fit(task)")
-        out = torch.zeros(len(self._task.train_x), len(test_x), dtype=torch.float64)
+        out = torch.zeros(self._task.n_train, n_samples(test_x), dtype=torch.float64)
         for t, (train, lr) in enumerate(self._train):
-            test, _ = self._project(t, test_x, test_y)
-            out += lr * train @ test.T
+            self._load(t)
+            out += lr * train @ self._project(t, test_x, test_y, self._task.test_loss).T
         return require_finite(out.numpy(), self.name)
 
-    def _project(self, t: int, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, float]:
-        """Projected gradients at checkpoint ``t`` and its learning rate."""
+    def _load(self, t: int) -> float:
+        """Load checkpoint ``t`` into the private model; its learning rate."""
         task = self._task
-        lr = float(task.load_checkpoint(task.model, str(task.checkpoints[t])))
-        grads = SampleGradients(task.model, task.loss_fn, torch.float32)
+        return float(task.load_checkpoint(task.model, str(task.checkpoints[t])))
+
+    def _project(self, t: int, x: Inputs, y: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
+        """``(n, dim)`` projected gradients at checkpoint ``t`` (already loaded)."""
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + t)
-        matrix = torch.randn(grads.n_params, self.dim, generator=generator) / self.dim**0.5
-        projected = torch.cat([g @ matrix for g in grads.chunks(x, y)])
-        return projected.double(), lr
+        matrix = torch.randn(self._grads.n_params, self.dim, generator=generator) / self.dim**0.5
+        return torch.cat([g @ matrix for g in self._grads.chunks(x, y, loss_fn)]).double()

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from attribution.base import AttributionError, AttributionTask, Attributor, require_finite
-from attribution.gradients import SampleGradients
+from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, LossFn, require_finite
+from attribution.gradients import SampleGradients, require_per_sample
 
 
 def ridged_cholesky(kernel: torch.Tensor, lam: float, method: str) -> torch.Tensor:
@@ -54,11 +54,13 @@ class TRAK(Attributor):
         self._task: AttributionTask | None = None
 
     def fit(self, task: AttributionTask) -> TRAK:
+        task = task.own_copy()
         task.load_final()
+        require_per_sample(task.model, task.train_x, self.name)
         self._task = task
         self._grads = SampleGradients(task.model, task.loss_fn)
         self._projection = self._matrix(self._grads.n_params)
-        self._train = self._features(task.train_x, task.train_y)  # (n_train, P or dim)
+        self._train = self._features(task.train_x, task.train_y, task.loss_fn)  # (n_train, P or dim)
         gram = self._train @ self._train.T  # (n_train, n_train)
         scale = float(gram.diagonal().mean())
         if not scale > 0:
@@ -68,11 +70,10 @@ class TRAK(Attributor):
         self.diagnostics.update(lam=lam, mean_sq_grad_norm=scale)
         return self
 
-    def scores(self, test_x: torch.Tensor, test_y: torch.Tensor) -> np.ndarray:
+    def scores(self, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
         if self._task is None:
             raise RuntimeError(f"{self.name}.scores called before fit(task)")
-        self._task.load_final()
-        cross = self._train @ self._features(test_x, test_y).T  # (n_train, n_test)
+        cross = self._train @ self._features(test_x, test_y, self._task.test_loss).T  # (n_train, n_test)
         return require_finite(torch.cholesky_solve(cross, self._factor).numpy(), self.name)
 
     def _matrix(self, n_params: int) -> torch.Tensor | None:
@@ -82,7 +83,7 @@ class TRAK(Attributor):
         generator = torch.Generator().manual_seed(self.seed)
         return torch.randn(n_params, self.dim, generator=generator, dtype=torch.float64) / self.dim**0.5
 
-    def _features(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _features(self, x: Inputs, y: torch.Tensor, loss_fn: LossFn) -> torch.Tensor:
         if self._projection is None:
-            return self._grads(x, y)
-        return torch.cat([g @ self._projection for g in self._grads.chunks(x, y)])
+            return self._grads(x, y, loss_fn)
+        return torch.cat([g @ self._projection for g in self._grads.chunks(x, y, loss_fn)])
