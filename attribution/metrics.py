@@ -63,3 +63,45 @@ def detection_auc(suspicion: np.ndarray, is_bad: np.ndarray) -> float:
     if is_bad.all() or not is_bad.any():
         return float("nan")
     return float(roc_auc_score(is_bad, suspicion))
+
+
+def detection_aucs(scores: np.ndarray, groups: np.ndarray, noisy_group: np.ndarray, flipped_sample: np.ndarray,
+                   behaviours: Sequence[str] = ()) -> dict[str, float]:
+    """How well low credit flags flipped labels, four ways, from ``scores`` ``(n_train, n_test)``:
+
+    - ``noisy_auc``: minus the mean credit per accepted sample of each group, flagging the noisy
+      groups (``noisy_group`` ``(n_groups,)``) among the groups with accepted rows whose planted
+      behaviour (``behaviours``, one per group) is ``honest`` or ``noisy``;
+    - ``noisy_sample_auc``: minus sample credit, flagging ``flipped_sample`` ``(n_train,)`` among
+      those groups' rows;
+    - ``noisy_auc_all``: minus summed group credit against every other group;
+    - ``noisy_sample_auc_all``: minus sample credit against every row.
+
+    The first two ask "does this group (sample) hold flipped labels", so the negatives are clean
+    data of the same distribution: a group whose every row validation rejected holds no training
+    data (credit 0 says nothing of its labels), and out-of-domain data is harmful in another way
+    that low credit flags too. The mean, not the sum, so a group's size does not decide. With no
+    ``behaviours`` every group that is not noisy counts as honest. ``groups`` ``(n_train,)`` holds
+    each row's group index; sample credit is a row's mean score over the test samples.
+    """
+    groups, noisy_group = np.asarray(groups), np.asarray(noisy_group, dtype=bool)
+    flipped_sample = np.asarray(flipped_sample, dtype=bool)
+    n_groups = len(noisy_group)
+    if scores.ndim != 2 or not len(groups) == len(flipped_sample) == scores.shape[0]:
+        raise ValueError(f"scores {scores.shape}, groups {groups.shape} and flipped_sample {flipped_sample.shape} "
+                         "must have one row per training sample")
+    if behaviours and len(behaviours) != n_groups:
+        raise ValueError(f"{len(behaviours)} behaviours for {n_groups} groups")
+    credit = scores.mean(axis=1)
+    accepted = np.bincount(groups, minlength=n_groups)
+    summed = np.bincount(groups, credit, minlength=n_groups)
+    clean = accepted > 0
+    if behaviours:
+        clean &= np.isin(np.asarray(behaviours), ["honest", "noisy"])
+    rows = clean[groups]
+    return {
+        "noisy_auc": detection_auc(-summed[clean] / accepted[clean], noisy_group[clean]),
+        "noisy_sample_auc": detection_auc(-credit[rows], flipped_sample[rows]),
+        "noisy_auc_all": detection_auc(-summed, noisy_group),
+        "noisy_sample_auc_all": detection_auc(-credit, flipped_sample),
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from attribution.metrics import detection_auc, group_sums, lds, loco_correlation, seed_agreement
+from attribution.metrics import detection_auc, detection_aucs, group_sums, lds, loco_correlation, seed_agreement
 
 
 def _spearman(a, b):
@@ -50,3 +50,23 @@ def test_seed_agreement_is_one_for_identical_seeds_and_needs_two():
     assert np.all(np.abs(unrelated) < 0.8)
     with pytest.raises(ValueError, match=">= 2 retrain seeds"):
         seed_agreement([losses])
+
+
+def test_noisy_auc_ranks_credit_per_accepted_sample_among_honest_and_noisy_groups():
+    # g0, g1 honest (credit 1 per sample), g2 noisy (0.55 per sample but 4 samples: the largest
+    # sum), g3 out of domain (very harmful), g4 a duplicate whose rows were all rejected.
+    groups = np.array([0, 0, 1, 1, 2, 2, 2, 2, 3])
+    credit = np.array([1.0, 1.0, 1.0, 1.0, 0.9, 0.9, -0.2, 0.6, -5.0])
+    flipped = np.array([False] * 6 + [True, False, False])
+    noisy = np.array([False, False, True, False, False])
+    aucs = detection_aucs(credit[:, None], groups, noisy, flipped, ("honest", "honest", "noisy", "out_of_domain", "duplicate"))
+    assert aucs["noisy_auc"] == 1.0  # 0.55 per sample < 1.0 of each honest group
+    assert aucs["noisy_auc_all"] == 0.0  # summed, g2 (2.2) looks best of all; g3 and g4 look worse
+    assert aucs["noisy_sample_auc"] == 1.0  # the flipped sample has the least credit among g0..g2's
+    assert aucs["noisy_sample_auc_all"] == pytest.approx(7 / 8)  # g3's sample outranks it
+    # Without behaviours, g3 and g4 count as honest: g4 (no rows) drops out, g3 ranks below g2.
+    assert detection_aucs(credit[:, None], groups, noisy, flipped)["noisy_auc"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="one row per training sample"):
+        detection_aucs(credit[:, None], groups[:-1], noisy, flipped)
+    with pytest.raises(ValueError, match="2 behaviours for 5 groups"):
+        detection_aucs(credit[:, None], groups, noisy, flipped, ("honest", "noisy"))
