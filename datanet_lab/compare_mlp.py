@@ -1,11 +1,12 @@
 """The method comparison on a non-convex model: the planted Datanet's MLP (notebook 06).
 
-The same :class:`~datanet_lab.compare.Problem` as notebook 05, but the attributed model is a
+The same :class:`~datanet_lab.problem.Problem` as notebook 05, but the attributed model is a
 64-128-C ReLU MLP trained by SGD with a cosine schedule (:class:`datanet.MLPRetrainer`, 5
 checkpoints) and the ground truth retrains it on each subset with several seeds and averages:
 two retrainings with different seeds disagree (``diagnostics["ceiling"]``), so no method can
 beat their agreement against one seed. Ensembles average a method over the trained model and
-models trained on random halves (:class:`EnsembleMembers`), TRAK's recipe.
+models trained on random halves (:class:`EnsembleMembers`), TRAK's recipe. :func:`compare` runs
+it all (notebook 06's one call).
 
 Defaults (ridge 3 for TRAK and Gauss-Newton influence, rank 2, 10 models, member ``k`` trained on
 its own random half with mask seed ``2000 + k`` and seed ``1000 + k``) were chosen by
@@ -24,8 +25,9 @@ import torch
 import attribution
 from attribution import groundtruth
 from datanet.mlp_retrain import MLPRetrainer, mlp
-from datanet.training import load_checkpoint
-from datanet_lab.compare import Problem
+from datanet.models import load_checkpoint
+from datanet_lab import compare as method_comparison
+from datanet_lab.problem import Problem
 
 MEMBER_SEED, MEMBER_MASK_SEED = 1000, 2000
 
@@ -84,3 +86,26 @@ def default_methods(members: EnsembleMembers, n_models: int = 10) -> list[attrib
         attribution.Ensemble(attribution.TRAK, members, n_models),
         attribution.Ensemble(attribution.GaussNewtonInfluence, members, n_models),
     ]
+
+
+def compare(p: Problem, directory: Path, n_subsets: int = 100, seed: int = 0, n_seeds: int = 3, n_models: int = 10,
+            workers: int = 2) -> method_comparison.Comparison:
+    """The MLP comparison of notebook 06: train the attributed model (every row, seed 0) and the
+    ``n_models - 1`` ensemble members first (timed apart, ``diagnostics["member_train_seconds"]``,
+    so the table's seconds are fit + scores only; models under ``directory / "models"``), then judge
+    :func:`default_methods` against retraining averaged over seeds ``0 .. n_seeds - 1`` (two or
+    more: their agreement is ``diagnostics["ceiling"]``) on ``n_subsets`` halves drawn from
+    ``seed``, without contributor Shapley."""
+    if n_seeds < 2:
+        raise ValueError(f"n_seeds must be >= 2 (the ground truth averages retrain seeds; two give its ceiling), got {n_seeds}")
+    if n_models < 1:
+        raise ValueError(f"n_models must be >= 1, got {n_models}")
+    retrain = retrainer(p)
+    members = EnsembleMembers(retrain, directory / "models")
+    target = members.full()
+    members.train_members(n_models)
+    result = method_comparison.compare(p, default_methods(members, n_models), directory, n_subsets=n_subsets, seed=seed,
+                                       workers=workers, target=target, retrain=retrain, seeds=range(n_seeds),
+                                       shapley=False)
+    result.diagnostics["member_train_seconds"] = members.train_seconds
+    return result

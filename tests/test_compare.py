@@ -1,4 +1,4 @@
-"""Tests for datanet_lab.compare on a tiny wine Datanet: the table's shape and sanity, files written."""
+"""Tests for datanet_lab.compare (and its problem, evaluation and profiling) on a tiny wine Datanet."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import pandas as pd
 import pytest
 
 import attribution
-from datanet_lab import compare, compare_mlp, sybil
+from datanet_lab import compare, compare_mlp, evaluation, pipeline, sybil
+from datanet_lab.problem import Problem
+from datanet_lab.profiling import measure
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def wine(tmp_path_factory):
-    p = compare.problem("wine", "", "honest:2,noisy:2,out_of_domain:1", 5, 0.2, 0, 1e-2)
+    p = Problem.planted("wine", "", "honest:2,noisy:2,out_of_domain:1", 5, 0.2, 0, 1e-2)
     methods = [attribution.InfluenceFunction(), attribution.FastTracIn(), attribution.RandomScores(0)]
     directory = tmp_path_factory.mktemp("comparison")
     return p, compare.compare(p, methods, directory, n_subsets=30, seed=0, workers=1), directory
@@ -26,6 +28,18 @@ def test_problem_marks_the_planted_bad_data(wine):
     assert p.flipped_sample.any()
     assert set(np.flatnonzero(p.flipped_sample)) <= set(np.flatnonzero(np.isin(p.groups, [2, 3])))
     np.testing.assert_allclose(p.train_x.mean(axis=0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(p.train_x.std(axis=0), 1.0, rtol=1e-6)  # population std, as the models standardize
+
+
+def test_a_runs_saved_datanet_gives_the_problem_its_parameters_build(wine, tmp_path):
+    p, _, _ = wine
+    run = pipeline.open_run(str(tmp_path), dataset="wine", n_contributors=5, scenario="honest:2,noisy:2,out_of_domain:1",
+                            noise_rate=0.2, seed=0)
+    saved = Problem.from_run(run, 1e-2)
+    assert (tmp_path / "manifests" / "build.json").is_file()  # built by the pipeline's step, then read back
+    for field in ("train_x", "train_y", "test_x", "test_y", "groups", "noisy_contributor", "flipped_sample"):
+        np.testing.assert_array_equal(getattr(saved, field), getattr(p, field), err_msg=field)
+    assert saved.behaviours == p.behaviours == ("honest", "honest", "noisy", "noisy", "out_of_domain")
 
 
 def test_table_has_a_row_per_method_and_the_required_columns(wine):
@@ -37,7 +51,9 @@ def test_table_has_a_row_per_method_and_the_required_columns(wine):
     assert table.loc["influence_exact", "lds_sample"] > 0.8
     assert abs(table.loc["random", "lds_sample"]) < 0.3
     assert table.loc["influence_exact", "lds_sample"] > table.loc["random", "lds_sample"] + 0.5
-    assert (result.removal.groupby("method").size() == 1 + len(compare.REMOVAL_FRACTIONS)).all()
+    assert (result.removal.groupby("method").size() == 1 + len(evaluation.REMOVAL_FRACTIONS)).all()
+    removal = result.removal.set_index(["method", "fraction"])["accuracy"]
+    assert table.loc["random", "removal_0.1"] == removal["random", 0.1] - removal["random", 0.0]
 
 
 def test_files_are_written(wine, tmp_path):
@@ -60,24 +76,8 @@ def test_near_copies_gain_with_summed_credit_and_not_with_the_redundancy_aware_r
         sybil.sybil_gain(p, method, 0, 2, tmp_path, jitter=-1.0)
 
 
-def test_noisy_auc_ranks_credit_per_accepted_sample_among_honest_and_noisy_contributors():
-    # c0, c1 honest (credit 1 per sample), c2 noisy (0.5 per sample but 4 samples: the largest
-    # sum), c3 out of domain (very harmful), c4 a duplicate whose rows were all rejected.
-    groups = np.array([0, 0, 1, 1, 2, 2, 2, 2, 3])
-    credit = np.array([1.0, 1.0, 1.0, 1.0, 0.9, 0.9, -0.2, 0.6, -5.0])
-    flipped = np.array([False] * 6 + [True, False, False])
-    p = compare.Problem(np.zeros((9, 1)), np.zeros(9, dtype=int), np.zeros((1, 1)), np.zeros(1, dtype=int), 2, groups,
-                        ("c0", "c1", "c2", "c3", "c4"), np.array([False, False, True, False, False]), flipped, 0.01,
-                        ("honest", "honest", "noisy", "out_of_domain", "duplicate"))
-    aucs = compare.detection_aucs(p, credit[:, None])
-    assert aucs["noisy_auc"] == 1.0  # 0.55 per sample < 1.0 of each honest contributor
-    assert aucs["noisy_auc_all"] == 0.0  # summed, c2 (2.2) looks best of all; c3 and c4 look worse
-    assert aucs["noisy_sample_auc"] == 1.0  # the flipped sample has the least credit among c0..c2's
-    assert aucs["noisy_sample_auc_all"] == pytest.approx(7 / 8)  # c3's sample outranks it
-
-
 def test_mlp_comparison_averages_retrain_seeds_and_reports_their_ceiling(tmp_path):
-    p = compare.problem("wine", "", "honest:2,noisy:2,out_of_domain:1", 5, 0.2, 0)
+    p = Problem.planted("wine", "", "honest:2,noisy:2,out_of_domain:1", 5, 0.2, 0)
     retrain = compare_mlp.retrainer(p)
     members = compare_mlp.EnsembleMembers(retrain, tmp_path / "models")
     methods = [attribution.GradientDot(), attribution.Ensemble(attribution.GaussNewtonInfluence, members, 2),
@@ -91,3 +91,18 @@ def test_mlp_comparison_averages_retrain_seeds_and_reports_their_ceiling(tmp_pat
     assert table.loc["gauss_newton_if_x2", "lds_sample"] > table.loc["random", "lds_sample"] + 0.3
     # each of 12 sample and 12 contributor subsets, LOCO (5 + everyone) and 9 removal sets, per seed
     assert result.diagnostics["retrains"] <= 2 * (12 + 12 + 6 + 9)
+
+
+def test_the_mlp_comparison_needs_two_retrain_seeds_and_a_model(wine, tmp_path):
+    p, _, _ = wine
+    with pytest.raises(ValueError, match="n_seeds must be >= 2"):
+        compare_mlp.compare(p, tmp_path, n_seeds=1)
+    with pytest.raises(ValueError, match="n_models must be >= 1"):
+        compare_mlp.compare(p, tmp_path, n_models=0)
+    assert not list(tmp_path.iterdir())  # refused before training anything
+
+
+def test_measure_returns_the_result_and_sees_memory_growth():
+    result, seconds, peak = measure(lambda: np.ones(64 * 2**20 // 8).sum())  # 64 MiB, touched
+    assert result == 64 * 2**20 // 8 and seconds > 0
+    assert peak >= 32

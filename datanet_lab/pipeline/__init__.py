@@ -19,7 +19,7 @@ Run directory layout::
 """
 
 from datanet_lab.pipeline.attribute_step import Attribution, Rollup, Scores, attribute, record, roll_up, score
-from datanet_lab.pipeline.build_step import Built, behaviours, build, datanet, submission_counts
+from datanet_lab.pipeline.build_step import Built, behaviours, build, datanet, planted_datanet, submission_counts
 from datanet_lab.pipeline.manifest import ManifestError
 from datanet_lab.pipeline.pay_step import pay, write_metrics
 from datanet_lab.pipeline.run import (ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, RUN_CLOCK, STAKE_UNITS, TRAINER, VALIDATOR,
@@ -31,5 +31,5 @@ attributed = attribute
 
 __all__ = ["ATTRIBUTOR", "CURATOR", "PAYOUT_AUTHORITY", "RUN_CLOCK", "STAKE_UNITS", "TRAINER", "VALIDATOR", "Attribution",
            "Built", "ManifestError", "Rollup", "Run", "Scores", "attribute", "attributed", "behaviours", "build",
-           "datanet", "open_run", "pay", "record", "roll_up", "score", "submission_counts", "train_config",
+           "datanet", "open_run", "pay", "planted_datanet", "record", "roll_up", "score", "submission_counts", "train_config",
            "train_model", "write_metrics"]

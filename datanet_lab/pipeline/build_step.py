@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from datanet import Datanet, build_datanet, load_table, parse_scenario
+from datanet import BuiltDatanet, Datanet, build_datanet, load_table, parse_scenario
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, STAKE_UNITS, TRAINER, VALIDATOR, Run
 
@@ -20,6 +20,13 @@ class Built:
     ground_truth: pd.DataFrame
 
 
+def planted_datanet(dataset: str, label_column: str, scenario: str, n_contributors: int, noise_rate: float,
+                    seed: int) -> BuiltDatanet:
+    """The Datanet a scenario plants in a dataset (not saved or recorded): what :func:`build`
+    saves, and what the method comparison builds with its own noise rate."""
+    return build_datanet(load_table(dataset, label_column), parse_scenario(scenario, n_contributors), noise_rate, seed)
+
+
 def build(run: Run) -> Built:
     """The run's Datanet: reused when the run directory holds it from the same parameters
     (:mod:`~datanet_lab.pipeline.manifest`), otherwise built, saved to ``dataset/`` and
@@ -28,15 +35,12 @@ def build(run: Run) -> Built:
     if manifest.check(run.directory, manifest.BUILD, run.params):
         return Built(Datanet.load(run.directory / "dataset"),
                      pd.read_csv(run.directory / "planted" / "ground_truth.csv", keep_default_na=False))
-    p = run.params
-    table = load_table(p["dataset"], p["label_column"])
-    behaviours = parse_scenario(p["scenario"], p["n_contributors"])
-    built = build_datanet(table, behaviours, p["noise_rate"], p["seed"])
+    built = planted_datanet(**{name: run.params[name] for name in manifest.BUILD.params})  # all it depends on
     built.datanet.save(run.path("dataset"))
     built.ground_truth.to_csv(run.path("planted", "ground_truth.csv"), index=False)
     decisions = built.datanet.decisions
     records = [
-        ("contribution", s.contributor, {"sample_id": s.sample_id, "content_hash": d.content_hash, "datanet": table.name})
+        ("contribution", s.contributor, {"sample_id": s.sample_id, "content_hash": d.content_hash, "datanet": built.datanet.name})
         for s, d in zip(built.submissions, decisions.itertuples())
     ]
     records += [

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from datanet.mlp_retrain import MLPRetrainer, mlp
-from datanet.training import load_checkpoint
+from datanet.models import load_checkpoint
 
 N, D, C = 60, 4, 3
 
