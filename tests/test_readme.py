@@ -1,0 +1,199 @@
+"""The README and docs/ say what the code does: their result tables match the notebooks' stored
+outputs, every parameter is documented with its default, and every command they show exists.
+
+A README table checked against a notebook follows a marker line
+``<!-- checked against notebooks/NAME.ipynb -->``. Its first column names rows of a DataFrame the
+notebook displays (by the DataFrame's index name or a column of that name); every other column
+whose header :data:`COLUMNS` maps must equal the notebook's value to the precision the README
+prints. The notebook's table is found by the columns the README uses, so a notebook may display
+several tables. The stored outputs are what `make notebooks` wrote; nbval re-executes the
+notebooks in `make test`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from datanet_lab.params import DEFAULTS
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+MARKER = re.compile(r"^<!-- checked against (notebooks/[\w.-]+\.ipynb) -->\n((?:\|.*\|\n)+)", re.MULTILINE)
+
+COLUMNS = {
+    # README header -> the notebook DataFrame's column (or index) name
+    "method": "method",
+    "sample LDS": "lds_sample",
+    "contributor LDS": "lds_contributor",
+    "LOCO corr": "loco_corr",
+    "Shapley corr": "shapley_corr",
+    "noisy AUC": "noisy_auc",
+    "noisy-sample AUC": "noisy_sample_auc",
+    "contributor": "contributor",
+    "behaviour": "behaviour",
+    "accepted": "accepted",
+    "rejected": "rejected",
+    "credit": "attribution",
+    "stake": "stake",
+    "slashed": "slashed",
+    "payout": "payout",
+}
+NUMBER = re.compile(r"^-?\d[\d,]*(\.\d+)?$")
+
+
+class _HTMLTables(HTMLParser):
+    """The ``<table>`` elements of pandas' HTML display: each a list of rows of cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def notebook_tables(path: Path) -> list[dict[str, dict[str, str]]]:
+    """Every DataFrame the notebook displays, as ``{column or index name: {row: text}}``.
+
+    pandas' HTML has a header row (an empty corner, then the columns), a second header row
+    holding the index name when it has one, then a row per index value (``th``) and values.
+    """
+    tables = []
+    for cell in nbformat.read(path, as_version=4).cells:
+        for output in cell.get("outputs", []):
+            html = output.get("data", {}).get("text/html", "")
+            if "<table" not in html:
+                continue
+            parser = _HTMLTables()
+            parser.feed(html)
+            for rows in parser.tables:
+                header, body = rows[0], rows[1:]
+                index_name = ""
+                if body and len(body[0]) == len(header) and not any(body[0][1:]):  # the index-name row
+                    index_name, body = body[0][0], body[1:]
+                names = [index_name or "index", *header[1:]]
+                tables.append({name: {row[0]: row[k] for row in body} for k, name in enumerate(names)})
+    return tables
+
+
+def markdown_table(text: str) -> tuple[list[str], list[list[str]]]:
+    """(headers, rows) of a pipe table; cells lose backticks and bold marks, minus signs become '-'."""
+    lines = [line.strip().strip("|").split("|") for line in text.strip().splitlines()]
+    clean = [[cell.strip().replace("`", "").replace("*", "").replace("−", "-") for cell in line] for line in lines]
+    return clean[0], clean[2:]
+
+
+def _checked_tables() -> list[tuple[str, str]]:
+    return [(m.group(1), m.group(2)) for m in MARKER.finditer(README.read_text())]
+
+
+def test_the_readme_has_checked_result_tables():
+    assert {name for name, _ in _checked_tables()} >= {
+        "notebooks/04_ledger_and_payouts.ipynb", "notebooks/05_compare_methods.ipynb", "notebooks/06_compare_mlp.ipynb"}
+
+
+@pytest.mark.parametrize("notebook, table", _checked_tables(), ids=lambda v: v if v.endswith("ipynb") else "")
+def test_readme_table_matches_the_notebooks_stored_output(notebook, table):
+    headers, rows = markdown_table(table)
+    key = COLUMNS.get(headers[0])
+    assert key, f"README table from {notebook}: first header {headers[0]!r} names no notebook column ({sorted(COLUMNS)})"
+    checked = {h: COLUMNS[h] for h in headers[1:] if h in COLUMNS}
+    for header, *cells in zip(headers, *rows):
+        if header not in COLUMNS:  # a description: it must not carry an unchecked figure
+            assert not any(NUMBER.match(c) for c in cells), f"README column {header!r} holds numbers no notebook checks"
+    candidates = [t for t in notebook_tables(ROOT / notebook) if key in t and set(checked.values()) <= set(t)]
+    assert len(candidates) == 1, f"{notebook}: {len(candidates)} stored tables have the columns {[key, *checked.values()]}"
+    (stored,) = candidates
+    rows_by_key = {v: k for k, v in stored[key].items()}  # the key column's value -> the table's row label
+    for row in rows:
+        assert row[0] in rows_by_key, f"README row {row[0]!r} is not in {notebook}'s table ({sorted(rows_by_key)})"
+        for header, value in zip(headers[1:], row[1:]):
+            if header not in checked:
+                continue
+            printed = stored[checked[header]][rows_by_key[row[0]]]
+            where = f"README {row[0]!r} {header!r}: {value!r} vs {notebook}'s {printed!r}"
+            if NUMBER.match(value):
+                decimals = len(value.partition(".")[2])
+                shown = float(printed.replace(",", ""))
+                assert decimals <= len(printed.partition(".")[2]), f"{where}: more digits than the notebook prints"
+                assert abs(float(value.replace(",", "")) - shown) <= 0.5 * 10.0**-decimals + 1e-12, where
+            else:
+                assert value == printed, where
+
+
+def test_readme_quotes_notebook_06s_ceiling():
+    streams = "".join(o.get("text", "") for c in nbformat.read(ROOT / "notebooks/06_compare_mlp.ipynb", as_version=4).cells
+                      for o in c.get("outputs", []))
+    printed = re.search(r"^ceiling .*: (\d\.\d+)$", streams, re.MULTILINE)
+    quoted = re.search(r"ceiling[^.|]*?(\d\.\d{3})|(\d\.\d{3})[^.|]*?ceiling", README.read_text())
+    assert printed and quoted, "notebook 06 prints the seed-vs-seed ceiling and the README quotes it"
+    assert (quoted.group(1) or quoted.group(2)) == printed.group(1)
+
+
+def test_the_parameter_page_lists_every_parameter_with_its_default():
+    headers, rows = markdown_table(re.search(r"^\|.*\|\n(?:\|.*\|\n)+", (DOCS / "parameters.md").read_text(), re.MULTILINE).group(0))
+    assert headers[:2] == ["parameter", "default"]
+    documented = {row[0]: row[1] for row in rows}
+    assert set(documented) == set(DEFAULTS)
+    for name, default in DEFAULTS.items():
+        assert documented[name].replace('"', "") == str(default), f"docs/parameters.md: {name} default {documented[name]!r}, the code's {default!r}"
+
+
+def _documents() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+def _make_targets() -> set[str]:
+    done = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+
+
+@pytest.mark.parametrize("document", _documents(), ids=lambda p: p.name)
+def test_every_make_target_shown_exists(document):
+    shown = set(re.findall(r"`make ([a-z][\w-]*)", document.read_text()))
+    shown |= set(re.findall(r"^make ([a-z][\w-]*)", document.read_text(), re.MULTILINE))
+    assert shown <= _make_targets(), f"{document.name} shows make targets `make help` does not list"
+
+
+def _cli_commands(document: Path) -> list[list[str]]:
+    """Each ``datanet-lab ...`` command line in the document's code blocks and inline code, as words."""
+    text = document.read_text()
+    found = re.findall(r"(?:^|[\s`/])datanet-lab ((?:[a-z][\w-]* ?){1,2})", text, re.MULTILINE)
+    return [shlex.split(words) for words in found]
+
+
+@pytest.mark.parametrize("document", _documents(), ids=lambda p: p.name)
+def test_every_cli_command_shown_exists(document):
+    from datanet_lab.cli import main
+
+    for words in _cli_commands(document):
+        command = words[:2] if words[0] == "ledger" and len(words) > 1 else words[:1]
+        try:
+            main([*command, "--help"])
+        except SystemExit as exit_:
+            assert exit_.code == 0, f"{document.name}: `datanet-lab {' '.join(command)}` is not a command"
+        else:
+            pytest.fail(f"`datanet-lab {' '.join(command)} --help` did not print help")
