@@ -38,14 +38,13 @@ def standardization(train_x: np.ndarray | torch.Tensor) -> tuple[np.ndarray, np.
 
 
 class Standardize(nn.Module):
-    """``(x - mean) / std`` with fixed float32 buffers; build it with :meth:`fit`."""
+    """``(x - mean) / std`` with fixed buffers (a std of 0 is taken as 1); :meth:`fit` gives the
+    layer of :func:`standardization`, the one the Datanet models use."""
 
     def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         super().__init__()
-        if (std <= 0).any():
-            raise ValueError("Standardize needs std > 0 for every feature (standardization() gives 1 to constant ones)")
         self.register_buffer("mean", mean.clone())
-        self.register_buffer("std", std.clone())
+        self.register_buffer("std", torch.where(std > 0, std, torch.ones_like(std)))
 
     @classmethod
     def fit(cls, train_x: np.ndarray | torch.Tensor) -> Standardize:
