@@ -22,6 +22,7 @@ def two_runs(tmp_path_factory, tiny_params):
     return run_batch(dict(tiny_params), out=out), run_batch(dict(tiny_params), out=out)
 
 
+@pytest.mark.slow
 def test_run_writes_every_output(two_runs):
     run = two_runs[0]
     for name in (*NOTEBOOKS, "params.yaml", "metrics.json", "payouts.csv", "ledger.sqlite"):
@@ -35,6 +36,7 @@ def test_run_writes_every_output(two_runs):
     assert not list(run.parent.glob(".partial-*"))
 
 
+@pytest.mark.slow
 def test_metrics_and_payouts_agree_with_the_ledger(two_runs, tiny_params):
     run = two_runs[0]
     metrics = json.loads((run / "metrics.json").read_text())
@@ -51,12 +53,14 @@ def test_metrics_and_payouts_agree_with_the_ledger(two_runs, tiny_params):
     assert 0.5 < metrics["test_accuracy"] <= 1.0
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_payouts_and_ledger_head(two_runs):
     first, second = two_runs
     assert (first / "payouts.csv").read_bytes() == (second / "payouts.csv").read_bytes()
     assert ledger.verify(first / "ledger.sqlite").head_hash == ledger.verify(second / "ledger.sqlite").head_hash
 
 
+@pytest.mark.slow
 def test_parameters_reach_the_notebooks(two_runs):
     executed = nbformat.read(two_runs[0] / "02_train.ipynb", as_version=4)
     injected = next(c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", []))
@@ -64,6 +68,7 @@ def test_parameters_reach_the_notebooks(two_runs):
     assert "reward_pool" not in injected.source  # 02 does not declare it
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_keeps_its_output_and_no_run_directory(tmp_path, tiny_params):
     notebooks = tmp_path / "notebooks"
     notebooks.mkdir()
@@ -129,6 +134,7 @@ def test_unknown_parameter_errors_in_the_runner_too():
     assert not Path("never-written").exists()
 
 
+@pytest.mark.slow
 def test_console_script_exit_code_on_bad_input(tmp_path):
     script = Path(sys.executable).parent / "datanet-lab"
     done = subprocess.run([script, "run", "-p", "model", "resnet", "--out", str(tmp_path / "r")], capture_output=True, text=True)

@@ -18,8 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 
 from ledger import Keystore, Ledger, verify
+
+pytestmark = pytest.mark.slow  # real OS processes: 8,000 transactions, then kill -9 trials
 
 KILL_TRIALS = int(os.environ.get("LEDGER_KILL_TRIALS", "20"))
 SEED = b"processes"

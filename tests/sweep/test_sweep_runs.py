@@ -58,6 +58,7 @@ def resumed(tmp_path_factory, tiny_sweep):
     return directory, first, mtime
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_and_runs_each_run_once(resumed, tiny_sweep):
     directory, first, mtime = resumed
     runs = finished_runs(directory)
@@ -70,6 +71,7 @@ def test_a_killed_sweep_resumes_and_runs_each_run_once(resumed, tiny_sweep):
     assert pd.read_csv(directory / "failures.csv").empty
 
 
+@pytest.mark.slow
 def test_each_run_directory_and_record_is_complete(resumed, tiny_sweep):
     directory, _, _ = resumed
     chain = [nb.name for nb in load(tiny_sweep).notebooks]
@@ -83,6 +85,7 @@ def test_each_run_directory_and_record_is_complete(resumed, tiny_sweep):
         assert record["executor"] == "local" and record["packages_sha256"] and record["outputs"]["payouts.csv"]
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_metrics_and_outputs(resumed, tiny_sweep, tmp_path_factory):
     directory, _, _ = resumed
     out = tmp_path_factory.mktemp("dask")
@@ -95,6 +98,7 @@ def test_dask_local_cluster_gives_the_same_metrics_and_outputs(resumed, tiny_swe
         assert record["outputs"] == local[run_id]["outputs"]
 
 
+@pytest.mark.slow
 def test_reproduce_a_finished_run_matches_every_metric_and_hash(resumed, tmp_path, capsys):
     directory, first, _ = resumed
     record = next(r for r in sweep_records(directory) if r["run_id"] == first.name)
@@ -110,6 +114,7 @@ def test_reproduce_a_finished_run_matches_every_metric_and_hash(resumed, tmp_pat
     assert "is not empty" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_reproduce_refuses_a_run_without_a_record(resumed, tmp_path):
     directory, _, _ = resumed
     with pytest.raises(Exception, match="records no finished run 'aaaaaaaaaaaa'"):
