@@ -1,6 +1,8 @@
 """Ledger tools, usable without the ML stack: ``python -m ledger.cli TOOL ...`` or ``datanet-lab ledger TOOL ...``.
 
 Exit codes: 0 ok, 1 the ledger, proof or checkpoint does not verify, 2 bad input (missing file...).
+Every tool but ``export --out`` and ``--out`` files only reads: the ledger is opened read-only and
+left byte-identical (:func:`ledger.store.open_read_only`).
 """
 
 from __future__ import annotations
@@ -60,8 +62,7 @@ def add_commands(tools: argparse._SubParsersAction) -> None:
 
 
 def _open(path: Path) -> Ledger:
-    if not path.is_file():
-        raise LedgerError(f"no ledger file at {path}")
+    """The ledger at ``path``, read only (no keystore)."""
     return Ledger(path)
 
 
@@ -79,7 +80,10 @@ def _emit(document: dict[str, Any], out: Path | None) -> int:
     if out is None:
         sys.stdout.write(text)
     else:
-        out.write_text(text)
+        try:
+            out.write_text(text)
+        except OSError as exc:
+            raise LedgerError(f"cannot write --out {out}: {exc.strerror or exc}") from exc
         print(f"written to {out}")
     return 0
 
@@ -101,6 +105,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    if args.out.exists() and args.path.exists() and args.out.samefile(args.path):
+        raise LedgerError(f"--out {args.out} is the ledger itself; export to another file")
     with _open(args.path) as book:
         lines = export(book, args.out)
     print(f"exported {lines} lines to {args.out}")

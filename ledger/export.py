@@ -29,28 +29,39 @@ def export(book: Ledger, out: str | Path) -> int:
     lines += [{"type": "entry", **e.to_dict()} for e in book.entries()]
     lines += [{"type": "head", **h.to_dict()} for h in book.heads()]
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    with partial.open("w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
-    os.replace(partial, out)
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            for line in lines:
+                handle.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
+        os.replace(partial, out)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise LedgerError(f"cannot write the export to {out}: {exc.strerror or exc}") from exc
     return len(lines)
 
 
 def read_export(path: str | Path) -> LogContents:
-    """Parse an export; raises :class:`LedgerError` naming the line of anything unreadable."""
+    """Parse an export; raises :class:`LedgerError` naming the line of anything unreadable, of a
+    key repeated inside a JSON object (readers disagree on which value counts), or of a second key
+    line for an actor (an actor's key is registered once)."""
     path = Path(path)
-    rows, heads, keys, log_key = [], [], {}, None
+    rows, heads, keys, key_lines, log_key = [], [], {}, {}, None
     with path.open(encoding="utf-8", errors="replace") as handle:
         for number, text in enumerate(handle, 1):
             try:
-                line = json.loads(text)
+                line = json.loads(text, object_pairs_hook=_unique_keys)
                 kind = line["type"]
                 if number == 1:
                     if kind != "log" or line.get("format") != FORMAT:
                         raise LedgerError(f"{path}:1: not a ledger export (expected format {FORMAT!r})")
                     log_key = line["log_public_key"]
                 elif kind == "key":
-                    keys[line["actor"]] = (line["role"], line["public_key"], line["proof"])
+                    actor = line["actor"]
+                    if actor in key_lines:
+                        raise LedgerError(f"{path}:{number}: a second key line for actor {actor!r} (the first is line "
+                                          f"{key_lines[actor]}); an actor's key is registered once")
+                    key_lines[actor] = number
+                    keys[actor] = (line["role"], line["public_key"], line["proof"])
                 elif kind == "entry":
                     line["payload"] = canonical_json(line["payload"]).decode("utf-8")
                     rows.append(tuple(line[f] for f in _ENTRY_FIELDS))
@@ -64,3 +75,12 @@ def read_export(path: str | Path) -> LogContents:
         raise LedgerError(f"{path} is empty or not a ledger export")
     heads.sort(key=lambda h: h.size if isinstance(h.size, int) else -1)
     return LogContents(rows, heads, keys, log_key)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: an object, refused when a key appears twice in it."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        repeated = sorted({k for k, _ in pairs if sum(1 for j, _ in pairs if j == k) > 1})
+        raise ValueError(f"key(s) {repeated} appear twice in one JSON object")
+    return found

@@ -7,46 +7,54 @@ hash: SHA-256 of the entry bytes of :mod:`ledger.encoding`, which are also its M
 
 Every append batch is one ``BEGIN IMMEDIATE`` transaction that writes the entries, the Merkle
 nodes they complete (:mod:`ledger.tree`) and a tree head signed by the log's key, so a batch lands
-whole or not at all. Every connection runs in WAL mode with ``synchronous=FULL``. Triggers refuse
-UPDATE and DELETE on every table. An actor signs only once its public key is registered; a
-statement already in the log (a replay) and a second payout epoch of the same number are refused.
+whole or not at all. Every writing connection runs in WAL mode with ``synchronous=FULL``. Triggers
+refuse UPDATE and DELETE on every table. An actor signs only once its public key is registered; a
+statement already in the log (a replay) is refused, and so is a batch whose payloads break their
+kind's schema or the payout rules (:mod:`ledger.schemas`, which the verifier applies too). A writer
+refuses a file that fails SQLite's integrity check, so no check of an append rests on a damaged
+index; readers never use an index to find entries either.
+
+A ledger opened without a keystore is read only and leaves the file byte-identical: no table,
+trigger or file is created. SQLite's read-only mode creates the ``-wal`` and ``-shm`` files of a WAL
+database that has none (and cannot delete them afterwards), so when no ``-wal`` file exists (no
+writer is attached) the file is opened ``immutable``; a writer that checkpoints into it while it is
+read is detected (:func:`fingerprint`) and the read refused. When a writer is attached (or one was
+killed), its ``-wal`` and ``-shm`` files are read as they are; only a ``-wal`` file whose ``-shm``
+file is gone gets a new ``-shm`` file, which SQLite needs to read the ``-wal``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from ledger import merkle, tree
 from ledger.canonical import canonical_json, plain_json
 from ledger.clock import Clock, system_clock
 from ledger.encoding import GENESIS_HASH, entry_bytes, head_bytes, key_bytes, statement_bytes
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, LedgerIntegrityError
 from ledger.keys import Keystore, check_actor, public_hex, sign, sign_many, signature_ok
+from ledger.schemas import KINDS, MONEY_KINDS, PayoutRules, payload_problem
 
-KINDS = frozenset(
-    {
-        "contribution",
-        "validation",
-        "dataset_version",
-        "training_run",
-        "attribution_run",
-        "stake",
-        "slash",
-        "payout",
-        "payout_epoch",
-        "sweep_run",
-    }
-)
 LOG_ACTOR = "log"
 """The keystore actor whose key signs tree heads."""
 
 _TABLES = ("entries", "heads", "keys", "meta")
+TABLE_COLUMNS = {
+    "entries": ("seq", "kind", "actor", "timestamp", "payload", "prev_hash", "signature", "hash"),
+    "heads": ("size", "root", "timestamp", "signature"),
+    "keys": ("actor", "role", "public_key", "proof"),
+    "meta": ("name", "value"),
+    "tree": ("id", "hash"),
+}
+SQLITE_MAGIC = b"SQLite format 3\0"
 SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS entries (
@@ -135,20 +143,69 @@ def entry_hash(
     return hashlib.sha256(entry_bytes(seq, kind, actor, timestamp, payload_text, prev_hash, signature)).hexdigest()
 
 
-def connect(path: str | Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """Open a ledger database with WAL and ``synchronous=FULL``; autocommit (explicit BEGINs)."""
-    path = Path(path)
-    if read_only:
-        if not path.is_file():
-            raise LedgerError(f"no ledger file at {path}")
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None, timeout=30.0)
-    else:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-        conn.execute("PRAGMA journal_mode=WAL")
-        for pragma in WRITER_PRAGMAS:
-            conn.execute(pragma)
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open a ledger database to write, with WAL and ``synchronous=FULL``; autocommit (explicit BEGINs)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for pragma in WRITER_PRAGMAS:
+        conn.execute(pragma)
     conn.execute("PRAGMA synchronous=FULL")
     return conn
+
+
+def check_file(path: Path) -> None:
+    """Raise :class:`LedgerError` unless ``path`` is a non-empty regular file starting like SQLite."""
+    if not path.exists():
+        raise LedgerError(f"no ledger file at {path}")
+    if path.is_dir():
+        raise LedgerError(f"{path} is a directory, not a ledger file")
+    if not path.is_file():
+        raise LedgerError(f"{path} is not a regular file, so not a ledger")
+    with path.open("rb") as handle:
+        header = handle.read(len(SQLITE_MAGIC))
+    if not header:
+        raise LedgerError(f"{path} is an empty file (0 bytes), not a ledger")
+    if header != SQLITE_MAGIC:
+        raise LedgerError(f"{path} is not an SQLite database (it does not start with {SQLITE_MAGIC[:-1].decode()!r}), so not a ledger")
+
+
+def open_read_only(path: str | Path) -> tuple[sqlite3.Connection, tuple[int, ...] | None]:
+    """Open the SQLite file ``path`` read only, creating nothing (module docstring).
+
+    Returns the connection and, when the file is opened ``immutable`` (no ``-wal`` file), its
+    :func:`fingerprint` before opening: the reads hold only while the fingerprint is unchanged.
+
+    Raises:
+        LedgerError: ``path`` is missing, a directory, empty or not an SQLite file.
+    """
+    path = Path(path)
+    check_file(path)
+    snapshot = None if Path(f"{path}-wal").exists() else fingerprint(path)
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if snapshot is None else "&immutable=1")
+    return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0), snapshot
+
+
+def fingerprint(path: Path) -> tuple[int, ...]:
+    """What changes when a writer writes the file itself (not its ``-wal``): inode, size, times."""
+    status = os.stat(path)
+    return status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns
+
+
+def check_tables(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise :class:`LedgerError` unless the database holds the ledger's tables and columns."""
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    missing = [t for t in TABLE_COLUMNS if t not in tables]
+    if len(missing) == len(TABLE_COLUMNS):
+        found = ", ".join(sorted(tables)) if tables else "none"
+        raise LedgerError(f"{path} is an SQLite database but not a ledger: none of its tables ({found}) is a ledger table")
+    if missing:
+        raise LedgerError(f"{path} is not a whole ledger: table(s) {', '.join(missing)} missing")
+    for table, expected in TABLE_COLUMNS.items():
+        columns = tuple(row[1] for row in conn.execute(f"PRAGMA table_info({table})"))
+        if table == "entries" and "signature" not in columns:
+            raise LedgerError(f"{path} is an unsigned ledger of an older format; rebuild it")
+        if columns != expected:
+            raise LedgerError(f"{path}: table {table} has columns {list(columns)}, a ledger's has {list(expected)}")
 
 
 def row_to_entry(row: tuple) -> Entry:
@@ -172,15 +229,21 @@ class Ledger:
         self.path = Path(path)
         self._clock = clock
         self._keystore = keystore
+        self._rules, self._ruled = PayoutRules(), 0  # the payout state after entry ``_ruled``
+        self._snapshot: tuple[int, ...] | None = None
+        if keystore is None:
+            self._conn, self._snapshot = open_read_only(self.path)
+        else:
+            self._conn = _open_writer(self.path)
         try:
-            self._conn = connect(self.path)
-            self._conn.executescript(SCHEMA)
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(entries)")}
+            if keystore is None:
+                check_tables(self._conn, self.path)
         except sqlite3.DatabaseError as exc:
-            raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
-        if "signature" not in columns:
             self._conn.close()
-            raise LedgerError(f"{self.path} is an unsigned ledger of an older format; rebuild it")
+            raise LedgerError(f"{self.path} is not a readable ledger: {exc}; `ledger verify` says where") from exc
+        except LedgerError:
+            self._conn.close()
+            raise
         if keystore is not None:
             self._claim_log_key(public_hex(keystore.key(LOG_ACTOR)))
 
@@ -253,14 +316,14 @@ class Ledger:
                 keystore's, or a payload that is not a canonical-JSON object; nothing is written.
         """
         keystore = self._require_keystore("sign entries")
-        checked = [(kind, actor, _check_record(index, kind, actor, payload)) for index, (kind, actor, payload) in enumerate(records)]
-        signatures = sign_many([(keystore.key(actor), statement_bytes(kind, actor, text)) for kind, actor, text in checked])
-        prepared = [(kind, actor, text, signature) for (kind, actor, text), signature in zip(checked, signatures)]
+        checked = [(kind, actor, *_check_record(index, kind, actor, payload)) for index, (kind, actor, payload) in enumerate(records)]
+        signatures = sign_many([(keystore.key(actor), statement_bytes(kind, actor, text)) for kind, actor, text, _ in checked])
+        prepared = [(kind, actor, text, signature) for (kind, actor, text, _), signature in zip(checked, signatures)]
         keys = self.public_keys()
         for actor in {p[1] for p in prepared}:
             if actor in keys and keys[actor] != public_hex(keystore.key(actor)):
                 raise LedgerError(f"the keystore's key of actor {actor!r} is not its registered key; nothing written")
-        return self._append(prepared, keys, check_signatures=False)
+        return self._append(prepared, [c[3] for c in checked], keys, check_signatures=False)
 
     def append_signed(self, records: Iterable[SignedRecord]) -> list[Entry]:
         """Append statements signed elsewhere by their actors, in one transaction.
@@ -269,14 +332,17 @@ class Ledger:
             LedgerError: as :meth:`append_many`, or an actor with no registered key (unknown key),
                 or a signature that does not verify; nothing is written.
         """
-        prepared = []
+        prepared, payloads = [], []
         for index, record in enumerate(records):
-            text = _check_record(index, record.kind, record.actor, record.payload)
+            text, payload = _check_record(index, record.kind, record.actor, record.payload)
             prepared.append((record.kind, record.actor, text, record.signature))
-        return self._append(prepared, self.public_keys(), check_signatures=True)
+            payloads.append(payload)
+        return self._append(prepared, payloads, self.public_keys(), check_signatures=True)
 
-    def _append(self, prepared: list[tuple[str, str, str, str]], keys: dict[str, str], check_signatures: bool) -> list[Entry]:
-        """Append prepared ``(kind, actor, payload_text, signature)`` records (keys never change once registered)."""
+    def _append(self, prepared: list[tuple[str, str, str, str]], payloads: list[Any], keys: dict[str, str],
+                check_signatures: bool) -> list[Entry]:
+        """Append prepared ``(kind, actor, payload_text, signature)`` records whose ``payloads`` are
+        the texts decoded (keys never change once registered)."""
         if not prepared:
             return []
         log_key = self._require_keystore("sign tree heads").key(LOG_ACTOR)
@@ -286,26 +352,59 @@ class Ledger:
             if check_signatures and not signature_ok(keys[actor], signature, statement_bytes(kind, actor, text)):
                 raise LedgerError(f"record {index} ({kind}, actor {actor!r}): bad signature; nothing written")
         with self._transaction() as conn:
+            rules = self._checked_rules(conn, prepared, payloads, keys)  # first: paying an epoch again says so
             _refuse_replays(conn, prepared)
             head = conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev_hash = head if head else (0, GENESIS_HASH)
             border = tree.compact_range(conn, seq)
             written, rows, nodes = [], [], []
-            for kind, actor, text, signature in prepared:
+            for (kind, actor, text, signature), payload in zip(prepared, payloads):
                 seq += 1
                 timestamp = self._clock()
                 raw = entry_bytes(seq, kind, actor, timestamp, text, prev_hash, signature)
                 digest = hashlib.sha256(raw).hexdigest()
                 rows.append((seq, kind, actor, timestamp, text, prev_hash, signature, digest))
                 nodes.extend(border.append(merkle.leaf_hash(raw)))
-                written.append(Entry(seq, kind, actor, timestamp, json.loads(text), prev_hash, signature, digest))
+                written.append(Entry(seq, kind, actor, timestamp, payload, prev_hash, signature, digest))
                 prev_hash = digest
             conn.executemany(f"INSERT INTO entries ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             tree.store_nodes(conn, nodes)
             root, timestamp = border.root().hex(), self._clock()
             conn.execute("INSERT INTO heads VALUES (?, ?, ?, ?)",
                          (seq, root, timestamp, sign(log_key, head_bytes(seq, root, timestamp))))
+        self._rules, self._ruled = rules, seq
         return written
+
+    def _checked_rules(self, conn: sqlite3.Connection, prepared: list[tuple[str, str, str, str]],
+                       payloads: list[Any], keys: Mapping[str, str]) -> PayoutRules:
+        """The payout state after the batch; raises when the log or the batch breaks the rules.
+
+        Entries appended since this handle last looked (by other handles) are read by sequence
+        number, not through an index."""
+        rows = conn.execute(
+            "SELECT seq, kind, payload FROM entries WHERE seq > ? AND +kind IN ('stake', 'slash', 'payout', 'payout_epoch') ORDER BY seq",
+            (self._ruled,))
+        for seq, kind, text in rows:
+            try:
+                payload = json.loads(text)
+            except (TypeError, ValueError) as exc:
+                payload = exc
+            problem = payload_problem(kind, payload) or self._rules.step(seq, kind, payload, keys)
+            if problem:
+                self._rules, self._ruled = PayoutRules(), 0
+                raise LedgerIntegrityError(f"{self.path}: stored entry {seq} breaks the payout rules ({problem}); "
+                                           "run `ledger verify`; nothing written")
+        self._ruled = max(self._ruled, len(self))
+        rules = self._rules.copy()
+        first = self._ruled + 1
+        for index, ((kind, actor, _, _), payload) in enumerate(zip(prepared, payloads)):
+            problem = rules.step(first + index, kind, payload, keys) if kind in MONEY_KINDS else None
+            if problem:
+                raise LedgerError(f"record {index} ({kind}, actor {actor!r}): {problem}; nothing written")
+        unclosed = rules.batch_end_problem()
+        if unclosed:
+            raise LedgerError(f"record {unclosed[0] - first} ({prepared[unclosed[0] - first][0]}): {unclosed[1]}; nothing written")
+        return rules
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)
@@ -313,16 +412,19 @@ class Ledger:
     # --- reading and proving -------------------------------------------------------------------
 
     def entries(self, kind: str | None = None, actor: str | None = None) -> Iterator[Entry]:
-        """The entries in sequence order, optionally only those of one ``kind`` and/or ``actor``."""
+        """The entries in sequence order, optionally only those of one ``kind`` and/or ``actor``
+        (filtered while reading the table itself: no index, so a damaged one hides nothing)."""
         where = [(c, v) for c, v in (("kind", kind), ("actor", actor)) if v is not None]
-        clause = (" WHERE " + " AND ".join(f"{c} = ?" for c, _ in where)) if where else ""
+        clause = (" WHERE " + " AND ".join(f"+{c} = ?" for c, _ in where)) if where else ""
         rows = self._conn.execute(f"SELECT {COLUMNS} FROM entries{clause} ORDER BY seq", [v for _, v in where])
         return (row_to_entry(row) for row in rows)
 
     def entry(self, seq: int) -> Entry:
-        row = self._conn.execute(f"SELECT {COLUMNS} FROM entries WHERE seq = ?", (seq,)).fetchone()
+        """Entry ``seq`` (1 to ``len(self)``)."""
+        size = len(self)
+        row = self._conn.execute(f"SELECT {COLUMNS} FROM entries WHERE seq = ?", (seq,)).fetchone() if _in(seq, 1, size) else None
         if row is None:
-            raise LedgerError(f"{self.path} has no entry {seq} (it holds {len(self)})")
+            raise LedgerError(f"{self.path} has no entry {seq!r}: its entries are numbered 1 to {size}")
         return row_to_entry(row)
 
     def head(self) -> Entry | None:
@@ -338,8 +440,10 @@ class Ledger:
         """The signed head of ``size`` entries (default: the latest)."""
         if size is None:
             row = self._conn.execute("SELECT size, root, timestamp, signature FROM heads ORDER BY size DESC LIMIT 1").fetchone()
-        else:
+        elif _in(size, 0, len(self)):
             row = self._conn.execute("SELECT size, root, timestamp, signature FROM heads WHERE size = ?", (size,)).fetchone()
+        else:
+            row = None
         if row is None:
             raise LedgerError(f"{self.path} has no signed tree head" + ("" if size is None else f" of size {size}"))
         return SignedHead(*row)
@@ -361,13 +465,19 @@ class Ledger:
         return row[0] or 0
 
     def close(self) -> None:
+        """Close the database; a read-only handle raises if a writer changed the file meanwhile."""
         self._conn.close()
+        if self._snapshot is not None and fingerprint(self.path) != self._snapshot:
+            raise LedgerError(f"{self.path} was changed by a writer while it was read; read it again")
 
     def __enter__(self) -> Ledger:
         return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # the exception in flight says more than a changed file
+            self._conn.close()
 
 
 class _Transaction:
@@ -385,17 +495,8 @@ class _Transaction:
 
 
 def _refuse_replays(conn: sqlite3.Connection, prepared: list[tuple[str, str, str, str]]) -> None:
-    """Refuse a statement already in the log or twice in the batch, and a second payout epoch."""
+    """Refuse a statement already in the log or twice in the batch."""
     signatures = [p[3] for p in prepared]
-    epochs = [json.loads(text).get("epoch") for kind, _, text, _ in prepared if kind == "payout_epoch"]
-    if len(set(epochs)) != len(epochs):
-        raise LedgerError(f"payout epoch refused: the batch pays epoch(s) {epochs} twice; nothing written")
-    for epoch in epochs:
-        row = conn.execute(
-            "SELECT seq FROM entries WHERE kind = 'payout_epoch' AND json_extract(payload, '$.epoch') = ?", (epoch,)
-        ).fetchone()
-        if row:
-            raise LedgerError(f"payout epoch {epoch} was already paid (entry {row[0]}); nothing written")
     if len(set(signatures)) != len(signatures):
         raise LedgerError("replay refused: the batch holds the same signed statement twice; nothing written")
     marks = ",".join("?" * len(signatures))
@@ -404,8 +505,46 @@ def _refuse_replays(conn: sqlite3.Connection, prepared: list[tuple[str, str, str
         raise LedgerError(f"replay refused: a statement of the batch is already entry {row[0]}; nothing written")
 
 
-def _check_record(index: int, kind: str, actor: str, payload: Mapping[str, Any]) -> str:
-    """Check one record; return its payload's canonical JSON text."""
+def _in(value: object, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+def _open_writer(path: Path) -> sqlite3.Connection:
+    """Open (or create) the ledger at ``path`` to append: refuse what is not a ledger, or a ledger
+    that fails SQLite's integrity check; create the schema of a new one (and any missing trigger)."""
+    if path.exists() and not (path.is_file() and path.stat().st_size == 0):
+        check_file(path)  # an empty file becomes a new ledger
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+    except sqlite3.DatabaseError as exc:
+        raise LedgerError(f"cannot open ledger {path}: {exc}") from exc
+    try:
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            check_tables(conn, path)
+            problems = integrity_problems(conn)
+            if problems:
+                raise LedgerIntegrityError(f"{path} fails SQLite's integrity check ({problems[0]}); "
+                                           "run `ledger verify`; not appending to it")
+        conn.close()
+        conn = connect(path)
+        conn.executescript(SCHEMA)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise LedgerError(f"cannot open ledger {path}: {exc}; `ledger verify` says where") from exc
+    except LedgerError:
+        conn.close()
+        raise
+    return conn
+
+
+def integrity_problems(conn: sqlite3.Connection, limit: int = 10) -> list[str]:
+    """SQLite's ``PRAGMA integrity_check`` messages (at most ``limit``), empty when it finds none."""
+    messages = [row[0] for row in conn.execute(f"PRAGMA integrity_check({int(limit)})")]
+    return [] if messages == ["ok"] else [m for text in messages for m in text.splitlines() if not m.startswith("*** in database")]
+
+
+def _check_record(index: int, kind: str, actor: str, payload: Mapping[str, Any]) -> tuple[str, Any]:
+    """Check one record; return its payload's canonical JSON text and that text decoded."""
     if kind not in KINDS:
         raise LedgerError(f"record {index}: unknown kind {kind!r}; expected one of {sorted(KINDS)}")
     try:
@@ -427,4 +566,9 @@ def _check_record(index: int, kind: str, actor: str, payload: Mapping[str, Any])
             round_trips = False
         if not round_trips:
             raise LedgerError(f"record {index} ({kind}, actor {actor!r}): payload does not survive a JSON round trip unchanged")
-    return encoded.decode("utf-8")
+    text = encoded.decode("utf-8")
+    decoded = json.loads(text)
+    problem = payload_problem(kind, decoded)
+    if problem:
+        raise LedgerError(f"record {index} ({kind}, actor {actor!r}): {problem}; nothing written")
+    return text, decoded

@@ -1,9 +1,11 @@
 """Offline verification of a ledger (SQLite file or JSONL export): chain, Merkle tree, signatures.
 
-Checks every entry's sequence number, link, hash and signature (under its actor's registered key),
-every key's proof of possession, every signed tree head (signature and root at its size, the
-last one covering every entry), the stored Merkle nodes of a SQLite file, and the payout rules of
-:func:`ledger.epochs.epoch_problem`. Reports the first bad entry and why.
+Checks a SQLite file with SQLite's own integrity check first (a damaged page or index is reported
+with the page, table or entry it hits), then every entry's sequence number, link, hash, signature
+(under its actor's registered key), canonical payload and its kind's schema, every key's proof of
+possession, every signed tree head (signature and root at its size, the last one covering every
+entry), the stored Merkle nodes of a SQLite file, and the payout rules (:mod:`ledger.schemas`).
+Reports the first bad entry and why. Reading never writes: see :func:`ledger.store.open_read_only`.
 
 Signature checks dominate (one Ed25519 verify per entry, ~60 µs with libsodium), so large logs
 are split into contiguous chunks checked by ``workers`` processes. libsodium releases the GIL, so
@@ -16,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import re
 import sqlite3
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -25,10 +28,10 @@ from pathlib import Path
 from ledger import merkle, tree
 from ledger.canonical import canonical_json
 from ledger.encoding import GENESIS_HASH, entry_bytes, key_bytes, statement_bytes
-from ledger.epochs import epoch_problem
 from ledger.errors import LedgerError
 from ledger.keys import signature_ok
-from ledger.store import COLUMNS, SignedHead, connect
+from ledger.schemas import MONEY_KINDS, PayoutRules, payload_problem
+from ledger.store import COLUMNS, SQLITE_MAGIC, TABLE_COLUMNS, SignedHead, check_tables, fingerprint, integrity_problems, open_read_only
 
 PARALLEL_FROM = 4096
 """Logs shorter than this are checked in-process: starting workers costs more than it saves."""
@@ -64,41 +67,132 @@ class VerifyReport:
     def __str__(self) -> str:
         if self.ok:
             return f"ledger OK: {self.entries} entries, head {self.head_hash}, Merkle root {self.root}"
+        if self.first_bad_seq is None:
+            return f"ledger INVALID: {self.reason}"
         return f"ledger INVALID at entry {self.first_bad_seq}: {self.reason}"
 
 
 def verify(path: str | Path, workers: int = 2) -> VerifyReport:
     """Verify the SQLite ledger or the JSONL export at ``path`` (told apart by the file's header).
 
-    Raises :class:`LedgerError` only when the file is missing or is not a ledger at all.
+    Raises :class:`LedgerError` only when the file is missing or is not a ledger at all; a damaged
+    SQLite ledger gets a report naming the page, table or entry where SQLite found the damage.
     """
     path = Path(path)
     if not path.is_file():
-        raise LedgerError(f"no ledger file at {path}")
+        raise LedgerError(f"{path} is a directory, not a ledger file" if path.is_dir() else f"no ledger file at {path}")
     with path.open("rb") as handle:
-        is_sqlite = handle.read(16) == b"SQLite format 3\0"
+        is_sqlite = handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     if is_sqlite:
-        return verify_contents(read_sqlite(path), workers)
+        found = read_sqlite(path)
+        return found if isinstance(found, VerifyReport) else verify_contents(found, workers)
     from ledger.export import read_export  # export imports this module
 
     return verify_contents(read_export(path), workers)
 
 
-def read_sqlite(path: Path) -> LogContents:
-    """Read a SQLite ledger (read-only)."""
-    try:
-        conn = connect(path, read_only=True)
+def read_sqlite(path: Path, attempts: int = 3) -> LogContents | VerifyReport:
+    """Read a SQLite ledger read-only, or report the damage SQLite finds in it.
+
+    Raises:
+        LedgerError: the file is not a ledger, or a writer kept changing it while it was read.
+    """
+    for _ in range(attempts):
+        conn, snapshot = open_read_only(path)
         try:
-            rows = conn.execute(f"SELECT {COLUMNS} FROM entries ORDER BY seq").fetchall()
-            heads = [SignedHead(*r) for r in conn.execute("SELECT size, root, timestamp, signature FROM heads ORDER BY size")]
-            keys = {a: (r, k, p) for a, r, k, p in conn.execute("SELECT actor, role, public_key, proof FROM keys")}
-            meta = conn.execute("SELECT value FROM meta WHERE name = 'log_public_key'").fetchone()
-            nodes = {i: bytes(h) for i, h in conn.execute("SELECT id, hash FROM tree")}
+            found = _read_checked(conn, path)
         finally:
             conn.close()
-    except sqlite3.DatabaseError as exc:  # not a database file, or not a ledger's tables
-        raise LedgerError(f"{path} is not a readable ledger: {exc}") from exc
+        if snapshot is None or fingerprint(path) == snapshot:
+            return found
+    raise LedgerError(f"{path} was changed by a writer each time it was read ({attempts} times); verify it again")
+
+
+def _read_checked(conn: sqlite3.Connection, path: Path) -> LogContents | VerifyReport:
+    try:
+        check_tables(conn, path)
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+        return _damaged(None, f"SQLite cannot read the database schema (page 1): {_text(exc)}")
+    try:
+        problems = integrity_problems(conn)
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+        return _damaged(None, f"SQLite cannot check the file: {_text(exc)}{_truncation(path)}")
+    if problems:
+        seq, where = _locate(conn, problems[0])
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return _damaged(seq, f"SQLite integrity check: {where}{problems[0]}{more}")
+    try:
+        rows = conn.execute(f"SELECT {COLUMNS} FROM entries ORDER BY seq").fetchall()
+        heads = [SignedHead(*r) for r in conn.execute("SELECT size, root, timestamp, signature FROM heads ORDER BY size")]
+        keys = {a: (r, k, p) for a, r, k, p in conn.execute("SELECT actor, role, public_key, proof FROM keys")}
+        meta = conn.execute("SELECT value FROM meta WHERE name = 'log_public_key'").fetchone()
+        nodes = {i: bytes(h) for i, h in conn.execute("SELECT id, hash FROM tree")}
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
+        return _damaged(*_unreadable_row(conn, exc))
     return LogContents(rows, heads, keys, meta[0] if meta else None, nodes)
+
+
+def _damaged(seq: int | None, reason: str) -> VerifyReport:
+    return VerifyReport(False, 0, None, None, seq, reason)
+
+
+def _text(exc: BaseException) -> str:
+    return str(exc) if not isinstance(exc, UnicodeDecodeError) else "an error message that is not UTF-8 (a damaged schema?)"
+
+
+def _locate(conn: sqlite3.Connection, message: str) -> tuple[int | None, str]:
+    """The entry (when the message names an entries row) and the table or index a message is about."""
+    row = re.search(r"row (\d+) missing from index (\S+)", message)
+    index = re.search(r"index (\S+)", message)
+    page = re.search(r"[Pp]age (\d+)", message)
+    try:
+        if index:
+            table = conn.execute("SELECT tbl_name FROM sqlite_master WHERE name = ?", (index.group(1),)).fetchone()
+            seq = int(row.group(1)) if row and table and table[0] == "entries" else None
+            return seq, f"table {table[0] if table else '?'}" + (f", entry {seq}" if seq else "") + ": "
+        if page:
+            owner = conn.execute("SELECT name FROM dbstat WHERE pageno = ?", (int(page.group(1)),)).fetchone()
+            return None, f"page {page.group(1)}" + (f" (of {owner[0]})" if owner else "") + ": "
+    except (sqlite3.DatabaseError, UnicodeDecodeError):
+        pass
+    return None, ""
+
+
+def _truncation(path: Path) -> str:
+    """``"; the file is truncated ..."`` when the file is shorter than its SQLite header declares."""
+    with path.open("rb") as handle:
+        header = handle.read(100)
+    if len(header) < 100:
+        return f"; the file holds {len(header)} bytes, less than SQLite's 100-byte header"
+    page_size = int.from_bytes(header[16:18], "big") or 1  # 1 means 65,536
+    page_size = 65536 if page_size == 1 else page_size
+    pages, size = int.from_bytes(header[28:32], "big"), path.stat().st_size
+    if pages * page_size > size:
+        return (f"; the file is truncated: its header declares {pages} pages of {page_size} bytes, it holds "
+                f"{size} bytes, so page {size // page_size + 1} onwards is missing")
+    return ""
+
+
+def _unreadable_row(conn: sqlite3.Connection, exc: BaseException) -> tuple[int | None, str]:
+    """The first row SQLite cannot read back or whose text is not UTF-8, and why."""
+    conn.text_factory = bytes
+    for table, columns in TABLE_COLUMNS.items():
+        last = None
+        try:
+            for rowid, *values in conn.execute(f"SELECT rowid, {', '.join(columns)} FROM {table} ORDER BY rowid"):
+                last = rowid
+                for column, value in zip(columns, values):
+                    if isinstance(value, bytes) and not (table == "tree" and column == "hash"):
+                        try:
+                            value.decode("utf-8")
+                        except UnicodeDecodeError:
+                            seq = rowid if table == "entries" else None
+                            return seq, f"table {table}, row {rowid}: column {column} is not UTF-8 text"
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as error:
+            after = f"after row {last}" if last is not None else "at its first row"
+            return (last + 1 if table == "entries" and last is not None else None,
+                    f"table {table} is unreadable {after}: {_text(error)}")
+    return None, f"SQLite cannot read the ledger back: {_text(exc)}"
 
 
 def verify_contents(log: LogContents, workers: int = 2) -> VerifyReport:
@@ -106,15 +200,34 @@ def verify_contents(log: LogContents, workers: int = 2) -> VerifyReport:
     public = {actor: key for actor, (_, key, _) in log.keys.items()}
     leaves, entry_problems = _check_entries(log.rows, public, workers)
     root, tree_problems = _tree_problems(log, leaves)
-    epoch = epoch_problem([(position, r[1], r[4]) for position, r in enumerate(log.rows, 1)])
     # At one position, a broken link explains more than a hash, a hash more than a tree head.
-    ranked = [_chain_problems(log.rows), entry_problems, _key_problems(log), tree_problems, [epoch] if epoch else []]
+    ranked = [_chain_problems(log.rows), entry_problems, _key_problems(log), tree_problems, _payout_problems(log)]
     problems = [(position, rank, reason) for rank, found in enumerate(ranked) for position, reason in found]
     if problems:
         position, _, reason = min(problems, key=lambda p: p[:2])
         seq = log.rows[position - 1][0] if 1 <= position <= len(log.rows) else position
         return VerifyReport(False, len(log.rows), None, None, seq, reason)
     return VerifyReport(True, len(log.rows), log.rows[-1][7] if log.rows else None, root.hex())
+
+
+def _payout_problems(log: LogContents) -> list[Problem]:
+    """The first entry breaking the payout rules; an epoch must close before the batch that
+    opened it ends (a signed head's size marks a batch's end)."""
+    rules, ends = PayoutRules(), {head.size for head in log.heads}
+    for position, (_, kind, _, _, text, *_) in enumerate(log.rows, 1):
+        if kind in MONEY_KINDS:
+            try:
+                payload = json.loads(text)
+            except (TypeError, ValueError):
+                payload = None
+            if payload_problem(kind, payload) is None:  # otherwise the entry check reports it
+                reason = rules.step(position, kind, payload, log.keys)
+                if reason:
+                    return [(position, reason)]
+        if position in ends and rules.batch_end_problem():
+            return [rules.batch_end_problem()]
+    unclosed = rules.batch_end_problem()
+    return [unclosed] if unclosed else []
 
 
 def _check_entries(rows: list[Row], public: dict[str, str], workers: int) -> tuple[list[bytes], list[Problem]]:
@@ -163,20 +276,21 @@ def _check_chunk(rows: Sequence[Row], public: dict[str, str], offset: int) -> tu
 def _entry_reason(
     raw: bytes, kind: str, actor: str, payload_text: str, signature: str, stored_hash: str, public: dict[str, str]
 ) -> str | None:
+    try:
+        payload = json.loads(payload_text)
+        canonical = canonical_json(payload).decode("utf-8")
+    except (TypeError, ValueError, LedgerError) as exc:
+        return f"payload is not valid JSON: {exc}"
     recomputed = hashlib.sha256(raw).hexdigest()
+    if canonical != payload_text:  # e.g. a key twice in one object, of which JSON readers keep one
+        return "payload is not in canonical JSON form"
     if recomputed != stored_hash:
-        try:
-            canonical = canonical_json(json.loads(payload_text)).decode("utf-8")
-        except (ValueError, LedgerError) as exc:
-            return f"payload is not valid JSON: {exc}"
-        if canonical != payload_text:
-            return "payload is not in canonical JSON form"
         return f"hash mismatch: stored {str(stored_hash)[:16]}…, recomputed {recomputed[:16]}… (entry content changed)"
     if actor not in public:
         return f"actor {actor!r} has no registered public key (unknown key)"
     if not signature_ok(public[actor], signature, statement_bytes(kind, actor, payload_text)):
         return f"signature does not verify under actor {actor!r}'s registered key"
-    return None
+    return payload_problem(kind, payload)
 
 
 def _chain_problems(rows: list[Row]) -> list[Problem]:

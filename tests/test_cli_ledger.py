@@ -18,8 +18,8 @@ def ledger_file(tmp_path):
     with ledger.Ledger(path, keystore=ledger.Keystore(tmp_path / "keys", seed=b"cli"), clock=ledger.fixed_clock()) as book:
         for i in range(5):
             book.register(f"c{i}", "contributor")
-        book.append_many([("contribution", f"c{i}", {"sample": i}) for i in range(3)])
-        book.append_many([("contribution", f"c{i}", {"sample": i}) for i in range(3, 5)])
+        book.append_many([("contribution", f"c{i}", {"sample_id": f"s{i}"}) for i in range(3)])
+        book.append_many([("contribution", f"c{i}", {"sample_id": f"s{i}"}) for i in range(3, 5)])
     return path
 
 
@@ -31,7 +31,7 @@ def test_verify_ok(ledger_file, capsys):
 def test_verify_names_the_first_tampered_entry(ledger_file, capsys):
     conn = sqlite3.connect(ledger_file)
     conn.execute("DROP TRIGGER entries_no_update")
-    conn.execute("""UPDATE entries SET payload = '{"sample":99}' WHERE seq = 3""")
+    conn.execute("""UPDATE entries SET payload = '{"sample_id":"s99"}' WHERE seq = 3""")
     conn.commit()
     conn.close()
     assert main(["ledger", "verify", str(ledger_file)]) == 1
@@ -60,7 +60,7 @@ def test_export_verifies_offline_and_a_tampered_export_fails(ledger_file, tmp_pa
     assert "ledger OK: 5 entries" in capsys.readouterr().out
     lines = out.read_text().splitlines()
     assert json.loads(lines[0])["type"] == "log" and sum('"type": "key"' in x for x in lines) == 6  # 5 actors + log
-    out.write_text("\n".join(x.replace('"sample": 2', '"sample": 7') for x in lines) + "\n")
+    out.write_text("\n".join(x.replace('"sample_id": "s2"', '"sample_id": "s7"') for x in lines) + "\n")
     assert main(["ledger", "verify", str(out)]) == 1
     assert "INVALID at entry 3" in capsys.readouterr().out
 
@@ -72,7 +72,7 @@ def test_prove_and_verify_proof(ledger_file, tmp_path, capsys):
     assert "OK (included): entry 2" in capsys.readouterr().out
     doc = json.loads(proof.read_text())
     assert len(doc["proof"]) == 3  # ceil(log2 5)
-    doc["entry"]["payload"]["sample"] = 9
+    doc["entry"]["payload"]["sample_id"] = "s9"
     proof.write_text(json.dumps(doc))
     assert main(["ledger", "verify-proof", str(proof)]) == 1
     assert "FAILED (bad-entry)" in capsys.readouterr().out

@@ -152,33 +152,31 @@ def test_paying_an_epoch_twice_is_refused_and_changes_nothing(book_path):
     assert verify(book_path).ok
 
 
-def test_a_replayed_epoch_is_caught_by_the_verifier(book_path, tmp_path):
-    """Copy epoch 1 (re-signed by the authority, new head signed by the log) into a second ledger:
-    every hash and signature holds, only the payout rules catch it."""
+def test_a_replayed_epoch_is_caught_by_the_verifier(book_path, tmp_path, forge):
+    """Pay epoch 1 again (re-signed by the authority, new head signed by the log): every hash and
+    signature holds, only the payout rules catch it."""
     _pay(book_path)
     with Ledger(book_path) as book:
         epoch = [e for e in book.entries() if e.kind in {"slash", "payout", "payout_epoch"}]
     keys = Keystore(tmp_path / "keys", seed=b"epochs")
     with Ledger(book_path, keystore=keys, clock=fixed_clock()) as book:
-        # The store refuses the replay; an attacker holding the keys writes around it.
+        # The store refuses the replay, also with other payloads; an attacker holding the keys writes around it.
         with pytest.raises(LedgerError, match="already paid"):
-            book.append_many([(e.kind, e.actor, e.payload) for e in epoch])
-    replay = tmp_path / "replay.db"
-    with Ledger(replay, keystore=keys, clock=fixed_clock()) as book:
-        for actor in ("c00", "c01", "c02", "pa"):
-            book.register(actor, "tester")
-        book.append_many([("stake", c, {"contributor": c, "amount": 100}) for c in ("c00", "c01", "c02")])
-        book.append_many([(e.kind, e.actor, e.payload) for e in epoch])
-        book.append_many([(e.kind, e.actor, {**e.payload, "note": "again"}) for e in epoch[2:5]])
-    report = verify(replay)
+            book.append_many([(e.kind, e.actor, {**e.payload, "amount": 1}) for e in epoch[2:5]])
+    forge(book_path, keys, [(e.kind, e.actor, {**e.payload, "amount": 1}) for e in epoch[2:5]])
+    report = verify(book_path)
     assert not report.ok and report.first_bad_seq == 10
-    assert "payout epoch 1 replayed" in report.reason
+    assert "payout epoch 1 was already paid (closed at entry 9)" in report.reason
 
 
-def test_payments_that_do_not_add_up_are_caught(book_path, tmp_path):
+def test_payments_that_do_not_add_up_are_refused_and_caught(book_path, tmp_path, forge):
     keys = Keystore(tmp_path / "keys", seed=b"epochs")
+    records = [("payout", "pa", {"epoch": 1, "contributor": "c00", "amount": 10}),
+               ("payout_epoch", "pa", {"epoch": 1, "pool": 10, "slashed": 0, "paid": 9, "unallocated": 1})]
     with Ledger(book_path, keystore=keys, clock=fixed_clock()) as book:
-        book.append_many([("payout", "pa", {"epoch": 1, "contributor": "c00", "amount": 10}),
-                          ("payout_epoch", "pa", {"epoch": 1, "pool": 10, "slashed": 0, "paid": 9, "unallocated": 1})])
+        with pytest.raises(LedgerError, match="record 1 .*entries pay 10"):
+            book.append_many(records)
+        assert len(book) == 3
+    forge(book_path, keys, records)
     report = verify(book_path)
     assert not report.ok and report.first_bad_seq == 5 and "entries pay 10" in report.reason

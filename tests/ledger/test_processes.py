@@ -37,7 +37,7 @@ with Ledger(path, keystore=Keystore(keys, seed=%r)) as book:
     i = 0
     while n < 0 or i < n:
         size = 1 + i %% batch
-        for e in book.append_many([("contribution", actor, {"i": i + k, "pid": os.getpid()}) for k in range(size)]):
+        for e in book.append_many([("contribution", actor, {"sample_id": f"{actor}-{i + k}", "i": i + k, "pid": os.getpid()}) for k in range(size)]):
             sys.stdout.write(f"{e.seq} {e.hash}\\n")
         sys.stdout.flush()
         i += size

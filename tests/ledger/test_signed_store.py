@@ -42,7 +42,7 @@ def book(tmp_path, keys):
             book.register(actor, "contributor")
         for batch in (1, 2, 3, 5, 8, 2):  # heads at 1, 3, 6, 11, 19, 21
             start = len(book)
-            book.append_many([("contribution", "alice" if i % 3 else "bob", {"i": start + i}) for i in range(batch)])
+            book.append_many([("contribution", "alice" if i % 3 else "bob", {"sample_id": f"s{start + i}"}) for i in range(batch)])
         yield book
 
 
@@ -80,24 +80,24 @@ def test_inclusion_and_consistency_documents_check_offline_and_fail_when_altered
 def test_an_unknown_key_or_a_bad_signature_is_refused_and_nothing_is_written(book, tmp_path):
     size = len(book)
     with pytest.raises(LedgerError, match="unknown key: actor 'carol'"):
-        book.append_many([("contribution", "alice", {"i": 100}), ("contribution", "carol", {"i": 1})])
+        book.append_many([("contribution", "alice", {"sample_id": "s100"}), ("contribution", "carol", {"sample_id": "s1"})])
     mallory = SigningKey.generate()
-    statement = _json({"actor": "alice", "kind": "contribution", "payload": {"i": 101}})
+    statement = _json({"actor": "alice", "kind": "contribution", "payload": {"sample_id": "s101"}})
     with pytest.raises(LedgerError, match="bad signature"):
-        book.append_signed([SignedRecord("contribution", "alice", {"i": 101}, mallory.sign(statement).signature.hex())])
+        book.append_signed([SignedRecord("contribution", "alice", {"sample_id": "s101"}, mallory.sign(statement).signature.hex())])
     assert len(book) == size and verify(book.path).ok
     # Signed elsewhere by alice's own key: accepted.
     alice = Keystore(tmp_path / "keys", seed=b"signed").key("alice")
-    entry = book.append_signed([SignedRecord("contribution", "alice", {"i": 101}, alice.sign(statement).signature.hex())])[0]
+    entry = book.append_signed([SignedRecord("contribution", "alice", {"sample_id": "s101"}, alice.sign(statement).signature.hex())])[0]
     assert entry.seq == size + 1 and verify(book.path).ok
 
 
 def test_a_replayed_statement_is_refused(book):
-    first = book.append("contribution", "alice", {"i": "once"})
+    first = book.append("contribution", "alice", {"sample_id": "once"})
     with pytest.raises(LedgerError, match=f"already entry {first.seq}"):
-        book.append("contribution", "alice", {"i": "once"})
+        book.append("contribution", "alice", {"sample_id": "once"})
     with pytest.raises(LedgerError, match="same signed statement twice"):
-        book.append_many([("contribution", "bob", {"x": 1})] * 2)
+        book.append_many([("contribution", "bob", {"sample_id": "x"})] * 2)
 
 
 def test_keys_cannot_be_swapped(book, tmp_path):
@@ -132,8 +132,8 @@ def test_private_keys_never_reach_the_ledger_file(book, tmp_path):
         assert raw not in data and raw.hex().encode() not in data
 
 
-def test_every_connection_uses_wal_and_synchronous_full(book):
-    for conn in (book._conn, connect(book.path, read_only=True)):
+def test_every_writing_connection_uses_wal_and_synchronous_full(book):
+    for conn in (book._conn, connect(book.path)):
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
@@ -142,4 +142,4 @@ def test_a_ledger_opened_without_a_keystore_reads_but_does_not_write(book):
     with Ledger(book.path) as reader:
         assert len(reader) == 21
         with pytest.raises(LedgerError, match="without a keystore"):
-            reader.append("contribution", "alice", {"i": -1})
+            reader.append("contribution", "alice", {"sample_id": "s-1"})

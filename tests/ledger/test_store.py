@@ -26,11 +26,12 @@ RECORDS = [
     ("contribution", "c00", {"sample_id": "c00-00000", "n": 1}),
     ("validation", "validator", {"sample_id": "c00-00000", "accepted": True}),
     ("dataset_version", "builder", {"version": "dv-abc", "n_accepted": 10}),
-    ("training_run", "trainer", {"epochs": 3, "lr": 0.05}),
-    ("payout", "treasury", {"epoch": 1, "contributor": "c00", "amount": 42}),
+    ("training_run", "trainer", {"dataset_version": "dv-abc", "epochs": 3, "lr": 0.05}),
+    ("stake", "c00", {"contributor": "c00", "amount": 42}),
 ]
 ACTORS = ("c00", "c01", "c02", "c03", "c07", "validator", "builder", "trainer", "treasury", "someone")
-EPOCH = {"epoch": 1, "pool": 42, "slashed": 0, "paid": 42, "unallocated": 0}
+EPOCH = [("payout", "treasury", {"epoch": 1, "contributor": "c00", "amount": 42}),
+         ("payout_epoch", "treasury", {"epoch": 1, "pool": 42, "slashed": 0, "paid": 42, "unallocated": 0})]
 
 
 def _json(value) -> bytes:
@@ -81,7 +82,9 @@ def _tamper(path, *statements):
 # Appending and reading.
 
 
-def test_empty_ledger(tmp_path):
+def test_empty_ledger(tmp_path, keystore):
+    with Ledger(tmp_path / "l.db", keystore=keystore):
+        pass
     with Ledger(tmp_path / "l.db") as ledger:
         assert len(ledger) == 0
         assert ledger.head() is None
@@ -92,11 +95,11 @@ def test_empty_ledger(tmp_path):
 
 def test_append_returns_the_stored_entry(tmp_path, keystore):
     with signed_ledger(tmp_path / "l.db", keystore) as ledger:
-        entry = ledger.append("contribution", "c07", {"b": 2, "a": [1, "x"], "nested": {"z": None, "y": True}})
+        entry = ledger.append("contribution", "c07", {"sample_id": "s", "b": 2, "a": [1, "x"], "nested": {"z": None, "y": True}})
         assert entry.seq == 1
         assert entry.kind == "contribution" and entry.actor == "c07"
         assert entry.timestamp == "2024-05-01T12:00:00+00:00"
-        assert entry.payload == {"a": [1, "x"], "b": 2, "nested": {"y": True, "z": None}}
+        assert entry.payload == {"a": [1, "x"], "b": 2, "nested": {"y": True, "z": None}, "sample_id": "s"}
         assert entry.prev_hash == GENESIS_HASH == "0" * 64
         assert entry.hash == _hash_by_hand(1, "contribution", "c07", entry.timestamp, entry.payload, "0" * 64, entry.signature)
         public = VerifyKey(bytes.fromhex(ledger.public_keys()["c07"]))
@@ -109,17 +112,17 @@ def test_append_returns_the_stored_entry(tmp_path, keystore):
 def test_append_many_chains_the_hashes(tmp_path, keystore):
     with signed_ledger(tmp_path / "l.db", keystore) as ledger:
         written = ledger.append_many(RECORDS)
-        more = ledger.append("payout_epoch", "treasury", EPOCH)
+        more = ledger.append_many(EPOCH)
         stored = list(ledger.entries())
-    assert stored == written + [more]
-    assert [e.seq for e in stored] == [1, 2, 3, 4, 5, 6]
+    assert stored == written + more
+    assert [e.seq for e in stored] == [1, 2, 3, 4, 5, 6, 7]
     assert [(e.kind, e.actor, e.payload) for e in stored[:5]] == [(k, a, p) for k, a, p in RECORDS]
     prev = "0" * 64
     for e in stored:
         assert e.prev_hash == prev
         assert e.hash == _hash_by_hand(e.seq, e.kind, e.actor, e.timestamp, e.payload, e.prev_hash, e.signature)
         prev = e.hash
-    assert len({e.hash for e in stored}) == 6
+    assert len({e.hash for e in stored}) == 7
 
 
 def test_entries_by_kind_and_reopening(ledger_path, keystore):
@@ -128,11 +131,11 @@ def test_entries_by_kind_and_reopening(ledger_path, keystore):
         assert [e.seq for e in ledger.entries("validation")] == [2]
         assert list(ledger.entries("payout_epoch")) == []
         head = ledger.head()
-        assert head.seq == 5 and head.kind == "payout"
+        assert head.seq == 5 and head.kind == "stake"
         # Appending after reopening continues the chain.
-        e = ledger.append("payout_epoch", "treasury", EPOCH)
+        e = ledger.append_many(EPOCH)[0]
         assert e.seq == 6 and e.prev_hash == head.hash
-        assert [e.seq for e in ledger.entries(actor="treasury")] == [5, 6]
+        assert [e.seq for e in ledger.entries(actor="treasury")] == [6, 7]
     assert verify(ledger_path).ok
 
 
@@ -145,18 +148,34 @@ def test_append_many_of_nothing(tmp_path, keystore):
 def test_two_handles_on_one_file_share_one_chain(tmp_path, keystore):
     path = tmp_path / "l.db"
     with signed_ledger(path, keystore) as a, Ledger(path, keystore=keystore, clock=CLOCK) as b:
-        a.append("contribution", "c00", {"i": 1})
-        b.append("contribution", "c01", {"i": 2})
-        a.append("contribution", "c02", {"i": 3})
+        a.append("contribution", "c00", {"sample_id": "s1"})
+        b.append("contribution", "c01", {"sample_id": "s2"})
+        a.append("contribution", "c02", {"sample_id": "s3"})
         assert len(a) == len(b) == 3
     report = verify(path)
     assert report.ok and report.entries == 3
 
 
+ONE_OF_EACH_KIND = [
+    ("stake", "c00", {"contributor": "c00", "amount": 100}),
+    ("contribution", "c00", {"sample_id": "c00-1", "content_hash": "ab" * 32}),
+    ("validation", "validator", {"sample_id": "c00-1", "accepted": True, "reason": ""}),
+    ("dataset_version", "builder", {"version": "dv-1", "accepted": 1}),
+    ("training_run", "trainer", {"dataset_version": "dv-1", "config": {"epochs": 2}}),
+    ("attribution_run", "someone", {"method": "tracin", "dataset_version": "dv-1", "contributor_credit": {"c00": 0.5}}),
+    ("sweep_run", "someone", {"run_id": "r1", "status": "ok", "params": {"seed": 0}}),
+    ("slash", "treasury", {"epoch": 1, "contributor": "c00", "amount": 10, "reason": "rejected data"}),
+    ("payout", "treasury", {"epoch": 1, "contributor": "c00", "amount": 5}),
+    ("payout_epoch", "treasury", {"epoch": 1, "pool": 0, "slashed": 10, "paid": 5, "unallocated": 5}),
+]
+
+
 def test_every_kind_is_accepted(tmp_path, keystore):
     with signed_ledger(tmp_path / "l.db", keystore) as ledger:
-        ledger.append_many([(kind, "someone", {"kind": kind}) for kind in sorted(KINDS)])
-        assert {e.kind for e in ledger.entries()} == KINDS
+        ledger.append_many(ONE_OF_EACH_KIND)
+        assert [e.kind for e in ledger.entries()] == [k for k, _, _ in ONE_OF_EACH_KIND]
+    assert {k for k, _, _ in ONE_OF_EACH_KIND} == KINDS
+    assert verify(tmp_path / "l.db").ok
 
 
 # ---------------------------------------------------------------------------
@@ -321,14 +340,15 @@ def test_triggers_refuse_update_and_delete(ledger_path):
 )
 def test_a_batch_with_one_bad_record_writes_nothing(ledger_path, keystore, bad, match):
     head_before = verify(ledger_path).head_hash
-    batch = [("contribution", "c01", {"i": 1}), ("contribution", "c02", {"i": 2}), bad, ("contribution", "c03", {"i": 3})]
+    batch = [("contribution", "c01", {"sample_id": "s1"}), ("contribution", "c02", {"sample_id": "s2"}), bad,
+             ("contribution", "c03", {"sample_id": "s3"})]
     with Ledger(ledger_path, keystore=keystore, clock=CLOCK) as ledger:
         with pytest.raises(LedgerError, match=match) as info:
             ledger.append_many(batch)
         assert "record 2" in str(info.value)
         assert len(ledger) == 5
         # The ledger stays usable.
-        assert ledger.append("contribution", "c01", {"i": 1}).seq == 6
+        assert ledger.append("contribution", "c01", {"sample_id": "s1"}).seq == 6
     report = verify(ledger_path)
     assert report.ok and report.entries == 6
 
@@ -344,7 +364,7 @@ def test_a_failure_midway_through_a_batch_rolls_back(ledger_path, keystore):
 
     with Ledger(ledger_path, keystore=keystore, clock=flaky_clock) as ledger:
         with pytest.raises(RuntimeError, match="clock died"):
-            ledger.append_many([("contribution", f"c{i:02d}", {"i": i}) for i in range(4)])
+            ledger.append_many([("contribution", f"c{i:02d}", {"sample_id": f"s{i}"}) for i in range(4)])
         assert len(calls) == 3  # two entries were inserted before the failure...
         assert len(ledger) == 5  # ...and rolled back
     with Ledger(ledger_path, clock=CLOCK) as ledger:
@@ -382,7 +402,7 @@ def test_system_clock_makes_hashes_differ(tmp_path, keystore):
 def test_the_default_clock_is_the_system_clock(tmp_path, keystore):
     with Ledger(tmp_path / "l.db", keystore=keystore) as ledger:
         ledger.register("c00", "contributor")
-        entry = ledger.append("contribution", "c00", {})
+        entry = ledger.append("contribution", "c00", {"sample_id": "s"})
     assert entry.timestamp != "1970-01-01T00:00:00+00:00"
     assert entry.timestamp.startswith(("20", "21"))
 
@@ -463,8 +483,8 @@ def test_canonical_json_refuses_what_json_cannot_carry(value):
 def test_a_float_that_cannot_round_trip_is_refused_and_nothing_is_written(tmp_path, keystore):
     path = tmp_path / "l.db"
     with signed_ledger(path, keystore) as ledger:
-        ledger.append("training_run", "trainer", {"units": 1})
+        ledger.append("training_run", "trainer", {"dataset_version": "dv", "units": 1})
         with pytest.raises(LedgerError, match="round trip"):
-            ledger.append("training_run", "trainer", {"units": 1e16})
+            ledger.append("training_run", "trainer", {"dataset_version": "dv", "units": 1e16})
         assert len(ledger) == 1
     assert verify(path).ok

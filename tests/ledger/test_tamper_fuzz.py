@@ -38,7 +38,7 @@ def original(tmp_path_factory) -> Path:
             book.register(actor, "tester")
         book.append_many([("stake", c, {"contributor": c, "amount": 100}) for c in actors])
         for batch in range(4):
-            book.append_many([("contribution", c, {"sample": f"{c}-{batch}-{k}", "v": k * 0.5}) for c in actors for k in range(2)])
+            book.append_many([("contribution", c, {"sample_id": f"{c}-{batch}-{k}", "v": k * 0.5}) for c in actors for k in range(2)])
         credit = {"c0": 2.0, "c1": 1.0, "c2": -1.0, "c3": 0.5}
         plan = plan_epoch(1, 1000, credit, {c: abs(v) for c, v in credit.items()}, {c: 100 for c in actors},
                           {c: 2 for c in actors}, {"c0": 0, "c1": 1, "c2": 0, "c3": 0})

@@ -1,0 +1,191 @@
+"""What a ledger entry may say: a payload schema per kind and the payout rules over the log.
+
+One definition serves both sides: the store refuses a batch that breaks any of it (nothing is
+written) and the verifier reports the first stored entry that does, so the two cannot drift.
+
+* :func:`payload_problem` checks one payload against its kind's :class:`Schema`: required fields,
+  their types and ranges (``bool`` is not an integer; money is an integer number of units in
+  ``[0, 2**53 - 1]``, the canonical-JSON safe range), and, for the money kinds, no unknown field.
+  The record kinds (contribution, runs, ...) name only the fields their readers rely on; the rest
+  of such a payload is the record's own detail.
+* :class:`PayoutRules` follows the money kinds (``stake``, ``slash``, ``payout``, ``payout_epoch``)
+  in sequence order: every contributor staked, slashed or paid has a registered key; a slash never
+  exceeds what its contributor has left at stake; epochs are numbered 1, 2, 3, ... and open one at
+  a time (an epoch's first slash or payment opens it, its ``payout_epoch`` entry closes it), so a
+  payment into a closed epoch (a replay) or into one that was never opened is refused; an epoch
+  opens and closes within one append batch (:func:`ledger.epoch_records` writes it whole); a
+  contributor is paid once per epoch; the epoch entry's ``paid`` and ``slashed`` equal the sums of
+  its entries and ``paid + unallocated == pool + slashed``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger.keys import ACTOR_PATTERN
+
+SAFE_INT = 2**53 - 1
+"""The largest integer canonical JSON (RFC 8785, I-JSON) carries exactly."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """A field's expectation in words, and the test a value must pass."""
+
+    expect: str
+    accepts: Callable[[Any], bool]
+
+
+def _integer(low: int, high: int, what: str) -> Field:
+    return Field(f"{what}, an integer in [{low}, {high}]", lambda v: type(v) is int and low <= v <= high)
+
+
+UNITS = _integer(0, SAFE_INT, "money units")
+EPOCH = _integer(1, SAFE_INT, "an epoch number")
+TEXT = Field("a string", lambda v: type(v) is str)
+FLAG = Field("true or false", lambda v: type(v) is bool)
+OBJECT = Field("a JSON object", lambda v: type(v) is dict)
+NUMBER = Field("a finite number", lambda v: type(v) in (int, float) and math.isfinite(v))
+ACTOR = Field(f"an actor id matching {ACTOR_PATTERN.pattern}", lambda v: type(v) is str and ACTOR_PATTERN.fullmatch(v) is not None)
+STATUS = Field("'ok' or 'failed'", lambda v: v in ("ok", "failed") and type(v) is str)
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The fields of one kind's payload; ``closed``: no other field is allowed."""
+
+    required: Mapping[str, Field]
+    optional: Mapping[str, Field] = field(default_factory=dict)
+    closed: bool = True
+
+
+SCHEMAS: dict[str, Schema] = {
+    "stake": Schema({"contributor": ACTOR, "amount": UNITS}),
+    "slash": Schema({"epoch": EPOCH, "contributor": ACTOR, "amount": UNITS, "reason": TEXT}),
+    "payout": Schema({"epoch": EPOCH, "contributor": ACTOR, "amount": UNITS}),
+    "payout_epoch": Schema(
+        {"epoch": EPOCH, "pool": UNITS, "slashed": UNITS, "paid": UNITS, "unallocated": UNITS},
+        {"rule": TEXT, "harm_threshold": NUMBER, "dataset_version": TEXT},
+    ),
+    "contribution": Schema({"sample_id": TEXT}, closed=False),
+    "validation": Schema({"sample_id": TEXT, "accepted": FLAG}, closed=False),
+    "dataset_version": Schema({"version": TEXT}, closed=False),
+    "training_run": Schema({"dataset_version": TEXT}, closed=False),
+    "attribution_run": Schema({"method": TEXT, "dataset_version": TEXT}, closed=False),
+    "sweep_run": Schema({"run_id": TEXT, "status": STATUS, "params": OBJECT}, closed=False),
+}
+KINDS = frozenset(SCHEMAS)
+MONEY_KINDS = frozenset({"stake", "slash", "payout", "payout_epoch"})
+
+
+def payload_problem(kind: str, payload: Any) -> str | None:
+    """What is wrong with ``payload`` (decoded JSON) as a ``kind`` entry, or ``None``."""
+    schema = SCHEMAS.get(kind)
+    if schema is None:
+        return f"unknown kind {kind!r}; expected one of {sorted(KINDS)}"
+    if type(payload) is not dict:
+        return f"{kind} payload must be a JSON object, got {_show(payload)}"
+    for name, rule in schema.required.items():
+        if name not in payload:
+            return f"{kind} payload: required field {name!r} is missing"
+        if not rule.accepts(payload[name]):
+            return f"{kind} payload: field {name!r} must be {rule.expect}, got {_show(payload[name])}"
+    for name, rule in schema.optional.items():
+        if name in payload and not rule.accepts(payload[name]):
+            return f"{kind} payload: field {name!r} must be {rule.expect}, got {_show(payload[name])}"
+    if schema.closed and len(payload) > len(schema.required):
+        unknown = sorted(set(payload) - set(schema.required) - set(schema.optional))
+        if unknown:
+            allowed = sorted([*schema.required, *schema.optional])
+            return f"{kind} payload: unknown field(s) {unknown}; a {kind} holds only {allowed}"
+    return None
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return f"{text[:60]}… ({type(value).__name__})" if len(text) > 60 else f"{text} ({type(value).__name__})"
+
+
+@dataclass
+class _OpenEpoch:
+    epoch: int
+    since: int  # the entry that opened it
+    paid: int = 0
+    slashed: int = 0
+    payees: set[str] = field(default_factory=set)
+
+
+class PayoutRules:
+    """The payout rules (module docstring), fed the money entries of a log in sequence order.
+
+    Each :meth:`step` takes one entry whose payload passed :func:`payload_problem` and returns what
+    it breaks, or ``None`` and records it. After a broken rule the state is undefined: the verifier
+    stops at the first problem, the store checks a batch on a :meth:`copy`.
+    """
+
+    def __init__(self) -> None:
+        self.at_stake: dict[str, int] = {}
+        self.closed_at: dict[int, int] = {}  # epoch -> the entry that closed it
+        self.open: _OpenEpoch | None = None
+
+    def copy(self) -> PayoutRules:
+        return copy.deepcopy(self)
+
+    def step(self, seq: int, kind: str, payload: Mapping[str, Any], registered: Container[str]) -> str | None:
+        """Apply entry ``seq``; ``registered``: the actors with a registered key (who may be paid)."""
+        contributor = payload.get("contributor")
+        if contributor is not None and contributor not in registered:
+            return f"{kind} of contributor {contributor!r}, who has no registered key (unregistered payee)"
+        if kind == "stake":
+            self.at_stake[contributor] = self.at_stake.get(contributor, 0) + payload["amount"]
+            return None
+        if kind not in MONEY_KINDS:
+            return None
+        epoch = payload["epoch"]
+        problem = self._epoch_problem(epoch)
+        if problem:
+            return problem
+        tally = self.open = self.open or _OpenEpoch(epoch, seq)
+        if kind == "slash":
+            left = self.at_stake.get(contributor, 0)
+            if payload["amount"] > left:
+                return f"slash of {payload['amount']} units exceeds the {left} units {contributor!r} has left at stake"
+            self.at_stake[contributor] = left - payload["amount"]
+            tally.slashed += payload["amount"]
+            return None
+        if kind == "payout":
+            if contributor in tally.payees:
+                return f"contributor {contributor!r} paid twice in payout epoch {epoch}"
+            tally.payees.add(contributor)
+            tally.paid += payload["amount"]
+            return None
+        self.open, self.closed_at[epoch] = None, seq
+        if (tally.paid, tally.slashed) != (payload["paid"], payload["slashed"]):
+            return (f"payout epoch {epoch}: its entries pay {tally.paid} and slash {tally.slashed}, "
+                    f"the epoch says {payload['paid']} and {payload['slashed']}")
+        if payload["paid"] + payload["unallocated"] != payload["pool"] + payload["slashed"]:
+            return f"payout epoch {epoch}: paid + unallocated != pool + slashed"
+        return None
+
+    def _epoch_problem(self, epoch: int) -> str | None:
+        if epoch in self.closed_at:
+            return f"payout epoch {epoch} was already paid (closed at entry {self.closed_at[epoch]}): a replay"
+        if self.open is not None:
+            if epoch != self.open.epoch:
+                return f"payout epoch {epoch} while epoch {self.open.epoch} (opened at entry {self.open.since}) is open: one epoch at a time"
+            return None
+        expected = max(self.closed_at, default=0) + 1
+        if epoch != expected:
+            return f"payout epoch {epoch} was never opened: the next epoch is {expected}"
+        return None
+
+    def batch_end_problem(self) -> tuple[int, str] | None:
+        """``(entry, reason)`` when an epoch is still open where a batch ends, else ``None``."""
+        if self.open is None:
+            return None
+        return self.open.since, (f"payout epoch {self.open.epoch} opened at entry {self.open.since} is not closed in "
+                                 f"its batch (a payout_epoch entry must close it in the batch that opens it)")
