@@ -32,13 +32,13 @@ class ProjectedTracIn(Attributor):
 
     def fit(self, task: AttributionTask) -> ProjectedTracIn:
         task = task.own_copy()
+        task.load_final()
+        require_per_sample(task.model, task.train_x, self.name)
         self._task = task
         self._grads = SampleGradients(task.model, task.loss_fn, torch.float32)
         self._train = []
         for t in range(len(task.checkpoints)):
             lr = self._load(t)
-            if t == len(task.checkpoints) - 1:
-                require_per_sample(task.model, task.train_x, self.name)
             self._train.append((self._project(t, task.train_x, task.train_y, task.loss_fn), lr))
         return self
 
