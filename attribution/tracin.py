@@ -100,7 +100,7 @@ class CaptumTracIn(Attributor):
         # Captum answers (n_test, n_train); this package's convention is (n_train, n_test).
         with warnings.catch_warnings():
             # Captum turns on requires_grad for its per-sample hooks and warns each batch that it did.
-            warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require gradients")
+            warnings.filterwarnings("ignore", message=r"Input Tensor \d+ did not already require gradients")
             influence = self._tracin.influence((*_as_tuple(test_x, self._keys), test_y), show_progress=False)
         return influence.detach().double().numpy().T.copy()
 

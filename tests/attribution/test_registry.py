@@ -1,4 +1,5 @@
-"""Every method a run can pay by gives finite (n_train, n_test) scores; unknown names are refused."""
+"""Every method a run can pay by gives finite (n_train, n_test) scores, is named by its registry key
+and leaves the caller's model as it was; unknown names are refused."""
 
 import numpy as np
 import pytest
@@ -29,6 +30,21 @@ def test_every_method_scores_train_by_test(task, name):
     scores = make_attributor(name, seed=0).fit(task).scores(test_x, test_y)
     assert scores.shape == (30, 7) and np.isfinite(scores).all()
     assert np.ptp(scores) > 0
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_a_method_is_named_by_its_key_and_leaves_the_callers_model_alone(task, name):
+    method = make_attributor(name, seed=0)
+    assert method.name == name
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    with torch.no_grad():  # the caller's model holds other weights than the task's last checkpoint
+        for p in task.model.parameters():
+            p.add_(1.0)
+    moved = {k: v.clone() for k, v in task.model.state_dict().items()}
+    method.fit(task).scores(task.train_x[:3], task.train_y[:3])
+    for key, value in task.model.state_dict().items():
+        assert torch.equal(value, moved[key]), key
+    task.model.load_state_dict(before)
 
 
 def test_seeded_methods_repeat_and_tracin_variants_agree(task):
