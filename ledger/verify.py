@@ -31,7 +31,7 @@ from ledger.encoding import GENESIS_HASH, entry_bytes, key_bytes, statement_byte
 from ledger.errors import LedgerError
 from ledger.keys import signature_ok
 from ledger.schemas import MONEY_KINDS, PayoutRules, payload_problem
-from ledger.store import COLUMNS, SQLITE_MAGIC, TABLE_COLUMNS, SignedHead, check_tables, fingerprint, integrity_problems, open_read_only
+from ledger.store import COLUMNS, SQLITE_MAGIC, TABLE_COLUMNS, SignedHead, check_file, check_tables, fingerprint, integrity_problems, open_read_only
 
 PARALLEL_FROM = 4096
 """Logs shorter than this are checked in-process: starting workers costs more than it saves."""
@@ -79,8 +79,8 @@ def verify(path: str | Path, workers: int = 2) -> VerifyReport:
     SQLite ledger gets a report naming the page, table or entry where SQLite found the damage.
     """
     path = Path(path)
-    if not path.is_file():
-        raise LedgerError(f"{path} is a directory, not a ledger file" if path.is_dir() else f"no ledger file at {path}")
+    if not path.is_file() or not path.stat().st_size:
+        check_file(path)  # raises, naming what is there instead
     with path.open("rb") as handle:
         is_sqlite = handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     if is_sqlite:
