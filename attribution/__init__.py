@@ -13,13 +13,23 @@ from attribution.influence import InfluenceFunction
 from attribution.integrated_gradients import FeatureAttributions, integrated_gradients
 from attribution.projection import ProjectedTracIn
 from attribution.registry import METHODS, make_attributor
-from attribution.rollup import REDUNDANCY_RADIUS, contributor_credit, redundancy_clusters, sample_credit, shared_credit
+from attribution.rollup import (
+    REDUNDANCY_RADIUS,
+    REDUNDANCY_SIMILARITY,
+    contributor_credit,
+    last_layer_gradients,
+    redundancy_clusters,
+    sample_credit,
+    shared_credit,
+    similarity_clusters,
+)
 from attribution.streaming import Float16Memmap, GroupSums
 from attribution.tracin import CaptumTracIn
 from attribution.trak import TRAK
 
 __all__ = [
     "REDUNDANCY_RADIUS",
+    "REDUNDANCY_SIMILARITY",
     "AttributionError",
     "AttributionTask",
     "Attributor",
@@ -41,9 +51,11 @@ __all__ = [
     "TrainingLoss",
     "contributor_credit",
     "integrated_gradients",
+    "last_layer_gradients",
     "make_attributor",
     "redundancy_clusters",
     "require_finite",
     "sample_credit",
     "shared_credit",
+    "similarity_clusters",
 ]

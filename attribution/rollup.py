@@ -1,4 +1,4 @@
-"""Roll per-sample influence up to contributors, with redundant copies sharing one sample's credit.
+"""Roll per-sample influence up to contributors, with redundant copies earning one sample's credit.
 
 Sign convention: a positive score helped the model on the test set (lowered test loss).
 A sample's credit is its mean score over the test set; a contributor's credit is the sum of
@@ -6,8 +6,15 @@ its accepted samples' credits, so it grows with both how much and how many sampl
 
 TracIn and influence credit add up over copies: a sample submitted twice (under two identities,
 perturbed just enough to pass an exact-duplicate check) earns about twice. The redundancy-aware
-roll-up first groups near-identical samples (:func:`redundancy_clusters`) and lets each group earn
-what one of its members earns (:func:`shared_credit`), so duplicating data earns nothing extra.
+roll-up first groups near-copies and lets each group earn what one of its members earns
+(:func:`shared_credit`): all of it to the member submitted first when the submission order is
+known (a later copier earns nothing), else split equally.
+
+Near-copies are found where the model sees them (:func:`similarity_clusters` on
+:func:`last_layer_gradients`): samples of the same label whose loss gradients at the trained
+weights point the same way. :func:`redundancy_clusters` joins samples by distance in input space
+instead; noise of a few hundredths of a standard deviation per feature takes a copy out of its
+radius.
 """
 
 from __future__ import annotations
@@ -16,15 +23,23 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
+from torch import nn
 
 REDUNDANCY_RADIUS = 0.1
 """Default near-copy radius, as a fraction of the median nearest-neighbour distance. In the
 default Datanets (standardized features) the closest pair of distinct samples sits at 0.29
 (digits), 0.43 (breast_cancer) and 0.67 (wine) of that median, so 0.1 joins only samples far
 closer than any two natural ones."""
+REDUNDANCY_SIMILARITY = 0.995
+"""Default near-copy threshold of :func:`similarity_clusters` on :func:`last_layer_gradients`.
+No two distinct samples of the same label in the bundled datasets reach it under either of the
+pipeline's models (``datanet_lab.sybil.natural_similarity`` prints the distribution), while
+copies with up to 0.05 standard deviations of noise per feature stay above it (the sybil study
+prints how many escape)."""
 
 
 def sample_credit(scores: np.ndarray) -> np.ndarray:
@@ -59,24 +74,132 @@ def redundancy_clusters(features: np.ndarray, labels: np.ndarray, radius: float 
     return connected_components(graph, directed=False)[1]
 
 
-def shared_credit(credit: np.ndarray, clusters: np.ndarray) -> np.ndarray:
-    """``(n,)`` each sample's share of its cluster: the cluster's mean credit split equally among
-    its members, so a cluster earns what one member does (a singleton keeps its credit)."""
+def last_layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample's softmax cross-entropy gradient with respect to the model's output layer, in
+    factored form: ``a (n, d_in + 1)``, the layer's input with a trailing 1 (the bias), and
+    ``δ (n, n_classes)`` = softmax − onehot(y); the weight's gradient is ``δ aᵀ``, the bias's ``δ``.
+
+    The model runs as it is (weights and train/eval mode untouched; ``no_grad``); its output must
+    be the output of the last ``nn.Linear`` it calls. ``δ`` is computed in float64 from that
+    layer's input, with the true class's entry as minus the sum of the others, so that the
+    direction of a confidently fitted sample's gradient survives rounding."""
+    calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
+
+    def record(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        calls.append((module, args[0].detach(), output))
+
+    handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.Linear)]
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not calls or calls[-1][2] is not logits or logits.ndim != 2:
+        raise ValueError("last_layer_gradients needs a model whose output (n, n_classes) is the output of the last "
+                         f"nn.Linear it calls; {type(model).__name__} called {len(calls)} nn.Linear layers and its "
+                         "output is not the last one's")
+    layer, inputs, _ = calls[-1]
+    y = torch.as_tensor(y)
+    if y.shape != (len(logits),) or y.dtype.is_floating_point or ((y < 0) | (y >= logits.shape[1])).any():
+        raise ValueError(f"y must hold one class index in [0, {logits.shape[1]}) per sample; got shape "
+                         f"{tuple(y.shape)}, dtype {y.dtype}")
+    a = inputs.double()
+    z = a @ layer.weight.detach().double().T  # (n, C)
+    if layer.bias is not None:
+        z += layer.bias.detach().double()
+    delta = torch.softmax(z, dim=1)
+    rows = torch.arange(len(y))
+    delta[rows, y] = 0.0
+    delta[rows, y] = -delta.sum(dim=1)
+    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], dim=1)
+    return a.numpy(), delta.numpy()
+
+
+def similarity_clusters(features: np.ndarray | Sequence[np.ndarray], labels: np.ndarray,
+                        threshold: float = REDUNDANCY_SIMILARITY, block_size: int = 1024) -> np.ndarray:
+    """``(n,)`` cluster id per sample (``0..n_clusters-1``): samples of the same label whose
+    feature vectors have cosine similarity ``>= threshold`` are joined (single linkage).
+
+    ``features`` is one ``(n, d)`` array or factors ``[(n, d_1), (n, d_2), ...]`` of a vector per
+    sample that is their outer product (as :func:`last_layer_gradients` returns; the cosine of an
+    outer product is the product of the factors' cosines, so it is never formed). A sample whose
+    vector is zero is similar to nothing. Similarities are computed ``block_size`` rows at a time
+    (memory ``block_size × n``)."""
+    factors = [features] if isinstance(features, np.ndarray) else list(features)
+    labels = np.asarray(labels)
+    factors = [np.asarray(f, dtype=np.float64) for f in factors]
+    if not factors or any(f.ndim != 2 or len(f) != len(labels) for f in factors):
+        raise ValueError(f"features must be (n, d) arrays with one row per label ({len(labels)}), got shapes "
+                         f"{[f.shape for f in factors]}")
+    if not all(np.isfinite(f).all() for f in factors):
+        raise ValueError("features hold non-finite values")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold must be in (0, 1], got {threshold}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    units = []
+    for f in factors:
+        norms = np.linalg.norm(f, axis=1, keepdims=True)
+        units.append(np.divide(f, norms, out=np.zeros_like(f), where=norms > 0))
+    n, rows, cols = len(labels), [], []
+    for start in range(0, n, block_size):
+        stop = min(start + block_size, n)
+        similarity = np.ones((stop - start, n))
+        for u in units:
+            similarity *= u[start:stop] @ u.T  # (block, n)
+        i, j = np.nonzero((similarity >= threshold) & (labels[start:stop, None] == labels[None, :]))
+        later = j > i + start
+        rows.append(i[later] + start)
+        cols.append(j[later])
+    row, col = np.concatenate(rows, dtype=np.int64), np.concatenate(cols, dtype=np.int64)
+    graph = coo_matrix((np.ones(len(row)), (row, col)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]
+
+
+def shared_credit(credit: np.ndarray, clusters: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
+    """``(n,)`` each sample's part of its cluster's credit, the mean of its members' credits (a
+    cluster earns what one member does; a singleton keeps its credit).
+
+    With ``order`` (``(n,)`` distinct integers, the submission rank of each sample: earlier =
+    smaller, e.g. the ledger sequence number of its contribution), the earliest-submitted member
+    takes all of it and the others 0; without, the members split it equally."""
     credit, clusters = np.asarray(credit, dtype=np.float64), np.asarray(clusters)
     if credit.shape != clusters.shape:
         raise ValueError(f"{len(clusters)} cluster ids for {len(credit)} credits")
+    if len(clusters) and (clusters.dtype.kind not in "iu" or clusters.min() < 0):
+        raise ValueError(f"cluster ids must be integers >= 0, got dtype {clusters.dtype}"
+                         + (f", min {clusters.min()}" if clusters.dtype.kind in "iuf" else ""))
     size = np.bincount(clusters)[clusters]
-    return np.bincount(clusters, credit)[clusters] / size**2
+    mean = np.bincount(clusters, credit)[clusters] / size
+    if order is None:
+        return mean / size
+    order = np.asarray(order)
+    if order.shape != credit.shape or (len(order) and order.dtype.kind not in "iu"):
+        raise ValueError(f"order must hold one integer rank per sample ({len(credit)}), got shape {order.shape}, "
+                         f"dtype {order.dtype}")
+    if len(np.unique(order)) != len(order):
+        raise ValueError(f"order must rank every sample differently; {len(order) - len(np.unique(order))} "
+                         "ranks repeat, so the earliest member of a cluster is ambiguous")
+    by_order = np.argsort(order, kind="stable")
+    _, first = np.unique(clusters[by_order], return_index=True)
+    earliest = by_order[first]  # per cluster, its earliest-submitted member
+    out = np.zeros_like(credit)
+    out[earliest] = mean[earliest]
+    return out
 
 
 def contributor_credit(scores: np.ndarray, contributors: Sequence[str], all_contributors: Sequence[str],
-                       clusters: np.ndarray | None = None) -> pd.Series:
+                       clusters: np.ndarray | None = None, order: np.ndarray | None = None) -> pd.Series:
     """Sum of sample credit per contributor, indexed by ``all_contributors`` (0 for none accepted);
-    with ``clusters`` (:func:`redundancy_clusters`), the sum of :func:`shared_credit`."""
+    with ``clusters`` (:func:`similarity_clusters`), the sum of :func:`shared_credit`, which gives
+    a cluster's credit to its earliest member by ``order`` (submission rank per training row)."""
     if len(contributors) != scores.shape[0]:
         raise ValueError(f"{len(contributors)} contributor ids for {scores.shape[0]} training rows")
+    if order is not None and clusters is None:
+        raise ValueError("order ranks the members of redundancy clusters; pass clusters with it")
     credit = sample_credit(scores)
     if clusters is not None:
-        credit = shared_credit(credit, clusters)
+        credit = shared_credit(credit, clusters, order)
     summed = pd.Series(credit).groupby(np.asarray(contributors)).sum()
     return summed.reindex(list(all_contributors), fill_value=0.0).rename("attribution")

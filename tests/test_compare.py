@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import attribution
+from datanet.training import TrainConfig
 from datanet_lab import compare, compare_mlp, evaluation, pipeline, sybil
 from datanet_lab.problem import Problem
 from datanet_lab.profiling import measure
@@ -64,16 +65,24 @@ def test_files_are_written(wine, tmp_path):
     assert pd.read_csv(tmp_path / "lds_per_test.csv").shape[1] == 4
 
 
-@pytest.mark.parametrize("method", [attribution.InfluenceFunction, attribution.FastTracIn])
-def test_near_copies_gain_with_summed_credit_and_not_with_the_redundancy_aware_rollup(wine, tmp_path, method):
-    p, _, _ = wine
-    assert sybil.sybil_gain(p, method, 0, 1, tmp_path) == pytest.approx(1.0)
-    assert sybil.sybil_gain(p, method, 0, 3, tmp_path, redundancy_aware=False) > 1.1
-    assert sybil.sybil_gain(p, method, 0, 3, tmp_path) <= 1.1
-    with pytest.raises(ValueError, match="k >= 1"):
-        sybil.sybil_gain(p, method, 0, 0, tmp_path)
-    with pytest.raises(ValueError, match="jitter >= 0"):
-        sybil.sybil_gain(p, method, 0, 2, tmp_path, jitter=-1.0)
+def test_copies_gain_with_summed_credit_and_not_once_the_earliest_submission_keeps_a_cluster(tmp_path):
+    dn = pipeline.planted_datanet("wine", "", "honest:2,noisy:2,out_of_domain:1", 5, 0.2, 0).datanet
+    config = TrainConfig(model="logreg", epochs=5, seed=0)
+    table = sybil.study(dn, "c00", config, 1e-2, tmp_path, noises=(0.01, 0.05), identities=(3,)).set_index(["method", "noise"])
+    assert len(table) == 4
+    assert (table["gain_summed"] > 1.1).all()  # three identities, summed credit: the copies pay
+    assert (table["gain_gradient"] <= 1.1).all() and (table["escaped"] <= 0.05).all()
+    assert (table.loc["tracin", "copier_gradient"] <= 0.05).all()  # a later copy earns (almost) nothing
+    assert table.loc[("tracin", 0.05), "gain_radius"] > 1.1  # 0.05 std escapes the input-space radius
+    assert (table["retrain_value"] > 0.1).all() and (table["beyond_duplicate"].abs() < 0.05).all()
+    with pytest.raises(ValueError, match="k >= 1, noise > 0"):
+        sybil.with_copies(dn, "c00", 0, 0.01)
+    with pytest.raises(ValueError, match="noise=0.0"):
+        sybil.with_copies(dn, "c00", 2, 0.0)
+    with pytest.raises(ValueError, match="'c09' with 0 accepted rows"):
+        sybil.with_copies(dn, "c09", 2, 0.01)
+    with pytest.raises(ValueError, match="unknown method 'trak'"):
+        sybil.score(dn, "trak", config, 1e-2, tmp_path)
 
 
 def test_mlp_comparison_averages_retrain_seeds_and_reports_their_ceiling(tmp_path):

@@ -1,6 +1,9 @@
-"""Tests for attribution.rollup: sample credit and per-contributor sums."""
+"""Tests for attribution.rollup: sample credit, per-contributor sums, near-copy clusters in input
+and gradient space, and the earliest member of a cluster keeping its credit."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
@@ -9,7 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from attribution import contributor_credit, redundancy_clusters, sample_credit, shared_credit
+import torch
+from torch import nn
+
+from attribution import (
+    REDUNDANCY_SIMILARITY,
+    contributor_credit,
+    last_layer_gradients,
+    redundancy_clusters,
+    sample_credit,
+    shared_credit,
+    similarity_clusters,
+)
+from datanet import build_datanet, load_table, parse_scenario
+from datanet.training import TrainConfig, train
 
 
 def _hand_credit(scores, contributors, all_contributors) -> dict[str, float]:
@@ -151,3 +167,123 @@ def test_bad_cluster_input_is_refused():
         redundancy_clusters(np.ones((3, 2)), np.zeros(2))
     with pytest.raises(ValueError, match="radius must be >= 0"):
         redundancy_clusters(np.ones((3, 2)), np.zeros(3), radius=-1.0)
+
+
+def test_the_earliest_member_keeps_its_clusters_mean_credit():
+    credit = np.array([1.0, 3.0, 5.0, -2.0, 4.0])
+    clusters = np.array([0, 0, 1, 2, 2])
+    order = np.array([50, 20, 0, 90, 10])  # sample 1 was submitted before 0, sample 4 before 3
+    np.testing.assert_allclose(shared_credit(credit, clusters, order), [0.0, 2.0, 5.0, 0.0, 1.0])
+
+
+def test_a_later_copier_earns_nothing_and_the_original_keeps_one_samples_credit():
+    scores = np.array([[2.0, 4.0], [1.0, 1.0], [2.5, 3.5]])  # row 2: a copy of row 0, submitted later by s
+    clusters, order = np.array([0, 1, 0]), np.array([3, 7, 12])
+    credit = contributor_credit(scores, ["a", "b", "s"], ["a", "b", "s"], clusters, order)
+    assert credit.to_dict() == {"a": pytest.approx(3.0), "b": pytest.approx(1.0), "s": 0.0}
+    # Submitted first, the copy's owner would keep it: the rule follows the order, not the owner.
+    swapped = contributor_credit(scores, ["a", "b", "s"], ["a", "b", "s"], clusters, np.array([12, 7, 3]))
+    assert swapped.to_dict() == {"a": 0.0, "b": pytest.approx(1.0), "s": pytest.approx(3.0)}
+
+
+def test_bad_order_is_refused():
+    credit, clusters = np.ones(3), np.array([0, 0, 1])
+    with pytest.raises(ValueError, match="1 ranks repeat"):
+        shared_credit(credit, clusters, np.array([4, 4, 5]))
+    with pytest.raises(ValueError, match="one integer rank per sample"):
+        shared_credit(credit, clusters, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="one integer rank per sample"):
+        shared_credit(credit, clusters, np.arange(2))
+    with pytest.raises(ValueError, match="cluster ids must be integers >= 0"):
+        shared_credit(credit, np.array([0, -1, 1]))
+    with pytest.raises(ValueError, match="pass clusters with it"):
+        contributor_credit(np.ones((3, 1)), ["a"] * 3, ["a"], order=np.arange(3))
+
+
+def _mlp() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+
+def test_last_layer_gradients_are_the_output_layers_loss_gradients():
+    model, x, y = _mlp(), torch.randn(5, 4), torch.tensor([0, 2, 1, 1, 0])
+    a, delta = last_layer_gradients(model, x, y)
+    assert a.shape == (5, 7) and delta.shape == (5, 3) and a.dtype == delta.dtype == np.float64
+    head = model[2]
+    for i in range(5):
+        loss = nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+        weight, bias = torch.autograd.grad(loss, [head.weight, head.bias])
+        expected = torch.cat([weight, bias[:, None]], dim=1).double().numpy()  # (C, d + 1)
+        np.testing.assert_allclose(np.outer(delta[i], a[i]), expected, rtol=1e-5, atol=1e-7)
+
+
+def test_a_confidently_fitted_samples_gradient_keeps_its_direction():
+    model = nn.Sequential(nn.Linear(1, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[40.0], [0.0], [1.0]]))
+        model[0].bias.zero_()
+    _, delta = last_layer_gradients(model, torch.ones(1, 1), torch.tensor([0]))
+    others = np.exp([0.0 - 40.0, 1.0 - 40.0])  # p_1, p_2 up to a factor 1 + O(e^-39)
+    np.testing.assert_allclose(delta[0], [-others.sum(), others[0], others[1]], rtol=1e-12)
+
+
+def test_last_layer_gradients_refuse_what_they_cannot_compute():
+    with pytest.raises(ValueError, match="output of the last nn.Linear"):
+        last_layer_gradients(nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1)), torch.randn(2, 4), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="one class index in"):
+        last_layer_gradients(_mlp(), torch.randn(2, 4), torch.tensor([0, 3]))
+
+
+def test_similarity_clusters_join_same_label_rows_pointing_the_same_way():
+    features = np.array([[1.0, 0.0], [2.0, 0.001], [0.0, 1.0], [0.0, 0.0], [3.0, 0.0]])
+    labels = np.array([0, 0, 0, 0, 1])
+    clusters = similarity_clusters(features, labels)
+    assert clusters[0] == clusters[1]  # same direction, another length
+    assert len({clusters[0], clusters[2], clusters[3], clusters[4]}) == 4  # orthogonal, zero, other label
+    assert len(np.unique(similarity_clusters(features, labels, threshold=1.0))) == 5
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), n=st.integers(1, 30), threshold=st.floats(0.05, 1.0))
+def test_factored_features_cluster_as_their_outer_products(seed, n, threshold):
+    rng = np.random.default_rng(seed)
+    a, delta = rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
+    a[n // 2 :] = a[: n - n // 2] + rng.normal(0, 0.01, (n - n // 2, 3))  # near-copies in the second half
+    delta[n // 2 :] = delta[: n - n // 2]
+    labels = rng.integers(0, 2, n)
+    flat = (delta[:, :, None] * a[:, None, :]).reshape(n, -1)
+    same = lambda c: c[:, None] == c[None, :]  # noqa: E731
+    np.testing.assert_array_equal(same(similarity_clusters((a, delta), labels, threshold, block_size=7)),
+                                  same(similarity_clusters(flat, labels, threshold)))
+
+
+def test_bad_similarity_input_is_refused():
+    with pytest.raises(ValueError, match="one row per label"):
+        similarity_clusters((np.ones((3, 2)), np.ones((2, 2))), np.zeros(3))
+    with pytest.raises(ValueError, match="non-finite"):
+        similarity_clusters(np.array([[1.0], [np.nan]]), np.zeros(2))
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="threshold must be in"):
+            similarity_clusters(np.ones((2, 2)), np.zeros(2), threshold=bad)
+    with pytest.raises(ValueError, match="block_size"):
+        similarity_clusters(np.ones((2, 2)), np.zeros(2), block_size=0)
+
+
+@pytest.mark.parametrize(("dataset", "model"), [
+    ("wine", "logreg"), ("wine", "mlp"), ("breast_cancer", "logreg"), ("breast_cancer", "mlp"),
+    pytest.param("digits", "logreg", marks=pytest.mark.slow), pytest.param("digits", "mlp", marks=pytest.mark.slow),
+])
+def test_copies_with_noise_0_05_join_their_originals_and_distinct_samples_never_join(dataset, model, tmp_path):
+    dn = build_datanet(load_table(dataset, ""), parse_scenario("honest:4", 4), 0.0, 0).datanet
+    rows = np.flatnonzero(dn.train_contributors == "c00")
+    std = dn.train_x.std(axis=0)  # the copies' noise: 0.05 std on every feature that varies
+    noise = np.random.default_rng(0).normal(0.0, 0.05, (len(rows), dn.train_x.shape[1])) * std
+    n = len(dn.train_y)
+    copied = dataclasses.replace(dn, train_x=np.concatenate([dn.train_x, dn.train_x[rows] + noise.astype(np.float32)]),
+                                 train_y=np.concatenate([dn.train_y, dn.train_y[rows]]))
+    trained = train(copied, TrainConfig(model=model, epochs=10, seed=0), tmp_path)
+    clusters = similarity_clusters(last_layer_gradients(trained.model, torch.from_numpy(copied.train_x),
+                                                        torch.from_numpy(copied.train_y)), copied.train_y)
+    assert len(np.unique(clusters[:n])) == n  # no two distinct samples joined
+    joined = np.mean(clusters[n:] == clusters[rows])
+    assert joined >= 0.9, f"{joined:.1%} of the copies joined their original at similarity {REDUNDANCY_SIMILARITY}"
