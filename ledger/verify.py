@@ -112,13 +112,17 @@ def _read_checked(conn: sqlite3.Connection, path: Path) -> LogContents | VerifyR
     try:
         check_tables(conn, path)
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
-        return _damaged(None, f"SQLite cannot read the database schema (page 1): {_text(exc)}")
+        return _damaged(None, _truncation(path) or f"SQLite cannot read the database schema (page 1): {_text(exc)}")
     try:
         problems = integrity_problems(conn)
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
-        return _damaged(None, f"SQLite cannot check the file: {_text(exc)}{_truncation(path)}")
+        truncated = _truncation(path)
+        return _damaged(None, truncated) if truncated else _damaged(*_unreadable_row(conn, exc))
     if problems:
         seq, where = _locate(conn, problems[0])
+        if not where and not re.search(r"page \d+", problems[0]):  # no place named: find the first unreadable row
+            seq, found = _unreadable_row(conn, None)
+            where = "" if found is None else f"{found}; "
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return _damaged(seq, f"SQLite integrity check: {where}{problems[0]}{more}")
     try:
@@ -159,22 +163,23 @@ def _locate(conn: sqlite3.Connection, message: str) -> tuple[int | None, str]:
 
 
 def _truncation(path: Path) -> str:
-    """``"; the file is truncated ..."`` when the file is shorter than its SQLite header declares."""
+    """Where the file is cut off, when it is shorter than its SQLite header declares, else ``""``."""
     with path.open("rb") as handle:
         header = handle.read(100)
     if len(header) < 100:
-        return f"; the file holds {len(header)} bytes, less than SQLite's 100-byte header"
-    page_size = int.from_bytes(header[16:18], "big") or 1  # 1 means 65,536
-    page_size = 65536 if page_size == 1 else page_size
+        return f"the file is truncated: it holds {len(header)} bytes, less than SQLite's 100-byte header"
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size  # 1 stands for 65,536
     pages, size = int.from_bytes(header[28:32], "big"), path.stat().st_size
-    if pages * page_size > size:
-        return (f"; the file is truncated: its header declares {pages} pages of {page_size} bytes, it holds "
-                f"{size} bytes, so page {size // page_size + 1} onwards is missing")
+    if page_size and pages * page_size > size:
+        return (f"the file is truncated: its header declares {pages} pages of {page_size} bytes, it holds "
+                f"{size} bytes, so pages {size // page_size + 1} to {pages} are missing or cut short")
     return ""
 
 
-def _unreadable_row(conn: sqlite3.Connection, exc: BaseException) -> tuple[int | None, str]:
-    """The first row SQLite cannot read back or whose text is not UTF-8, and why."""
+def _unreadable_row(conn: sqlite3.Connection, exc: BaseException | None) -> tuple[int | None, str | None]:
+    """The first row SQLite cannot read back or whose text is not UTF-8, and why; when every row
+    and index reads back, ``exc`` (the error that sent us looking) or ``None``."""
     conn.text_factory = bytes
     for table, columns in TABLE_COLUMNS.items():
         last = None
@@ -192,7 +197,16 @@ def _unreadable_row(conn: sqlite3.Connection, exc: BaseException) -> tuple[int |
             after = f"after row {last}" if last is not None else "at its first row"
             return (last + 1 if table == "entries" and last is not None else None,
                     f"table {table} is unreadable {after}: {_text(error)}")
-    return None, f"SQLite cannot read the ledger back: {_text(exc)}"
+    try:
+        indexes = conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'").fetchall()
+        for index, table in indexes:
+            try:
+                conn.execute(f"SELECT count(*) FROM {table} INDEXED BY {index}").fetchone()
+            except (sqlite3.DatabaseError, UnicodeDecodeError) as error:
+                return None, f"index {index.decode()} of table {table.decode()} is unreadable: {_text(error)}"
+    except (sqlite3.DatabaseError, UnicodeDecodeError):
+        pass
+    return None, None if exc is None else f"SQLite cannot read the ledger back: {_text(exc)}"
 
 
 def verify_contents(log: LogContents, workers: int = 2) -> VerifyReport:
@@ -302,7 +316,7 @@ def _chain_problems(rows: list[Row]) -> list[Problem]:
             problems.append((expected, f"sequence number {seq} where {expected} was expected (entry missing or inserted)"))
             break
         if stored_prev != prev_hash:
-            problems.append((expected, f"prev_hash {str(stored_prev)[:16]}… does not match the previous entry's hash {prev_hash[:16]}…"))
+            problems.append((expected, f"prev_hash {stored_prev} does not match the previous entry's hash {prev_hash}"))
             break
         prev_hash = stored_hash
     for position, (seq, *_, signature, _) in enumerate(rows, 1):

@@ -116,3 +116,30 @@ def test_the_ledger_tools_run_without_the_ml_stack(ledger_file):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "ledger OK: 5 entries" in done.stdout
+
+
+@pytest.mark.parametrize("tool, value, message", [
+    ("prove", "100000000000000000000", "has no entry 100000000000000000000: its entries are numbered 1 to 5"),
+    ("prove", "-1", "has no entry -1"),
+    ("prove", "0", "has no entry 0"),
+    ("prove", "6", "has no entry 6"),
+    ("consistency", "100000000000000000000", "no signed tree head of size 100000000000000000000"),
+    ("consistency", "-3", "no signed tree head of size -3"),
+    ("head", "100000000000000000000", "no signed tree head of size 100000000000000000000"),
+])
+def test_a_number_out_of_range_is_a_clear_error(ledger_file, capsys, tool, value, message):
+    option = {"prove": "--seq", "consistency": "--old-size", "head": "--size"}[tool]
+    assert main(["ledger", tool, str(ledger_file), option, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and str(ledger_file) in err and "Traceback" not in err
+
+
+def test_out_that_cannot_be_written_is_a_clear_error(ledger_file, tmp_path, capsys):
+    assert main(["ledger", "prove", str(ledger_file), "--seq", "1", "--out", str(tmp_path / "no" / "such" / "p.json")]) == 2
+    assert "cannot write --out" in capsys.readouterr().err
+    assert main(["ledger", "export", str(ledger_file), "--out", str(tmp_path)]) == 2
+    assert "cannot write the export" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keys", "ledger.sqlite"]  # no partial file left
+    before = ledger_file.read_bytes()
+    assert main(["ledger", "export", str(ledger_file), "--out", str(ledger_file)]) == 2
+    assert "is the ledger itself" in capsys.readouterr().err and ledger_file.read_bytes() == before

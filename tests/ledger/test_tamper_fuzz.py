@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import shutil
 import sqlite3
 from collections import Counter
@@ -179,3 +180,116 @@ def test_every_tampering_of_an_export_is_detected(original, tmp_path):
             missed.append((trial, kind))
     assert not missed, missed[:10]
     assert sum(kinds.values()) == N_TAMPERINGS and len(kinds) == 10
+
+
+# --- damage below the rows: SQLite pages and indexes ----------------------------------------------
+
+
+def _tables(path: Path) -> dict[str, list[tuple]]:
+    """Every row of the ledger's tables, read through sqlite3 directly."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    try:
+        return {t: conn.execute(f"SELECT * FROM {t} NOT INDEXED ORDER BY rowid").fetchall() for t in ("entries", "heads", "keys", "meta", "tree")}
+    finally:
+        conn.close()
+
+
+def _flip_in_index(path: Path, index: str, needle: bytes) -> None:
+    """Change one byte of ``needle`` where it is stored in ``index``'s pages (not in the table)."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    pages = [p for (p,) in conn.execute("SELECT pageno FROM dbstat WHERE name = ?", (index,))]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    data = bytearray(path.read_bytes())
+    for page in pages:
+        at = data.find(needle, (page - 1) * page_size, page * page_size)
+        if at >= 0:
+            data[at + len(needle) - 1] ^= 0x01  # 'payout_epoch' -> 'payout_epoci'
+            path.write_bytes(bytes(data))
+            return
+    raise AssertionError(f"{needle!r} not found in index {index}")
+
+
+def test_a_one_byte_corruption_of_an_index_is_found_and_stops_writers(original, tmp_path, capsys):
+    from ledger.cli import main
+
+    path = tmp_path / "ledger.db"
+    shutil.copyfile(original, path)
+    _flip_in_index(path, "entries_kind", b"payout_epoch")
+    report = verify(path)
+    assert not report.ok and "SQLite integrity check" in report.reason and "entries_kind" in report.reason
+    with Ledger(original) as book:
+        (closing,) = book.entries("payout_epoch")
+    assert report.first_bad_seq == closing.seq and f"entry {closing.seq}:" in report.reason  # its index row
+    # Readers never go through the damaged index: the epoch entry is still shown.
+    assert main(["show", str(path), "--kind", "payout_epoch"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    # A writer refuses the file, so epoch 1 cannot be paid again behind the damaged index.
+    with pytest.raises(LedgerError, match="fails SQLite's integrity check"):
+        Ledger(path, keystore=Keystore(original.parent / "keys", seed=b"fuzz"))
+
+
+N_DAMAGES = 300
+
+
+def test_byte_flips_and_truncations_are_found_and_located(original, tmp_path):
+    """A flipped bit or a cut-off file either leaves every row as it was (a flip in unused space)
+    or fails verification naming the entry, row, table, index or page; never a traceback."""
+    rng, data, rows = random.Random(5), original.read_bytes(), _tables(original)
+    copy, outcomes, unlocated = tmp_path / "copy.db", Counter(), []
+    for trial in range(N_DAMAGES):
+        damaged = bytearray(data)
+        if trial % 3 == 0:
+            del damaged[rng.randrange(len(damaged)):]
+        else:
+            damaged[rng.randrange(len(damaged))] ^= 1 << rng.randrange(8)
+        copy.write_bytes(bytes(damaged))
+        try:
+            report = verify(copy)
+        except LedgerError as exc:  # the schema no longer names the ledger's tables
+            outcomes["refused"] += 1
+            assert str(copy) in str(exc)
+            continue
+        if report.ok:
+            outcomes["unchanged"] += 1
+            assert _tables(copy) == rows, f"trial {trial}: rows changed but the ledger verifies"
+            continue
+        outcomes["invalid"] += 1
+        if report.first_bad_seq is None and not re.search(r"pages? \d+|table \w+|index \w+|freelist", report.reason):
+            unlocated.append((trial, report.reason))
+    assert not unlocated, unlocated[:5]
+    assert outcomes["invalid"] > N_DAMAGES / 3, outcomes
+
+
+# --- exports that JSON readers could read two ways ----------------------------------------------
+
+
+@pytest.fixture
+def export_lines(original, tmp_path) -> list[str]:
+    out = tmp_path / "export.jsonl"
+    with Ledger(original) as book:
+        export(book, out)
+    assert verify(out).ok
+    return out.read_text().splitlines()
+
+
+def test_an_export_with_a_key_twice_in_one_object_is_refused(export_lines, tmp_path):
+    number, line = next((i, x) for i, x in enumerate(export_lines, 1) if '"kind": "payout"' in x)
+    # The payout's amount, written twice: a reader keeping the last value would see 10**15.
+    assert '"amount": ' in line
+    export_lines[number - 1] = line.replace('"amount": ', '"amount": 1000000000000000, "amount": ', 1)
+    out = tmp_path / "dup.jsonl"
+    out.write_text("\n".join(export_lines) + "\n")
+    with pytest.raises(LedgerError, match=rf"dup.jsonl:{number}: .*key\(s\) \['amount'\] appear twice"):
+        verify(out)
+
+
+def test_an_export_with_a_conflicting_key_line_before_the_real_one_is_refused(export_lines, tmp_path):
+    real = next(i for i, x in enumerate(export_lines) if '"type": "key"' in x and '"actor": "pa"' in x)
+    forged = json.loads(export_lines[real])
+    forged["public_key"] = ATTACKER.verify_key.encode().hex()
+    export_lines.insert(real, json.dumps(forged))
+    out = tmp_path / "keys.jsonl"
+    out.write_text("\n".join(export_lines) + "\n")
+    with pytest.raises(LedgerError, match=rf"keys.jsonl:{real + 2}: a second key line for actor 'pa' \(the first is line {real + 1}\)"):
+        verify(out)
