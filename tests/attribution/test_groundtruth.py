@@ -49,6 +49,7 @@ def test_cache_retrains_each_subset_once_and_persists(tmp_path):
     assert not list(tmp_path.glob(".*"))  # no partial files left
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_outcomes():
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)

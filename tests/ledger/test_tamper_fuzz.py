@@ -152,6 +152,7 @@ def _detected(path: Path) -> str | None:
     return None if report.ok else report.reason
 
 
+@pytest.mark.slow
 def test_every_tampering_of_a_ledger_file_is_detected(original, tmp_path):
     rng, kinds, missed = random.Random(1), Counter(), []
     copy = tmp_path / "copy.db"
@@ -165,6 +166,7 @@ def test_every_tampering_of_a_ledger_file_is_detected(original, tmp_path):
     assert sum(kinds.values()) == N_TAMPERINGS and len(kinds) == 10
 
 
+@pytest.mark.slow
 def test_every_tampering_of_an_export_is_detected(original, tmp_path):
     out = tmp_path / "export.jsonl"
     with Ledger(original) as book:

@@ -1,6 +1,8 @@
 """``datanet-lab reproduce`` tells matching from differing metrics, hashes and notebooks
 (on a small notebook; a whole-chain run reproduces in test_sweep_runs.py)."""
 
+import pytest
+
 from datanet_lab.cli import main
 from datanet_lab.sweep import run_sweep
 from datanet_lab.sweep_config import load
@@ -11,6 +13,7 @@ open(os.path.join(run_dir, "metrics.json"), "w").write(json.dumps(metrics))
 open(os.path.join(run_dir, "fixed.txt"), "w").write(f"seed {seed}")"""
 
 
+@pytest.mark.slow  # two sweeps of one notebook each, and a reproduce: three kernel starts
 def test_reproduce_reports_what_differs_and_exits_1(write_sweep, write_notebook, tmp_path, capsys):
     notebooks = write_notebook(SOURCE)
     path = write_sweep({"name": "noisy", "notebook_dir": str(notebooks), "notebooks": ["check.ipynb"],

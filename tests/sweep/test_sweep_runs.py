@@ -123,6 +123,7 @@ def test_reproduce_refuses_a_run_without_a_record(resumed, tmp_path):
         find_record(tmp_path / "run")
 
 
+@pytest.mark.slow
 def test_a_raising_notebook_goes_to_the_failure_table_and_the_others_go_on(write_sweep, write_notebook, tmp_path):
     notebooks = write_notebook("if seed == 1:\n    raise ValueError(f'planted failure at seed {seed}')")
     path = write_sweep({"name": "failing", "notebook_dir": str(notebooks), "notebooks": ["check.ipynb"],
@@ -147,6 +148,7 @@ def test_a_raising_notebook_goes_to_the_failure_table_and_the_others_go_on(write
     assert statuses == sorted([(row.run_id, "failed"), (done.name, "ok")])
 
 
+@pytest.mark.slow
 def test_a_kernel_that_fails_to_start_is_retried(write_sweep, write_notebook, tmp_path, monkeypatch):
     """A real kernelspec whose first start exits at once; the second start runs ipykernel."""
     marker = tmp_path / "started-once"
