@@ -4,6 +4,8 @@ VENV ?= .venv
 # The torch build installed first; override e.g. `make run TORCH=torch` (after `make clean-venv`).
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
+# Extra `jupyter lab` options; as root (a container), Jupyter refuses to start without --allow-root.
+LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 STAMP := $(VENV)/.datanet-lab-installed
 
 .PHONY: help install run test test-fast lab notebooks bench clean-venv
@@ -30,7 +32,7 @@ test-fast: $(STAMP) ## the edit-test loop: tests/ without the tests marked slow 
 	$(BIN)/python -m pytest -m "not slow" tests
 
 lab: $(STAMP) ## open JupyterLab on notebooks/
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_FLAGS)
 
 notebooks: $(STAMP) ## re-execute notebooks/ in place with default parameters (the outputs nbval checks)
 	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.record_timing=False notebooks/*.ipynb
