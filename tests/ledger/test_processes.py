@@ -1,6 +1,6 @@
 """Appends from real OS processes: concurrent writers, and ``kill -9`` at random moments.
 
-``LEDGER_KILL_TRIALS`` sets the number of kill trials (default 20 under ``make test``; the issue's
+``LEDGER_KILL_TRIALS`` sets the number of kill trials (default 20 under ``make test``; the
 full 100 run with ``LEDGER_KILL_TRIALS=100 .venv/bin/pytest tests/ledger/test_processes.py``).
 The concurrency test puts its ledger on /dev/shm when there is one: there ``fsync`` is free, so
 8,000 one-entry transactions take seconds instead of a minute of disk flushes; the locking and
