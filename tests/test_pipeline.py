@@ -100,6 +100,7 @@ def test_a_step_reuses_outputs_its_manifest_matches_and_records_once(tmp_path):
     assert manifest["params"] == {k: run.params[k] for k in pipeline.manifest.TRAIN.params}
     assert set(manifest["inputs"]) == {"build"}
     assert "training/checkpoints/epoch_001.pt" in manifest["outputs"]
+    assert sorted(p.name for p in (tmp_path / "manifests").iterdir()) == ["attribute.json", "build.json", "train.json"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -143,3 +144,8 @@ def test_outputs_without_a_manifest_or_from_a_changed_input_are_refused(tmp_path
     pipeline.manifest.write(run.directory, pipeline.manifest.BUILD, run.params)  # build's outputs changed since
     with pytest.raises(pipeline.ManifestError, match=r"train: its input manifests/build.json changed"):
         pipeline.train_model(run)
+    edited = json.loads((tmp_path / "b" / "manifests" / "build.json").read_text())
+    edited["params"]["noise_rate"] = 0.5
+    (tmp_path / "b" / "manifests" / "build.json").write_text(json.dumps(edited))
+    with pytest.raises(pipeline.ManifestError, match=r"build: .*build.json was edited"):
+        pipeline.datanet(run)
