@@ -22,8 +22,8 @@ from datanet_lab.pipeline.attribute_step import Attribution, Rollup, Scores, att
 from datanet_lab.pipeline.build_step import Built, behaviours, build, datanet, planted_datanet, submission_counts
 from datanet_lab.pipeline.manifest import ManifestError
 from datanet_lab.pipeline.pay_step import pay, write_metrics
-from datanet_lab.pipeline.run import (ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, RUN_CLOCK, STAKE_UNITS, TRAINER, VALIDATOR,
-                                      Run, open_run)
+from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, RUN_CLOCK, STAKE_UNITS, TRAINER, VALIDATOR
+from datanet_lab.pipeline.run import Run, open_run
 from datanet_lab.pipeline.train_step import train_config, train_model
 
 attributed = attribute

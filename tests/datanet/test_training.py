@@ -10,7 +10,6 @@ from datanet import build_datanet, load_table, parse_scenario
 from datanet.models import Standardize, build_model, standardization
 from datanet.training import TrainConfig, load_checkpoint, train
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
