@@ -45,7 +45,17 @@ COLUMNS = {
     "stake": "stake",
     "slashed": "slashed",
     "payout": "payout",
+    # notebook 05's sybil study (datanet_lab.sybil.study)
+    "copy noise (std)": "noise",
+    "identities": "k",
+    "gain, summed": "gain_summed",
+    "gain, radius": "gain_radius",
+    "gain": "gain_gradient",
+    "copier's credit / original's": "copier_gradient",
+    "copies' worth by retraining": "retrain_value",
 }
+KEYS = ("method", "contributor", "copy noise (std)", "identities")
+"""README headers that identify a row (together, when a table has several)."""
 NUMBER = re.compile(r"^-?\d[\d,]*(\.\d+)?$")
 
 
@@ -118,30 +128,37 @@ def test_the_readme_has_checked_result_tables():
 @pytest.mark.parametrize("notebook, table", _checked_tables(), ids=lambda v: v if v.endswith("ipynb") else "")
 def test_readme_table_matches_the_notebooks_stored_output(notebook, table):
     headers, rows = markdown_table(table)
-    key = COLUMNS.get(headers[0])
-    assert key, f"README table from {notebook}: first header {headers[0]!r} names no notebook column ({sorted(COLUMNS)})"
-    checked = {h: COLUMNS[h] for h in headers[1:] if h in COLUMNS}
+    keys = [h for h in headers if h in KEYS]
+    assert keys, f"README table from {notebook} has none of the row-naming columns {KEYS}"
     for header, *cells in zip(headers, *rows):
         if header not in COLUMNS:  # a description: it must not carry an unchecked figure
             assert not any(NUMBER.match(c) for c in cells), f"README column {header!r} holds numbers no notebook checks"
-    candidates = [t for t in notebook_tables(ROOT / notebook) if key in t and set(checked.values()) <= set(t)]
-    assert len(candidates) == 1, f"{notebook}: {len(candidates)} stored tables have the columns {[key, *checked.values()]}"
+    wanted = {COLUMNS[h] for h in headers if h in COLUMNS}
+    candidates = [t for t in notebook_tables(ROOT / notebook) if wanted <= set(t)]
+    assert len(candidates) == 1, f"{notebook}: {len(candidates)} stored tables have the columns {sorted(wanted)}"
     (stored,) = candidates
-    rows_by_key = {v: k for k, v in stored[key].items()}  # the key column's value -> the table's row label
+    labels = next(iter(stored.values())).keys()  # the displayed table's row labels
+    by_key = {tuple(_normal(stored[COLUMNS[h]][label]) for h in keys): label for label in labels}
     for row in rows:
-        assert row[0] in rows_by_key, f"README row {row[0]!r} is not in {notebook}'s table ({sorted(rows_by_key)})"
-        for header, value in zip(headers[1:], row[1:]):
-            if header not in checked:
+        cells = dict(zip(headers, row))
+        key = tuple(_normal(cells[h]) for h in keys)
+        assert key in by_key, f"README row {key} is not in {notebook}'s table"
+        for header, value in cells.items():
+            if header in keys or header not in COLUMNS:
                 continue
-            printed = stored[checked[header]][rows_by_key[row[0]]]
-            where = f"README {row[0]!r} {header!r}: {value!r} vs {notebook}'s {printed!r}"
+            printed = stored[COLUMNS[header]][by_key[key]]
+            where = f"README {key} {header!r}: {value!r} vs {notebook}'s {printed!r}"
             if NUMBER.match(value):
                 decimals = len(value.partition(".")[2])
-                shown = float(printed.replace(",", ""))
                 assert decimals <= len(printed.partition(".")[2]), f"{where}: more digits than the notebook prints"
-                assert abs(float(value.replace(",", "")) - shown) <= 0.5 * 10.0**-decimals + 1e-12, where
+                assert abs(float(value.replace(",", "")) - float(printed)) <= 0.5 * 10.0**-decimals + 1e-12, where
             else:
                 assert value == printed, where
+
+
+def _normal(cell: str) -> str | float:
+    """A key cell as a number when it is one (README ``0.05`` names the notebook's ``0.050``)."""
+    return float(cell.replace(",", "")) if NUMBER.match(cell) else cell
 
 
 def test_readme_quotes_notebook_06s_ceiling():
