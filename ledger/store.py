@@ -218,9 +218,10 @@ class Ledger:
     """An append-only, signed Merkle log in one SQLite file.
 
     Args:
-        path: the database file; created with its schema when missing.
+        path: the database file; created with its schema when missing (with a keystore).
         keystore: private keys of the actors who append and of the log (:data:`LOG_ACTOR`), which
-            signs tree heads. ``None`` opens the ledger to read and prove only.
+            signs tree heads. ``None`` opens the ledger read only, to read and prove: the file
+            must be a ledger and stays byte-identical (module docstring).
         clock: where entry and tree-head timestamps come from (default: wall clock). Pass
             :func:`ledger.fixed_clock` for a run whose hashes must reproduce.
     """
@@ -230,22 +231,20 @@ class Ledger:
         self._clock = clock
         self._keystore = keystore
         self._rules, self._ruled = PayoutRules(), 0  # the payout state after entry ``_ruled``
-        self._snapshot: tuple[int, ...] | None = None
-        if keystore is None:
-            self._conn, self._snapshot = open_read_only(self.path)
-        else:
+        self._snapshot: tuple[int, ...] | None = None  # the file as a read-only handle found it
+        if keystore is not None:
             self._conn = _open_writer(self.path)
+            self._claim_log_key(public_hex(keystore.key(LOG_ACTOR)))
+            return
+        self._conn, self._snapshot = open_read_only(self.path)
         try:
-            if keystore is None:
-                check_tables(self._conn, self.path)
-        except sqlite3.DatabaseError as exc:
+            check_tables(self._conn, self.path)
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
             self._conn.close()
             raise LedgerError(f"{self.path} is not a readable ledger: {exc}; `ledger verify` says where") from exc
         except LedgerError:
             self._conn.close()
             raise
-        if keystore is not None:
-            self._claim_log_key(public_hex(keystore.key(LOG_ACTOR)))
 
     # --- keys ----------------------------------------------------------------------------------
 
@@ -275,9 +274,10 @@ class Ledger:
         """Register ``public_key`` for ``actor``; ``proof`` is its signature of :func:`key_bytes`.
 
         Raises:
-            LedgerError: a bad actor or role, a proof that does not verify, or an actor already
-                registered with another key; nothing is written.
+            LedgerError: a read-only handle, a bad actor or role, a proof that does not verify, or
+                an actor already registered with another key; nothing is written.
         """
+        self._require_keystore("register a key")
         check_actor(actor)
         check_actor(role)
         if not signature_ok(public_key, proof, key_bytes(actor, role, public_key)):
@@ -299,7 +299,7 @@ class Ledger:
 
     def _require_keystore(self, action: str) -> Keystore:
         if self._keystore is None:
-            raise LedgerError(f"{self.path} was opened without a keystore: cannot {action}")
+            raise LedgerError(f"{self.path} was opened without a keystore (read only): cannot {action}")
         return self._keystore
 
     # --- appends -------------------------------------------------------------------------------
@@ -528,7 +528,7 @@ def _open_writer(path: Path) -> sqlite3.Connection:
         conn.close()
         conn = connect(path)
         conn.executescript(SCHEMA)
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         conn.close()
         raise LedgerError(f"cannot open ledger {path}: {exc}; `ledger verify` says where") from exc
     except LedgerError:

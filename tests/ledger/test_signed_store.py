@@ -138,8 +138,18 @@ def test_every_writing_connection_uses_wal_and_synchronous_full(book):
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_a_ledger_opened_without_a_keystore_reads_but_does_not_write(book):
+def test_a_ledger_opened_without_a_keystore_reads_but_does_not_write(book, tmp_path):
+    book.close()  # its last connection gone, the file holds everything and no -wal file is left
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     with Ledger(book.path) as reader:
         assert len(reader) == 21
         with pytest.raises(LedgerError, match="without a keystore"):
             reader.append("contribution", "alice", {"sample_id": "s-1"})
+        other = SigningKey.generate()
+        from ledger.encoding import key_bytes
+        from ledger.keys import public_hex
+
+        proof = other.sign(key_bytes("carol", "contributor", public_hex(other))).signature.hex()
+        with pytest.raises(LedgerError, match="read only"):
+            reader.register_public_key("carol", "contributor", public_hex(other), proof)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
