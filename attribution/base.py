@@ -91,8 +91,12 @@ def per_sample_losses(loss_fn: LossFn, outputs: Any, targets: torch.Tensor) -> t
 
     This is exact for any reduction (``"sum"``, ``"mean"``, ``"none"``, weighted): the loss is
     evaluated per sample under ``torch.func.vmap``; a loss that cannot be (data-dependent Python
-    control flow, ``.item()``) raises ``ValueError`` naming it.
+    control flow, ``.item()``) raises ``ValueError`` naming it. A built-in torch loss with
+    ``reduction="none"`` is evaluated once on the batch instead (each value depends on one sample).
     """
+    if isinstance(loss_fn, nn.modules.loss._Loss) and loss_fn.reduction == "none":
+        values = loss_fn(outputs, targets)
+        return values.reshape(len(values), -1).sum(dim=1)
 
     def one(output: Any, target: torch.Tensor) -> torch.Tensor:
         return loss_fn(map_inputs(output, lambda t: t[None]), map_inputs(target, lambda t: t[None])).sum()
@@ -102,6 +106,14 @@ def per_sample_losses(loss_fn: LossFn, outputs: Any, targets: torch.Tensor) -> t
     except Exception as error:  # vmap raises many types; name the loss and the cause
         raise ValueError(f"the loss {loss_fn!r} cannot be evaluated one sample at a time under torch.func.vmap "
                          f"({type(error).__name__}: {error}); give a loss of one batch that torch.func can trace") from error
+
+
+def summed_loss(loss_fn: LossFn, outputs: Any, targets: torch.Tensor) -> torch.Tensor:
+    """``Σ_i`` of :func:`per_sample_losses`: one call of a built-in torch loss with ``reduction="sum"``
+    (a sum of per-sample terms), per-sample evaluation otherwise."""
+    if isinstance(loss_fn, nn.modules.loss._Loss) and loss_fn.reduction == "sum":
+        return loss_fn(outputs, targets)
+    return per_sample_losses(loss_fn, outputs, targets).sum()
 
 
 @dataclass

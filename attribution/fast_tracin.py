@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, LossFn, forward, n_samples, per_sample_losses, take
+from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, LossFn, forward, n_samples, summed_loss, take
 from attribution.gradients import SampleGradients, require_per_sample
 
 BlockSink = Callable[[int, np.ndarray], None]
@@ -154,13 +154,19 @@ class FastTracIn(Attributor):
 
     def _factors_agree(self) -> bool:
         """Whether the factors' dot products on up to 3 training samples equal those of plain
-        per-sample gradients (vmap over the whole model) at the last checkpoint."""
+        per-sample gradients (one ``autograd.grad`` per sample) at the last checkpoint."""
         task = self._fitted()
-        rows = slice(0, min(task.n_train, 3))
-        x, y = take(task.train_x, rows), task.train_y[rows]
-        fast = self.factors(x, y, -1).double()
+        n = min(task.n_train, 3)
+        fast = self.factors(take(task.train_x, slice(0, n)), task.train_y[:n], -1).double()
         fast = fast.dot(fast)
-        plain = SampleGradients(task.model, task.loss_fn, torch.float64)(x, y)
+        params = [p for p in task.model.parameters() if p.requires_grad]
+        rows = []
+        with torch.enable_grad():
+            for i in range(n):
+                loss = task.loss_fn(forward(task.model, take(task.train_x, slice(i, i + 1))), task.train_y[i : i + 1]).sum()
+                grads = torch.autograd.grad(loss, params, allow_unused=True)
+                rows.append(torch.cat([(torch.zeros_like(p) if g is None else g).reshape(-1) for p, g in zip(params, grads)]))
+        plain = torch.stack(rows).double()
         plain = plain @ plain.T
         return torch.allclose(fast, plain, rtol=1e-3, atol=1e-4 * float(plain.abs().max()) + 1e-10)
 
@@ -235,25 +241,7 @@ class FastTracIn(Attributor):
         task = self._fitted()
         self._load(checkpoint)
         loss_fn: LossFn = task.test_loss if test else task.loss_fn
-        inputs: dict[nn.Linear, list[torch.Tensor]] = {}
-        taps: dict[nn.Linear, list[torch.Tensor]] = {}
-
-        def capture(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            tap = torch.zeros_like(output, requires_grad=True)  # its gradient is δ, whatever later overwrites output
-            inputs.setdefault(module, []).append(args[0].detach().clone())
-            taps.setdefault(module, []).append(tap)
-            return output + tap
-
-        handles = [h.module.register_forward_hook(capture) for h in self._hooked]
-        try:
-            with torch.enable_grad():
-                loss = per_sample_losses(loss_fn, forward(task.model, x), y).sum()
-                flat_taps = [tap for h in self._hooked for tap in taps[h.module]]
-                deltas = torch.autograd.grad(loss, flat_taps, allow_unused=True) if flat_taps else ()
-        finally:
-            for handle in handles:
-                handle.remove()
-        deltas = [torch.zeros_like(t) if d is None else d for t, d in zip(flat_taps, deltas)]
+        inputs, deltas, taps = self._capture(x, y, loss_fn)
         linear, other = [], []
         for h in self._hooked:
             a_calls, d_calls = inputs[h.module], [deltas.pop(0) for _ in taps[h.module]]
@@ -272,6 +260,31 @@ class FastTracIn(Attributor):
         if self._other is not None:
             other.append(self._other(x, y, loss_fn))
         return GradientFactors(linear, torch.cat(other, dim=1) if other else None)
+
+    def _capture(self, x: Inputs, y: torch.Tensor, loss_fn: LossFn) -> tuple[dict, list, dict]:
+        """One forward and backward with hooks on the hooked Linears: per layer its call inputs, the
+        loss gradients ``δ`` at its outputs (all calls, in hook order) and the taps. An input is
+        not copied: a model that overwrites it in place after the call cannot be differentiated
+        w.r.t. the weight at all (autograd refuses it in ``fit``'s check)."""
+        inputs: dict[nn.Linear, list[torch.Tensor]] = {}
+        taps: dict[nn.Linear, list[torch.Tensor]] = {}
+
+        def capture(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            tap = torch.zeros_like(output, requires_grad=True)  # its gradient is δ, whatever later overwrites output
+            inputs.setdefault(module, []).append(args[0].detach())
+            taps.setdefault(module, []).append(tap)
+            return output + tap
+
+        handles = [h.module.register_forward_hook(capture) for h in self._hooked]
+        try:
+            with torch.enable_grad():
+                loss = summed_loss(loss_fn, forward(self._fitted().model, x), y)
+                flat_taps = [tap for h in self._hooked for tap in taps[h.module]]
+                deltas = torch.autograd.grad(loss, flat_taps, allow_unused=True) if flat_taps else ()
+        finally:
+            for handle in handles:
+                handle.remove()
+        return inputs, [torch.zeros_like(t) if d is None else d for t, d in zip(flat_taps, deltas)], taps
 
 
 def _hooked_linears(model: nn.Module, x: Inputs) -> list[_Hooked]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from attribution.base import AttributionError, Inputs, LossFn, forward, map_inputs, n_samples, per_sample_losses, take
+from attribution.base import AttributionError, Inputs, LossFn, forward, map_inputs, n_samples, summed_loss, take
 
 
 def require_per_sample(model: nn.Module, x: Inputs, method: str) -> None:
@@ -117,7 +117,7 @@ class SampleGradients:
         loss_fn = self.loss_fn if loss_fn is None else loss_fn
         if n_samples(x) == 1:
             return loss_fn(self._call(params, x), y).sum()
-        return per_sample_losses(loss_fn, self._call(params, x), y).sum()
+        return summed_loss(loss_fn, self._call(params, x), y)
 
     def outputs(self, x: Inputs):
         """The model's output on ``x`` at the current parameters, in :attr:`dtype`, without grad."""

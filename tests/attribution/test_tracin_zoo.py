@@ -108,6 +108,20 @@ class Shared(nn.Module):
         return self.head(h) + h @ self.head.weight.T  # head.weight also used directly
 
 
+class RewritesInput(nn.Module):
+    """A Linear's input is overwritten in place after the Linear read it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.head, self.side = nn.Linear(D, 4), nn.Linear(4, C), nn.Linear(D, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x * 1.0
+        h = torch.tanh(self.first(z))
+        z.add_(1.0)
+        return self.head(h) + self.side(z)
+
+
 def mlp(*, inplace: bool = False, norm: type[nn.Module] | None = None) -> nn.Sequential:
     act = lambda: nn.ReLU(inplace=inplace) if inplace else nn.Tanh()  # noqa: E731
     middle = [norm(6)] if norm is not None else []
@@ -410,6 +424,13 @@ class _Centre(nn.Module):
 def test_a_model_coupling_samples_is_refused(tmp_path):
     p = _problem(Case(lambda: nn.Sequential(nn.Linear(D, 6), _Centre(), nn.Linear(6, C)), "dense", {}), tmp_path)
     with pytest.raises(AttributionError, match="changes with the rest of its batch"):
+        FastTracIn().fit(p.task)
+
+
+def test_a_model_overwriting_a_saved_input_is_refused(tmp_path):
+    """The hooks keep a Linear's input uncopied; autograd itself refuses a model that overwrites it."""
+    p = _problem(Case(RewritesInput, "dense", {}), tmp_path)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         FastTracIn().fit(p.task)
 
 
