@@ -14,7 +14,7 @@ features standardized by the accepted set without the copies. Three roll-ups tur
 contributor credit: ``summed`` (none), ``radius`` (:func:`attribution.redundancy_clusters` in the
 standardized input space, credit split equally in a cluster) and ``gradient``
 (:func:`attribution.similarity_clusters` on :func:`attribution.last_layer_gradients` at the final
-weights, the earliest-submitted member keeps a cluster's credit).
+weights, within the test gradients' span, the earliest-submitted member keeps a cluster's credit).
 
 Figures (:func:`study`): the sybil gain, the payout share of the contributor and its identities
 with the copies over its share without them (payout shares are positive credit over the total
@@ -58,11 +58,12 @@ METHODS = ("tracin", "influence")
 @dataclasses.dataclass(frozen=True)
 class Scored:
     """One payout method's view of a Datanet: ``scores (n_train, n_test)`` (positive = helped),
-    ``gradients`` (:func:`attribution.last_layer_gradients` at the final weights) and ``inputs``,
+    ``gradients`` (:func:`attribution.last_layer_gradients` at the final weights, within the
+    test gradients' span: :func:`attribution.project_to_span`) and ``inputs``,
     the standardized features ``(n_train, n_features)`` the model sees."""
 
     scores: np.ndarray
-    gradients: tuple[np.ndarray, np.ndarray]
+    gradients: list[np.ndarray]
     inputs: np.ndarray
 
 
@@ -107,7 +108,7 @@ def score(dn: Datanet, method: str, config: TrainConfig, l2: float, directory: P
     test_x, test_y = torch.from_numpy(dn.test_x), torch.from_numpy(dn.test_y)
     if method == "tracin":
         trained = train(dn, config, directory)
-        gradients = attribution.last_layer_gradients(trained.model, train_x, train_y)
+        gradients = _model_view(trained.model, dn, train_x, train_y)
         with torch.no_grad():
             inputs = trained.model[0](train_x).double().numpy()  # every Datanet model starts with its Standardize layer
         target = attribution.AttributionTask(trained.model, train_x, train_y, trained.checkpoints, load_checkpoint)
@@ -116,7 +117,7 @@ def score(dn: Datanet, method: str, config: TrainConfig, l2: float, directory: P
         p = _standardized(dn, standardize_by or dn, l2)
         target = task(p, directory)
         x, y = torch.from_numpy(p.train_x.astype(np.float32)), torch.from_numpy(p.train_y)
-        gradients = attribution.last_layer_gradients(target.model, x, y)
+        gradients = _model_view(target.model, dn, x, y, torch.from_numpy(p.test_x.astype(np.float32)))
         scores = attribution.InfluenceFunction("exact").fit(target).scores(
             torch.from_numpy(p.test_x.astype(np.float32)), torch.from_numpy(p.test_y))
         return Scored(scores, gradients, p.train_x)
@@ -200,15 +201,25 @@ def study(dn: Datanet, contributor: str, config: TrainConfig, l2: float, directo
 
 def natural_similarity(dn: Datanet, config: TrainConfig, directory: Path) -> np.ndarray:
     """``(n_train,)`` each accepted sample's highest cosine similarity of last-layer loss
-    gradients to another sample of its label, under ``config``'s model trained on ``dn`` (what
+    gradients (within the test gradients' span) to another sample of its label, under
+    ``config``'s model trained on ``dn`` (what
     :data:`attribution.REDUNDANCY_SIMILARITY` must stay above for distinct samples)."""
     trained = train(dn, config, directory)
-    a, delta = attribution.last_layer_gradients(trained.model, torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y))
+    a, delta = _model_view(trained.model, dn, torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y))
     a, delta = (f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), np.finfo(float).tiny) for f in (a, delta))
     similarity = (a @ a.T) * (delta @ delta.T)  # (n, n)
     similarity[dn.train_y[:, None] != dn.train_y[None, :]] = -np.inf
     np.fill_diagonal(similarity, -np.inf)
     return similarity.max(axis=1)
+
+
+def _model_view(model: torch.nn.Module, dn: Datanet, x: torch.Tensor, y: torch.Tensor,
+                test_x: torch.Tensor | None = None) -> list[np.ndarray]:
+    """Last-layer loss gradients of ``(x, y)`` within the span of the test set's (``test_x``,
+    default ``dn.test_x``), as the pipeline's roll-up sees them."""
+    test_x = torch.from_numpy(dn.test_x) if test_x is None else test_x
+    test = attribution.last_layer_gradients(model, test_x, torch.from_numpy(dn.test_y))
+    return attribution.project_to_span(attribution.last_layer_gradients(model, x, y), test)
 
 
 def _standardized(dn: Datanet, by: Datanet, l2: float) -> Problem:
