@@ -159,7 +159,7 @@ def study(dn: Datanet, contributor: str, config: TrainConfig, l2: float, directo
           methods: Sequence[str] = METHODS, seed: int = 0) -> pd.DataFrame:
     """One row per ``(method, noise, k)``: ``gain_<rollup>`` for each of :data:`ROLLUPS`,
     ``copier_<rollup>`` (first copy identity's credit over ``contributor``'s, for ``radius`` and
-    ``gradient``), ``escaped`` (fraction of copies not in their original's ``gradient`` cluster)
+    ``gradient``), ``escaped`` (fraction of copies not in their original's ``gradient`` cluster),
     ``retrain_value`` and ``beyond_duplicate`` (retraining; the same for both methods).
     ``directory`` receives checkpoints. A copier ratio is NaN when ``contributor``'s credit is not
     positive; the retraining figures are NaN when its rows do not lower the retrained test loss
@@ -167,9 +167,10 @@ def study(dn: Datanet, contributor: str, config: TrainConfig, l2: float, directo
     rows = np.flatnonzero(dn.train_contributors == contributor)
     if not len(rows):
         raise ValueError(f"contributor {contributor!r} has no accepted rows in {dn.name!r}")
-    everyone = np.arange(len(dn.train_y))
+    n = len(dn.train_y)
+    everyone = np.arange(n)
     alone = retrained_loss(dn, everyone, l2, dn)
-    without = retrained_loss(dn, everyone[dn.train_contributors != contributor], l2, dn)
+    worth = retrained_loss(dn, everyone[dn.train_contributors != contributor], l2, dn) - alone
     before = {m: score(dn, m, config, l2, directory / m / "base") for m in methods}
     shares = {(m, r): payout_share(credit(dn, before[m], r))[contributor] for m in methods for r in ROLLUPS}
     table = []
@@ -177,9 +178,7 @@ def study(dn: Datanet, contributor: str, config: TrainConfig, l2: float, directo
         for k in identities:
             copied = with_copies(dn, contributor, k, noise, seed)
             sybils = [f"sybil{j}" for j in range(1, k)]
-            n = len(dn.train_y)
-            originals = np.tile(rows, k - 1)
-            worth = without - alone
+            originals = np.tile(rows, k - 1)  # the original of each copy row
             copies = alone - retrained_loss(copied, np.arange(len(copied.train_y)), l2, dn)
             duplicates = alone - retrained_loss(dn, np.concatenate([everyone, originals]), l2, dn)
             value = {"retrain_value": copies / worth, "beyond_duplicate": (copies - duplicates) / worth} if worth > 0 \
