@@ -79,8 +79,8 @@ def redundancy_clusters(features: np.ndarray, labels: np.ndarray, radius: float 
 
 def last_layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Each sample's softmax cross-entropy gradient with respect to the model's output layer, in
-    factored form: ``a (n, d_in + 1)``, the layer's input with a trailing 1 (the bias), and
-    ``δ (n, n_classes)`` = softmax − onehot(y); the weight's gradient is ``δ aᵀ``, the bias's ``δ``.
+    factored form: ``a (n, d_in [+ 1])``, the layer's input with a trailing 1 when it has a bias,
+    and ``δ (n, n_classes)`` = softmax − onehot(y); the weight's gradient is ``δ aᵀ``, the bias's ``δ``.
 
     The model runs as it is (weights and train/eval mode untouched; ``no_grad``); its output must
     be the output of the last ``nn.Linear`` it calls. ``δ`` is computed in float64 from that
@@ -115,7 +115,8 @@ def last_layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     rows = torch.arange(len(y))
     delta[rows, y] = 0.0
     delta[rows, y] = -delta.sum(dim=1)
-    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], dim=1)
+    if layer.bias is not None:
+        a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], dim=1)
     return a.numpy(), delta.numpy()
 
 

@@ -218,6 +218,13 @@ def test_last_layer_gradients_are_the_output_layers_loss_gradients():
         np.testing.assert_allclose(np.outer(delta[i], a[i]), expected, rtol=1e-5, atol=1e-7)
 
 
+def test_a_layer_without_bias_has_no_bias_column():
+    model = nn.Sequential(nn.Linear(4, 3, bias=False))
+    x, y = torch.randn(2, 4), torch.tensor([1, 2])
+    a, _ = last_layer_gradients(model, x, y)
+    np.testing.assert_allclose(a, x.double().numpy())
+
+
 def test_a_confidently_fitted_samples_gradient_keeps_its_direction():
     model = nn.Sequential(nn.Linear(1, 3))
     with torch.no_grad():
