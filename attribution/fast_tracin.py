@@ -56,15 +56,17 @@ class GradientFactors:
     linear: list[tuple[torch.Tensor, torch.Tensor]]
     other: torch.Tensor | None
 
-    def dot(self, test: GradientFactors) -> torch.Tensor:
-        """``(n_self, n_test)`` gradient dot products."""
-        out = None
+    def dot(self, test: GradientFactors, out: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
+        """``(n_self, n_test)`` gradient dot products, times ``alpha`` and added to ``out`` in place
+        when given (one fused pass per layer)."""
+        first = self.linear[0][0] if self.linear else self.other
+        test_first = test.linear[0][0] if test.linear else test.other
+        if out is None:
+            out = torch.zeros(len(first), len(test_first), dtype=first.dtype)
         for (a, d), (a_t, d_t) in zip(self.linear, test.linear):
-            term = (d @ d_t.T).mul_(a @ a_t.T)
-            out = term if out is None else out.add_(term)
+            out.addcmul_(d @ d_t.T, a @ a_t.T, value=alpha)
         if self.other is not None:
-            term = self.other @ test.other.T
-            out = term if out is None else out.add_(term)
+            out.addmm_(self.other, test.other.T, alpha=alpha)
         return out
 
     def squared_norms(self) -> torch.Tensor:
@@ -199,9 +201,9 @@ class FastTracIn(Attributor):
                     fresh[t].append(train)
                 col = 0
                 for chunk in test_chunks:
-                    dots = train.dot(chunk)  # (rows, chunk columns)
-                    block[:, col : col + dots.shape[1]].add_(dots, alpha=lr)
-                    col += dots.shape[1]
+                    width = len(chunk.linear[0][0] if chunk.linear else chunk.other)
+                    train.dot(chunk, block[:, col : col + width], alpha=lr)  # (rows, chunk columns) += lr · dots
+                    col += width
             sink(start, block.numpy())
         if keep:
             self._train_cache = fresh

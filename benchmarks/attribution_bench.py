@@ -10,8 +10,8 @@
    and peak RSS.
 
 Prints a final line ``tracin speedup vs captum: <ratio>x``. Usage:
-``python benchmarks/attribution_bench.py [--large-train 100000] [--large-test 10000] [--memmap] [--quick]``
-(``--quick`` skips part 2).
+``python benchmarks/attribution_bench.py [--large-train 100000] [--large-test 10000] [--memmap] [--quick] [--threads N]``
+(``--quick`` skips part 2; ``--threads 1`` avoids OpenMP thrashing on a loaded machine).
 """
 
 from __future__ import annotations
@@ -79,6 +79,17 @@ def best_seconds(fn: Callable[[], object], repeats: int = 5) -> float:
     return min(times)
 
 
+def interleaved_best(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """The fastest of ``repeats`` timed calls of each of ``fns``, called in turn (one round calls each once)."""
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, seen in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            seen.append(time.perf_counter() - start)
+    return [min(seen) for seen in times]
+
+
 def gram_phase_gflops(tracin: FastTracIn, task: AttributionTask, test_x: torch.Tensor, test_y: torch.Tensor) -> float:
     """GFLOP/s of FastTracIn's heavy phase alone: the Gram products ``GradientFactors.dot`` of the
     whole train set against the whole test set at every checkpoint, factors computed beforehand."""
@@ -107,14 +118,15 @@ def compare_with_captum(directory: Path) -> float:
         raise RuntimeError(f"CaptumTracIn chose its {reference.mode!r} mode; this benchmark compares with Captum's fast mode")
     captum = reference.scores(test_x, test_y)
     fast = FastTracIn().fit(task).scores(test_x, test_y)
-    # Both timed alike: fit + scores, best of 3 after the warm-up calls above.
-    captum_s = best_seconds(lambda: CaptumTracIn().fit(task).scores(test_x, test_y), repeats=3)
-    fast_s = best_seconds(lambda: FastTracIn().fit(task).scores(test_x, test_y), repeats=3)
+    # Both timed alike: fit + scores, best of 5 after the warm-up calls above, interleaved so that
+    # both see the same load on a shared machine.
+    captum_s, fast_s = interleaved_best([lambda: CaptumTracIn().fit(task).scores(test_x, test_y),
+                                         lambda: FastTracIn().fit(task).scores(test_x, test_y)], repeats=5)
     rel = np.abs(fast - captum).max() / np.abs(captum).max()
     tracin = FastTracIn().fit(task)
     width = gram_width(model)
     print(f"digits MLP 64-{HIDDEN}-10, {len(train_x)} train x {len(test_x)} test, {len(paths)} checkpoints, all layers")
-    print(f"  captum TracInCP, fast mode (sample_wise_grads_per_batch=True, exact here: only Linear layers train): {captum_s:.3f} s (fit + scores, best of 3 after a warm-up)")
+    print(f"  captum TracInCP, fast mode (sample_wise_grads_per_batch=True, exact here: only Linear layers train): {captum_s:.3f} s (fit + scores, best of 5 interleaved with FastTracIn's, after a warm-up)")
     print(f"  FastTracIn: {fast_s:.3f} s   max |fast - captum| / max |captum|: {rel:.2e}")
     gram = gram_phase_gflops(tracin, task, test_x, test_y)
     plain = matmul_gflops(len(train_x), width, len(test_x))
@@ -153,7 +165,10 @@ def main() -> None:
     parser.add_argument("--large-test", type=int, default=10_000)
     parser.add_argument("--memmap", action="store_true", help="also write the float16 memmap")
     parser.add_argument("--quick", action="store_true", help="only the digits comparison (skip the large run)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         speedup = compare_with_captum(Path(tmp))
