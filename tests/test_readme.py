@@ -86,7 +86,8 @@ class _HTMLTables(HTMLParser):
 
 
 def notebook_tables(path: Path) -> list[dict[str, dict[str, str]]]:
-    """Every DataFrame the notebook displays, as ``{column or index name: {row: text}}``.
+    """Every table the notebook shows, as ``{column or index name: {row label: text}}``: the
+    DataFrames it displays (HTML) and those it prints with ``to_string`` (text, as nbval checks).
 
     pandas' HTML has a header row (an empty corner, then the columns), a second header row
     holding the index name when it has one, then a row per index value (``th``) and values.
@@ -94,6 +95,7 @@ def notebook_tables(path: Path) -> list[dict[str, dict[str, str]]]:
     tables = []
     for cell in nbformat.read(path, as_version=4).cells:
         for output in cell.get("outputs", []):
+            tables += _text_tables(output.get("text", ""))
             html = output.get("data", {}).get("text/html", "")
             if "<table" not in html:
                 continue
@@ -106,6 +108,25 @@ def notebook_tables(path: Path) -> list[dict[str, dict[str, str]]]:
                     index_name, body = body[0][0], body[1:]
                 names = [index_name or "index", *header[1:]]
                 tables.append({name: {row[0]: row[k] for row in body} for k, name in enumerate(names)})
+    return tables
+
+
+def _text_tables(text: str) -> list[dict[str, dict[str, str]]]:
+    """Tables printed as aligned text: a header line of names, then lines of as many cells.
+
+    Cells are split on whitespace, so this reads ``DataFrame.to_string(index=False)`` of cells
+    without spaces; rows are labelled by their position.
+    """
+    tables, lines = [], [line.split() for line in text.splitlines()]
+    start = 0
+    while start < len(lines):
+        end = start + 1
+        while end < len(lines) and len(lines[end]) == len(lines[start]) >= 2:
+            end += 1
+        header, body = lines[start], lines[start + 1:end]
+        if body and not any(NUMBER.match(name) for name in header):
+            tables.append({name: {str(r): row[k] for r, row in enumerate(body)} for k, name in enumerate(header)})
+        start = end
     return tables
 
 
