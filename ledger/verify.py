@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import multiprocessing
+import multiprocessing.connection
 import re
 import sqlite3
 from collections.abc import Sequence
@@ -84,15 +85,17 @@ def verify(path: str | Path, workers: int = 2) -> VerifyReport:
     with path.open("rb") as handle:
         is_sqlite = handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     if is_sqlite:
-        found = read_sqlite(path)
-        return found if isinstance(found, VerifyReport) else verify_contents(found, workers)
+        return _verify_sqlite(path, workers)
     from ledger.export import read_export  # export imports this module
 
     return verify_contents(read_export(path), workers)
 
 
-def read_sqlite(path: Path, attempts: int = 3) -> LogContents | VerifyReport:
-    """Read a SQLite ledger read-only, or report the damage SQLite finds in it.
+def _verify_sqlite(path: Path, workers: int, attempts: int = 3) -> VerifyReport:
+    """Verify a SQLite ledger, read-only; SQLite's integrity check outranks what the rows show.
+
+    A large file is integrity-checked by a forked process while this one reads and checks the
+    rows, so the check mostly fills the core the serial steps leave idle.
 
     Raises:
         LedgerError: the file is not a ledger, or a writer kept changing it while it was read.
@@ -100,31 +103,86 @@ def read_sqlite(path: Path, attempts: int = 3) -> LogContents | VerifyReport:
     for _ in range(attempts):
         conn, snapshot = open_read_only(path)
         try:
-            found = _read_checked(conn, path)
+            report = _schema_damage(conn, path)
+            if report is not None:
+                return report
+            checker = _IntegrityCheck(path) if workers > 1 and path.stat().st_size >= BACKGROUND_CHECK_FROM else None
+            damage = None if checker else _damage(conn, path)
+            found = damage or _read_rows(conn)
         finally:
             conn.close()
+        report = found if isinstance(found, VerifyReport) else verify_contents(found, workers)
+        report = (checker.result() if checker else None) or report
         if snapshot is None or fingerprint(path) == snapshot:
-            return found
+            return report
     raise LedgerError(f"{path} was changed by a writer each time it was read ({attempts} times); verify it again")
 
 
-def _read_checked(conn: sqlite3.Connection, path: Path) -> LogContents | VerifyReport:
+BACKGROUND_CHECK_FROM = 4 << 20
+"""Files from this size (about 5,000 entries) are integrity-checked in a background process."""
+
+
+class _IntegrityCheck:
+    """:func:`_damage` of a file, computed by a forked process (started on construction)."""
+
+    def __init__(self, path: Path) -> None:
+        context = multiprocessing.get_context("fork")
+        self._path = path
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_send_damage, args=(path, send), daemon=True)
+        self._process.start()
+        send.close()
+
+    def result(self) -> VerifyReport | None:
+        try:
+            found = self._receive.recv()
+        except EOFError:  # the checker died: check here instead
+            conn, _ = open_read_only(self._path)
+            try:
+                found = _damage(conn, self._path)
+            finally:
+                conn.close()
+        self._process.join()
+        return found
+
+
+def _send_damage(path: Path, send: multiprocessing.connection.Connection) -> None:
+    conn, _ = open_read_only(path)
+    try:
+        send.send(_damage(conn, path))
+    finally:
+        conn.close()
+        send.close()
+
+
+def _schema_damage(conn: sqlite3.Connection, path: Path) -> VerifyReport | None:
+    """A report when SQLite cannot read the schema; raises :class:`LedgerError` for a non-ledger."""
     try:
         check_tables(conn, path)
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
-        return _damaged(None, _truncation(path) or f"SQLite cannot read the database schema (page 1): {_text(exc)}")
+        return _damaged(None, _truncation(path) or f"SQLite cannot read the database schema (sqlite_master, rooted at page 1): {_text(exc)}")
+    return None
+
+
+def _damage(conn: sqlite3.Connection, path: Path) -> VerifyReport | None:
+    """SQLite's integrity check of the file, as a report naming where it found damage, or ``None``."""
     try:
         problems = integrity_problems(conn)
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         truncated = _truncation(path)
         return _damaged(None, truncated) if truncated else _damaged(*_unreadable_row(conn, exc))
-    if problems:
-        seq, where = _locate(conn, problems[0])
-        if not where and not re.search(r"page \d+", problems[0]):  # no place named: find the first unreadable row
-            seq, found = _unreadable_row(conn, None)
-            where = "" if found is None else f"{found}; "
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        return _damaged(seq, f"SQLite integrity check: {where}{problems[0]}{more}")
+    if not problems:
+        return None
+    seq, where = _locate(conn, problems[0])
+    if not where and not re.search(r"page \d+", problems[0]):  # no place named: find the first unreadable row
+        seq, found = _unreadable_row(conn, None)
+        where = "" if found is None else f"{found}; "
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return _damaged(seq, f"SQLite integrity check: {where}{problems[0]}{more}")
+
+
+def _read_rows(conn: sqlite3.Connection) -> LogContents | VerifyReport:
+    """Everything verification reads from the file, or a report naming the first unreadable row."""
     try:
         rows = conn.execute(f"SELECT {COLUMNS} FROM entries ORDER BY seq").fetchall()
         heads = [SignedHead(*r) for r in conn.execute("SELECT size, root, timestamp, signature FROM heads ORDER BY size")]
@@ -199,18 +257,21 @@ def _unreadable_row(conn: sqlite3.Connection, exc: BaseException | None) -> tupl
                     f"table {table} is unreadable {after}: {_text(error)}")
     try:
         indexes = conn.execute("SELECT name, tbl_name FROM sqlite_master WHERE type = 'index'").fetchall()
-        for index, table in indexes:
-            try:
-                conn.execute(f"SELECT count(*) FROM {table} INDEXED BY {index}").fetchone()
+        for index, table in ((i.decode(), t.decode()) for i, t in indexes):
+            column = conn.execute(f'PRAGMA index_info("{index}")').fetchone()[2].decode()
+            try:  # read every key of the index, in index order
+                for _ in conn.execute(f'SELECT "{column}" FROM "{table}" INDEXED BY "{index}" ORDER BY "{column}"'):
+                    pass
             except (sqlite3.DatabaseError, UnicodeDecodeError) as error:
-                return None, f"index {index.decode()} of table {table.decode()} is unreadable: {_text(error)}"
+                pages = [str(n) for (n,) in conn.execute("SELECT pageno FROM dbstat WHERE name = ?", (index,))]
+                return None, f"index {index} of table {table} (page(s) {', '.join(pages)}) is unreadable: {_text(error)}"
     except (sqlite3.DatabaseError, UnicodeDecodeError):
         pass
     return None, None if exc is None else f"SQLite cannot read the ledger back: {_text(exc)}"
 
 
 def verify_contents(log: LogContents, workers: int = 2) -> VerifyReport:
-    """Verify what :func:`read_sqlite` or :func:`ledger.export.read_export` read."""
+    """Verify what was read from a SQLite file or by :func:`ledger.export.read_export`."""
     public = {actor: key for actor, (_, key, _) in log.keys.items()}
     leaves, entry_problems = _check_entries(log.rows, public, workers)
     root, tree_problems = _tree_problems(log, leaves)

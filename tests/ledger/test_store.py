@@ -213,6 +213,7 @@ def test_verify_ok(ledger_path):
         ("UPDATE tree SET hash = ? WHERE id = 3", (b"x" * 32,), 4, "stored Merkle node"),
         ("UPDATE keys SET public_key = ? WHERE actor = 'trainer'", ("11" * 32,), 4, "actor 'trainer'"),
         ("DELETE FROM entries WHERE seq = 5", (), 5, "tail truncated"),
+        ("UPDATE entries SET payload = CAST(X'7BFF7D' AS TEXT) WHERE seq = 3", (), 3, "table entries, row 3: column payload is not UTF-8"),
     ],
 )
 def test_tampering_is_found_at_the_tampered_entry(ledger_path, statement, params, bad_seq, reason):
