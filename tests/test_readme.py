@@ -51,8 +51,11 @@ COLUMNS = {
     "gain, summed": "gain_summed",
     "gain, radius": "gain_radius",
     "gain": "gain_gradient",
-    "copier's credit / original's": "copier_gradient",
-    "copies' worth by retraining": "retrain_value",
+    "copier's share": "copier_gradient",
+    "copier's share, radius": "copier_radius",
+    "escaped": "escaped",
+    "worth by retraining": "retrain_value",
+    "beyond a duplicate": "beyond_duplicate",
 }
 KEYS = ("method", "contributor", "copy noise (std)", "identities")
 """README headers that identify a row (together, when a table has several)."""
