@@ -267,6 +267,11 @@ def _unreadable_row(conn: sqlite3.Connection, exc: BaseException | None) -> tupl
                 return None, f"index {index} of table {table} (page(s) {', '.join(pages)}) is unreadable: {_text(error)}"
     except (sqlite3.DatabaseError, UnicodeDecodeError):
         pass
+    for table in TABLE_COLUMNS:  # the damage is where no read reaches: which table's b-trees hold it
+        try:
+            conn.execute(f"PRAGMA integrity_check({table})").fetchall()
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as error:
+            return None, f"table {table} or one of its indexes is damaged: {_text(error)}"
     return None, None if exc is None else f"SQLite cannot read the ledger back: {_text(exc)}"
 
 
