@@ -13,7 +13,7 @@ import pandas as pd
 
 import ledger
 from datanet import DatanetError
-from datanet_lab.params import coerce
+from datanet_lab.params import ParameterError, coerce
 from datanet_lab.runner import run_batch
 from datanet_lab.sweep_cli import add_commands as add_sweep_commands
 from ledger.cli import add_commands as add_ledger_commands
@@ -32,6 +32,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    names = [name for name, _ in args.param]
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated:
+        values = [value for name, value in args.param if name == repeated]
+        raise ParameterError(f"parameter {repeated!r} given {len(values)} times ({', '.join(map(repr, values))}): give it once")
     params = {name: coerce(name, value) for name, value in args.param}
     run_dir = run_batch(params, out=args.out)
     payouts = pd.read_csv(run_dir / "payouts.csv", keep_default_na=False)

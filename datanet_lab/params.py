@@ -2,17 +2,25 @@
 
 Every notebook's ``parameters`` cell declares a subset of :data:`DEFAULTS` with the same default
 values (tests/test_notebooks.py checks it), plus ``run_dir``, which the runner injects.
+
+Checks come in three layers, so that a sweep can run each once per distinct value:
+:func:`check_value` judges one parameter alone, :func:`resolve` the full set without I/O, and
+:func:`check_fits` the set against its dataset's size. :func:`check` runs all three.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
+import numpy as np
+
 from attribution import METHODS
-from datanet import DatanetError, load_table, parse_scenario
+from datanet import DatanetError, load_table
 from datanet.data import Table, split_test
 from datanet.datanet import TEST_FRACTION
 from datanet.models import MODELS
+from datanet.scenario import scaled_scenario, scenario_counts
 
 RUN_DIR = "run_dir"
 DEFAULTS: dict[str, Any] = {
@@ -32,6 +40,25 @@ DEFAULTS: dict[str, Any] = {
     "mlp_seeds": 3,
     "mlp_models": 10,
 }
+MAX_UNITS = 2**53 - 1
+"""The largest integer the ledger's canonical JSON (RFC 8785) carries exactly."""
+STAKE_UNITS = 1000
+"""Deposit each contributor stakes when it submits; rejected or harmful data forfeits part of it
+(rules in :mod:`ledger.epochs`), and the forfeits join the reward pool."""
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""Float parameters reach float32 models: a larger value (1e39) would become inf there."""
+MAX_SEED = 2**32 - 1
+"""scikit-learn's ``random_state`` takes seeds in ``[0, 2**32 - 1]``."""
+
+MINIMA: dict[str, tuple[int, str]] = {
+    "n_contributors": (2, " (payouts and the method comparisons weigh contributors against each other)"),
+    "epochs": (1, ""),
+    "lds_subsets": (2, ""),
+    "mlp_seeds": (2, " (the ground truth averages retrain seeds; two give its ceiling)"),
+    "mlp_models": (1, ""),
+    "reward_pool": (0, " units"),
+}
+"""The integer parameters' lower bounds, each with the tail of its message."""
 
 
 class ParameterError(DatanetError):
@@ -49,43 +76,108 @@ def coerce(name: str, text: str) -> Any:
         raise ParameterError(f"parameter {name!r} must be {kind.__name__}, got {text!r}") from None
 
 
-def check(params: dict[str, Any]) -> Table:
-    """Check every parameter's meaning (loading the dataset) and return the loaded table.
+def same_type(value: Any, default: Any) -> bool:
+    """``value`` has the type of ``default``; an int passes for a float, a bool never for an int."""
+    if isinstance(value, bool) or isinstance(default, bool):
+        return type(value) is type(default)
+    return isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+
+
+def check_value(name: str, value: Any) -> None:
+    """Check one parameter alone, without I/O.
+
+    Any parameter: a float must be finite and within float32's range, an integer within
+    ±:data:`MAX_UNITS` (run ids and ledger records are canonical JSON). A batch parameter (one of
+    :data:`DEFAULTS`) must also have its default's type and lie in its own range.
 
     Raises:
-        DatanetError: the first problem found, naming the parameter and its value.
+        ParameterError: naming the parameter, its value and what was expected.
+    """
+    if isinstance(value, float) and not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+        raise ParameterError(f"parameter {name!r} must be a finite number within float32's range "
+                             f"(magnitude <= {FLOAT32_MAX:.4g}), got {value!r}")
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_UNITS:
+        raise ParameterError(f"parameter {name!r} = {value} is beyond the integers JSON carries exactly "
+                             f"(magnitude <= 2**53-1 = {MAX_UNITS})")
+    if name not in DEFAULTS:
+        return
+    default = DEFAULTS[name]
+    if not same_type(value, default):
+        raise ParameterError(f"parameter {name!r} must be {type(default).__name__}, got {value!r} ({type(value).__name__})")
+    problem = _range_problem(name, value)
+    if problem:
+        raise ParameterError(problem)
+
+
+def _range_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` of batch parameter ``name`` is out of its range, or ``None``."""
+    if name == "model" and value not in MODELS:
+        return f"unknown model {value!r}; expected one of {list(MODELS)}"
+    if name == "attribution_method" and value not in METHODS:
+        return f"unknown attribution_method {value!r}; expected one of {sorted(METHODS)}"
+    if name in ("noise_rate", "compare_noise_rate") and not 0.0 <= value <= 1.0:
+        return f"{name} must be in [0, 1], got {value}"
+    if name in MINIMA and value < MINIMA[name][0]:
+        return f"{name} must be >= {MINIMA[name][0]}{MINIMA[name][1]}, got {value}"
+    if name == "seed" and not 0 <= value <= MAX_SEED:
+        return f"seed must be in [0, {MAX_SEED}] (scikit-learn's random_state), got {value}"
+    if name == "compare_l2" and not value > 0:
+        return f"compare_l2 must be > 0 (a unique optimum), got {value}"
+    return None
+
+
+def resolve(params: dict[str, Any]) -> dict[str, Any]:
+    """Every batch parameter, checked without I/O: :data:`DEFAULTS` overridden by ``params``.
+
+    When ``params`` sets ``n_contributors`` but no ``scenario``, the default scenario is scaled to
+    that count (:func:`datanet.scenario.scaled_scenario`: largest remainders of 6:2:1:1).
+
+    Raises:
+        DatanetError: an unknown name, a value :func:`check_value` refuses, or a scenario that
+            does not name ``n_contributors`` contributors.
     """
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
         raise ParameterError(f"unknown parameter(s) {unknown}; known: {sorted(DEFAULTS)}")
+    for name, value in params.items():
+        check_value(name, value)
     full = {**DEFAULTS, **params}
-    if full["model"] not in MODELS:
-        raise ParameterError(f"unknown model {full['model']!r}; expected one of {list(MODELS)}")
-    if full["epochs"] < 1:
-        raise ParameterError(f"epochs must be >= 1, got {full['epochs']}")
-    if not 0.0 <= full["noise_rate"] <= 1.0:
-        raise ParameterError(f"noise_rate must be in [0, 1], got {full['noise_rate']}")
-    if not 0.0 <= full["compare_noise_rate"] <= 1.0:
-        raise ParameterError(f"compare_noise_rate must be in [0, 1], got {full['compare_noise_rate']}")
-    if full["compare_l2"] <= 0:
-        raise ParameterError(f"compare_l2 must be > 0 (a unique optimum), got {full['compare_l2']}")
-    if full["lds_subsets"] < 2:
-        raise ParameterError(f"lds_subsets must be >= 2, got {full['lds_subsets']}")
-    if full["mlp_seeds"] < 2:
-        raise ParameterError(f"mlp_seeds must be >= 2 (the ground truth averages retrain seeds; two give its ceiling), got {full['mlp_seeds']}")
-    if full["mlp_models"] < 1:
-        raise ParameterError(f"mlp_models must be >= 1, got {full['mlp_models']}")
-    if full["attribution_method"] not in METHODS:
-        raise ParameterError(f"unknown attribution_method {full['attribution_method']!r}; expected one of {sorted(METHODS)}")
-    if full["reward_pool"] < 0:
-        raise ParameterError(f"reward_pool must be >= 0 units, got {full['reward_pool']}")
-    behaviours = parse_scenario(full["scenario"], full["n_contributors"])
-    table = load_table(full["dataset"], full["label_column"])
-    pool, _ = split_test(table, TEST_FRACTION, full["seed"])
-    submitting = sum(b != "duplicate" for b in behaviours.values())
-    if submitting > len(pool):
+    if "scenario" not in params:
+        full["scenario"] = scaled_scenario(DEFAULTS["scenario"], full["n_contributors"])
+    scenario_counts(full["scenario"], full["n_contributors"])
+    return full
+
+
+def training_rows(table: Table) -> int:
+    """How many rows of ``table`` contributors share: all but the held-out test set (its size
+    does not depend on the seed)."""
+    pool, _ = split_test(table, TEST_FRACTION, seed=0)
+    return len(pool)
+
+
+def check_fits(full: dict[str, Any], rows: int) -> None:
+    """Refuse more contributors than the ``rows`` training rows of ``full``'s dataset, and a
+    reward pool that, with every stake slashed into it, would pass :data:`MAX_UNITS`."""
+    if full["n_contributors"] > rows:
         raise ParameterError(
-            f"n_contributors={full['n_contributors']}: {submitting} contributors need a sample each, "
-            f"but dataset {full['dataset']!r} leaves only {len(pool)} training samples"
+            f"n_contributors={full['n_contributors']}: more contributors than the {rows} training samples "
+            f"dataset {full['dataset']!r} leaves (each contributor submits at least one)"
         )
-    return table
+    stakes = full["n_contributors"] * STAKE_UNITS
+    if full["reward_pool"] + stakes > MAX_UNITS:
+        raise ParameterError(
+            f"reward_pool={full['reward_pool']} plus the {stakes} units its {full['n_contributors']} contributors stake "
+            f"(slashed stakes join the pool) passes the ledger's integer range 2**53-1 = {MAX_UNITS}"
+        )
+
+
+def check(params: dict[str, Any]) -> dict[str, Any]:
+    """Check every parameter's meaning (loading the dataset) and return the full parameter set
+    (:func:`resolve`).
+
+    Raises:
+        DatanetError: the first problem found, naming the parameter and its value.
+    """
+    full = resolve(params)
+    check_fits(full, training_rows(load_table(full["dataset"], full["label_column"])))
+    return full

@@ -21,7 +21,7 @@ import papermill
 import yaml
 
 from datanet import BUILTIN_DATASETS, DatanetError
-from datanet_lab.params import DEFAULTS, RUN_DIR, ParameterError, check
+from datanet_lab.params import RUN_DIR, ParameterError, check
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,9 @@ def declared_parameters(notebook: Path) -> dict[str, Any]:
 def run_batch(params: dict[str, Any], out: str | Path = "results", notebook_dir: Path = NOTEBOOK_DIR) -> Path:
     """Check ``params``, execute every notebook into a new run directory and return its path.
 
-    ``params`` (already typed, e.g. by :func:`datanet_lab.params.coerce`) go to each notebook
-    that declares them; ``results/latest`` is pointed at the finished run.
+    ``params`` (already typed, e.g. by :func:`datanet_lab.params.coerce`), completed by
+    :func:`datanet_lab.params.check`, go to each notebook that declares them; ``out/latest`` is
+    pointed at the finished run.
     """
     notebooks = [notebook_dir / name for name in NOTEBOOKS]
     declared = {nb: declared_parameters(nb) for nb in notebooks}
@@ -62,14 +63,13 @@ def run_batch(params: dict[str, Any], out: str | Path = "results", notebook_dir:
     unknown = sorted(set(params) - known)
     if unknown:
         raise ParameterError(f"unknown parameter(s) {unknown}: no notebook declares them; known: {sorted(known)}")
-    check(params)
-    full = {**DEFAULTS, **params}
+    full = check(params)
     if full["dataset"] not in BUILTIN_DATASETS:  # a file path: notebooks run in another directory
         full["dataset"] = str(Path(full["dataset"]).resolve())
-    out = Path(out)
+    out = make_directory(Path(out), "results")
     run_id = _new_run_id(out, full)
     partial = out / f".partial-{run_id}"
-    partial.mkdir(parents=True)
+    partial.mkdir()
     (partial / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=True))
     try:
         execute_chain(notebooks, full, partial)
@@ -79,6 +79,21 @@ def run_batch(params: dict[str, Any], out: str | Path = "results", notebook_dir:
     final = partial.rename(out / run_id)
     _point_latest(out, run_id)
     return final
+
+
+def make_directory(path: Path, role: str) -> Path:
+    """Create the ``role`` directory ``path`` (and its parents) unless it exists; return it.
+
+    Raises:
+        ParameterError: ``path`` is not a directory or cannot be created (the OS's reason given).
+    """
+    if path.exists() and not path.is_dir():
+        raise ParameterError(f"{role} directory {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParameterError(f"cannot create the {role} directory {path}: {exc.strerror or exc}") from None
+    return path
 
 
 def execute_chain(notebooks: Sequence[Path], params: dict[str, Any], run_dir: Path, kernel_name: str = "python3") -> None:
