@@ -24,6 +24,7 @@ from scipy import stats
 
 from datanet import DatanetError
 from datanet_lab import figures
+from datanet_lab.runner import make_directory
 
 PER_CONTRIBUTOR = ("attribution", "payout")
 NOT_PLOTTED = ("ledger.",)
@@ -36,6 +37,8 @@ def collect(sweep_dir: Path) -> tuple[pd.DataFrame, list[str], list[str]]:
     Raises:
         DatanetError: ``sweep_dir`` holds no finished run with a ``metrics.json``.
     """
+    if not Path(sweep_dir).is_dir():
+        raise DatanetError(f"sweep directory {sweep_dir} not found (or not a directory)")
     rows = []
     for run in sorted(p for p in Path(sweep_dir).iterdir() if (p / "metrics.json").is_file() and (p / "params.yaml").is_file()):
         params = yaml.safe_load((run / "params.yaml").read_text())
@@ -96,11 +99,13 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None, over: str
     ``sweep_dir/report``), replacing it whole; return ``out``."""
     sweep_dir = Path(sweep_dir)
     out = Path(out) if out is not None else sweep_dir / "report"
+    if out.exists() and not out.is_dir():
+        raise DatanetError(f"report directory {out} exists and is not a directory")
     table, param_columns, metric_columns = collect(sweep_dir)
     axes = swept_axes(table, param_columns, over)
     plotted = [m for m in metric_columns if not m.startswith(NOT_PLOTTED) and pd.api.types.is_numeric_dtype(table[m])
                and not pd.api.types.is_bool_dtype(table[m])]
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_directory(out.parent, "report's parent")
     building = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     table.to_csv(building / "metrics.csv", index=False)
     for metric in plotted:

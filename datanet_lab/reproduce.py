@@ -19,6 +19,7 @@ import ledger
 from datanet import DatanetError
 from datanet_lab import provenance
 from datanet_lab.executors import open_executor
+from datanet_lab.runner import make_directory
 from datanet_lab.sweep import KIND
 from datanet_lab.sweep_task import Outcome, Task, execute
 
@@ -66,9 +67,12 @@ def reproduce(run_path: str | Path, out: str | Path | None = None) -> Comparison
     """Re-execute the run at ``run_path`` into ``out`` (default: a new temporary directory) and
     compare it with its record. ``out`` must not exist or be empty."""
     record = find_record(Path(run_path))
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+    if out is not None and Path(out).is_dir() and any(Path(out).iterdir()):
         raise DatanetError(f"--out {out} is not empty; reproduce needs a fresh directory")
-    target = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix=f"reproduce-{record['run_id']}-"))
+    if out is None:
+        target = Path(tempfile.mkdtemp(prefix=f"reproduce-{record['run_id']}-"))
+    else:
+        target = make_directory(Path(out), "reproduce")
     notebooks = tuple(Path(record["notebook_dir"]) / nb["name"] for nb in record["notebooks"])
     task = Task(record["run_id"], record["params"], notebooks, target.resolve(), record["kernel"])
     with open_executor("local", 1) as pool:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 import ledger
 from datanet_lab import provenance
 from datanet_lab.executors import open_executor
+from datanet_lab.runner import make_directory
 from datanet_lab.sweep_config import Run, Sweep
 from datanet_lab.sweep_task import Outcome, Task, environment, execute
 
@@ -54,7 +55,8 @@ def run_sweep(sweep: Sweep, out: str | Path = "runs", executor: str = "local", w
     context = {"notebook_dir": str(sweep.notebooks[0].parent), "notebooks": notebooks, "kernel": sweep.kernel,
                "executor": executor}
     with open_executor(executor, workers, scheduler) as pool:
-        directory.mkdir(parents=True, exist_ok=True)
+        make_directory(directory.parent, "runs")
+        make_directory(directory, "sweep")
         with open_ledger(directory) as book:
             finished = {run.run_id for run in sweep.runs if (directory / run.run_id).is_dir()}
             _record_unrecorded(book, [r for r in sweep.runs if r.run_id in finished], directory, context)

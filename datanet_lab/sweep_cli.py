@@ -17,6 +17,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     run.add_argument("--workers", type=int, default=1, help="parallel runs (default: 1)")
     run.add_argument("--scheduler", help="address of a running Dask scheduler (with --executor dask)")
     run.add_argument("--out", type=Path, default=Path("runs"), help="runs directory (default: runs)")
+    run.add_argument("--max-runs", type=int, default=sweep_config.MAX_RUNS,
+                     help=f"refuse a grid of more runs (default: {sweep_config.MAX_RUNS})")
     run.set_defaults(handler=_sweep)
     summary = commands.add_parser("report", help="aggregate a sweep's metrics into a CSV and figures")
     summary.add_argument("sweep_dir", type=Path, help="runs/<sweep>")
@@ -31,7 +33,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def _sweep(args: argparse.Namespace) -> int:
     """Exit 0 when every run finished, 1 when some failed (listed in failures.csv)."""
-    result = sweep.run_sweep(sweep_config.load(args.config), args.out, args.executor, args.workers, args.scheduler)
+    loaded = sweep_config.load(args.config, args.max_runs)
+    result = sweep.run_sweep(loaded, args.out, args.executor, args.workers, args.scheduler)
     print(f"sweep {result.directory}: {result.skipped} already finished, {result.done} done, "
           f"{len(result.failures)} failed")
     if len(result.failures):

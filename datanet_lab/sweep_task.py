@@ -25,8 +25,9 @@ ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPEN
 """Each run's kernels compute on one thread: runs in parallel do not oversubscribe the cores, and
 every executor (a Dask nanny sets the same) gives bit-identical numbers."""
 KERNEL_ERRORS = (RuntimeError, TimeoutError)
-"""What papermill lets through when a kernel fails to start or dies (cell errors arrive as
-:class:`NotebookFailed`; an unknown kernel name is a ``KeyError`` and is not retried)."""
+"""What papermill lets through when a kernel fails to start or dies: retried. Cell errors arrive
+as :class:`NotebookFailed`; anything else (an unknown kernel name is a ``KeyError``) fails the run
+at once."""
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,11 @@ def execute(task: Task) -> Outcome:
         except NotebookFailed as exc:
             failure = {"notebook": exc.notebook, "cell_index": exc.cell_index, "ename": exc.ename, "evalue": exc.evalue}
             break
-        except KERNEL_ERRORS as exc:
+        except Exception as exc:  # the kernel failed: retried when it is one of KERNEL_ERRORS
             failure = {"notebook": _last_notebook(partial, task.notebooks), "cell_index": None,
                        "ename": type(exc).__name__, "evalue": str(exc)}
+            if not isinstance(exc, KERNEL_ERRORS):
+                break
     final = task.directory / (task.run_id if failure is None else f"{task.run_id}.failed")
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)

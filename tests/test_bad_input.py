@@ -1,0 +1,158 @@
+"""Bad input found by trying: each is refused up front with exit code 2 and a message naming the
+file, field or value, and nothing is written (the directory holding the inputs is unchanged)."""
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from datanet_lab.cli import main
+from datanet_lab.params import check
+from datanet_lab.sweep_config import load
+
+WINE = ["-p", "dataset", "wine", "-p", "n_contributors", "5", "-p", "scenario", "honest:5"]
+
+
+def snapshot(directory: Path) -> dict[str, str]:
+    """Every path under ``directory`` with the SHA-256 of its bytes (directories: "")."""
+    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+            for p in sorted(directory.rglob("*"))}
+
+
+def refused(tmp_path: Path, capsys, argv: list[str]) -> str:
+    """Run ``argv``; check exit code 2 and that ``tmp_path`` is unchanged; return stderr."""
+    before = snapshot(tmp_path)
+    assert main(argv) == 2
+    assert snapshot(tmp_path) == before
+    return capsys.readouterr().err
+
+
+RUN_CASES = {
+    "repeated -p": (["-p", "epochs", "2", "-p", "epochs", "3"], "parameter 'epochs' given 2 times ('2', '3'): give it once"),
+    "compare_l2 NaN": (["-p", "compare_l2", "nan"], "parameter 'compare_l2' must be a finite number within float32's range"),
+    "compare_l2 inf": (["-p", "compare_l2", "inf"], "'compare_l2' must be a finite number within float32's range (magnitude <= 3.403e+38), got inf"),
+    "compare_l2 beyond float32": (["-p", "compare_l2", "1e39"], "'compare_l2' must be a finite number within float32's range (magnitude <= 3.403e+38), got 1e+39"),
+    "noise_rate NaN": (["-p", "noise_rate", "nan"], "parameter 'noise_rate' must be a finite number"),
+    "reward_pool beyond JSON": (["-p", "reward_pool", str(2**53)], f"parameter 'reward_pool' = {2**53} is beyond the integers JSON carries exactly"),
+    "reward_pool plus stakes beyond JSON": (["-p", "reward_pool", str(2**53 - 1000)],
+                                            f"reward_pool={2**53 - 1000} plus the 10000 units its 10 contributors stake"),
+    "n_contributors 10**20": (["-p", "n_contributors", str(10**20)], f"parameter 'n_contributors' = {10**20} is beyond"),
+    "n_contributors beyond the data": (["-p", "n_contributors", str(10**15)],
+                                       f"n_contributors={10**15}: more contributors than the 1437 training samples dataset 'digits' leaves"),
+    "one contributor": (["-p", "n_contributors", "1"], "n_contributors must be >= 2 (payouts and the method comparisons"),
+    "negative seed": (["-p", "seed", "-1"], "seed must be in [0, 4294967295] (scikit-learn's random_state), got -1"),
+    "seed beyond scikit-learn": (["-p", "seed", str(2**32)], f"seed must be in [0, 4294967295] (scikit-learn's random_state), got {2**32}"),
+    "scenario for another count": (["-p", "n_contributors", "6", "-p", "scenario", "honest:5"],
+                                   "scenario 'honest:5' names 5 contributors but n_contributors is 6"),
+}
+
+
+@pytest.mark.parametrize("case", RUN_CASES)
+def test_bad_run_parameter(case, tmp_path, capsys):
+    args, message = RUN_CASES[case]
+    assert message in refused(tmp_path, capsys, ["run", *args, "--out", str(tmp_path / "results")])
+
+
+def write_table(path: Path, frame: pd.DataFrame) -> None:
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path)
+
+
+FILES = {
+    "label holds a mapping": ("nested.parquet", pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [{"k": 1}, {"k": 2}, {"k": 1}]}),
+                              "label column 'y' of {path} holds {{'k': 1}} (dict) in data row 1: a label must be a single value"),
+    "label holds a list": ("listed.parquet", pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": [[1], [2], [1]]}),
+                           "label column 'y' of {path} holds array([1]) (ndarray) in data row 1"),
+    "one label class": ("one.csv", pd.DataFrame({"a": [1.0, 2.0, 3.0], "y": ["cat", "cat", "cat"]}),
+                        "label column 'y' of {path} holds 1 class(es) ['cat']: classification needs at least 2"),
+}
+
+
+@pytest.mark.parametrize("case", FILES)
+def test_bad_dataset_file(case, tmp_path, capsys):
+    name, frame, message = FILES[case]
+    path = tmp_path / name
+    write_table(path, frame)
+    args = ["run", "-p", "dataset", str(path), "-p", "label_column", "y", "--out", str(tmp_path / "results")]
+    assert message.format(path=path) in refused(tmp_path, capsys, args)
+
+
+def test_a_repeated_column_name_is_refused(tmp_path, capsys):
+    path = tmp_path / "twice.csv"
+    path.write_text("a,y,y\n1,0,0\n2,1,1\n3,0,0\n")
+    args = ["run", "-p", "dataset", str(path), "-p", "label_column", "y", "--out", str(tmp_path / "results")]
+    assert f"dataset file {path} names column(s) ['y'] more than once" in refused(tmp_path, capsys, args)
+
+
+def test_out_naming_a_file_or_an_impossible_path(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    err = refused(tmp_path, capsys, ["run", *WINE, "--out", str(afile)])
+    assert f"results directory {afile} exists and is not a directory" in err
+    err = refused(tmp_path, capsys, ["run", *WINE, "--out", str(afile / "results")])
+    assert f"cannot create the results directory {afile / 'results'}: Not a directory" in err
+    err = refused(tmp_path, capsys, ["sweep", str(write_sweep(tmp_path, "s.yaml", "fixed: {dataset: wine}\n")), "--out", str(afile)])
+    assert f"runs directory {afile} exists and is not a directory" in err
+
+
+def test_default_scenario_scales_to_the_contributor_count():
+    assert check({"dataset": "wine", "n_contributors": 6})["scenario"] == "honest:4,noisy:1,duplicate:1"
+    assert check({"dataset": "wine", "n_contributors": 2})["scenario"] == "honest:1,noisy:1"
+    assert check({"dataset": "wine"})["scenario"] == "honest:6,noisy:2,duplicate:1,out_of_domain:1"
+    assert check({"dataset": "wine", "n_contributors": 6, "scenario": "honest:6"})["scenario"] == "honest:6"
+
+
+def write_sweep(directory: Path, name: str, text: str | bytes) -> Path:
+    path = directory / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+FIXED = 'fixed: {dataset: wine, n_contributors: 5, scenario: "honest:5"}\n'
+SWEEPS = {
+    "not UTF-8": (b"name: caf\xe9\n", "cannot read sweep file {path}: not UTF-8 text (byte 0xe9 at offset 9)"),
+    "fixed a list": ("fixed: [dataset, wine]\n", "{path}: fixed must be a mapping (name: value), got ['dataset', 'wine'] (list)"),
+    "fixed a string": ("fixed: wine\n", "{path}: fixed must be a mapping (name: value), got 'wine' (str)"),
+    "grid a list": ("grid: [seed, 1]\n", "{path}: grid must be a mapping (name: value), got ['seed', 1] (list)"),
+    "product a list": ("grid: {product: [seed, 1]}\n", "{path}: grid.product must be a mapping (name: value), got ['seed', 1] (list)"),
+    "zip a mapping": ("grid: {zip: {seed: [1]}}\n", "{path}: grid.zip must be a list of mappings, got {{'seed': [1]}} (dict)"),
+    "name null": ("name: null\n", "{path}: name must be a str, got None (NoneType)"),
+    "name a number": ("name: 3\n", "{path}: name must be a str, got 3 (int)"),
+    "name a list": ("name: [a]\n", "{path}: name must be a str, got ['a'] (list)"),
+    "name leaves --out": ("name: ../../x\n", "{path}: name '../../x' must be one path component"),
+    "name hidden": ("name: .x\n", "{path}: name '.x' must be one path component"),
+    "no notebooks": ("notebooks: []\n", "{path}: notebooks must be a non-empty list of notebook file names, got []"),
+    "unknown kernel": ("kernel: no-such-kernel\n", "{path}: kernel 'no-such-kernel' is not installed; installed: ["),
+    "a million runs": (FIXED + "grid: {product: {seed: [%s], epochs: [%s]}}\n" % (",".join(map(str, range(1000))), ",".join(map(str, range(1, 1001)))),
+                       "{path}: the grid has 1,000,000 runs (1000 (grid.product.seed) x 1000 (grid.product.epochs)), more than --max-runs 10,000"),
+    "NaN in a grid": (FIXED + "grid: {product: {noise_rate: [0.1, .nan]}}\n",
+                      "{path}: grid.product.noise_rate: parameter 'noise_rate' must be a finite number within float32's range"),
+    "10**30 in a grid": (FIXED + "grid: {zip: [{seed: [0, %d]}]}\n" % 10**30,
+                         "{path}: grid.zip[0].seed: parameter 'seed' = %d is beyond the integers JSON carries exactly" % 10**30),
+    "1e39 in fixed": (FIXED.replace("}", ", compare_l2: 1.0e+39}"), "{path}: fixed.compare_l2: parameter 'compare_l2' must be a finite number"),
+    "reward_pool beyond JSON": (FIXED.replace("}", f", reward_pool: {2**53}}}"), "{path}: fixed.reward_pool: parameter 'reward_pool'"),
+    "one contributor": ("fixed: {dataset: wine}\ngrid: {product: {n_contributors: [1, 2]}}\n",
+                        "{path}: grid.product.n_contributors: n_contributors must be >= 2"),
+}
+
+
+@pytest.mark.parametrize("case", SWEEPS)
+def test_bad_sweep(case, tmp_path, capsys):
+    text, message = SWEEPS[case]
+    path = write_sweep(tmp_path, "bad.yaml", text)
+    assert message.format(path=path) in refused(tmp_path, capsys, ["sweep", str(path), "--out", str(tmp_path / "runs")])
+
+
+def test_max_runs_is_an_option(tmp_path, capsys):
+    path = write_sweep(tmp_path, "s.yaml", FIXED + "grid: {product: {seed: [0, 1, 2]}}\n")
+    err = refused(tmp_path, capsys, ["sweep", str(path), "--max-runs", "2", "--out", str(tmp_path / "runs")])
+    assert "the grid has 3 runs (3 (grid.product.seed)), more than --max-runs 2" in err
+    assert len(load(path, max_runs=3).runs) == 3
+
+
+def test_a_sweep_scales_the_default_scenario_too(tmp_path):
+    path = write_sweep(tmp_path, "s.yaml", "fixed: {dataset: wine}\ngrid: {product: {n_contributors: [2, 6]}}\n")
+    assert [r.params["scenario"] for r in load(path).runs] == ["honest:1,noisy:1", "honest:4,noisy:1,duplicate:1"]
