@@ -40,7 +40,8 @@ from attribution.base import AttributionError, AttributionTask, Attributor, Inpu
 from attribution.gradients import SampleGradients, require_per_sample
 
 BlockSink = Callable[[int, np.ndarray], None]
-"""Receives ``(first_train_row, block)`` with ``block`` of shape ``(rows, n_test)``, float32."""
+"""Receives ``(first_train_row, block)`` with ``block`` of shape ``(rows, n_test)`` in the
+model's floating dtype (float32 for a float32 model)."""
 
 
 @dataclass
@@ -152,7 +153,8 @@ class FastTracIn(Attributor):
         other = [n for n, p in task.model.named_parameters() if p.requires_grad and id(p) not in covered]
         if not other and not self._hooked:
             raise AttributionError(f"{self.name}: the model has no trainable parameter")
-        return SampleGradients(task.model, task.loss_fn, torch.float32, self.batch_size, other) if other else None
+        dtype = next((p.dtype for p in task.model.parameters() if p.is_floating_point()), torch.float32)
+        return SampleGradients(task.model, task.loss_fn, dtype, self.batch_size, other) if other else None
 
     def _factors_agree(self) -> bool:
         """Whether the factors' dot products on up to 3 training samples equal those of plain
@@ -194,7 +196,7 @@ class FastTracIn(Attributor):
         fresh: list[list[GradientFactors]] = [[] for _ in self._states]
         for b, start in enumerate(starts):
             rows = slice(start, start + self.batch_size)
-            block = torch.zeros(len(task.train_y[rows]), n_test)
+            block = torch.zeros(len(task.train_y[rows]), n_test, dtype=self._dtype(tests))
             for t, ((_, lr), test_chunks) in enumerate(zip(self._states, tests)):
                 train = cache[t][b] if cache is not None else self.factors(take(task.train_x, rows), task.train_y[rows], t)
                 if keep:
@@ -207,6 +209,12 @@ class FastTracIn(Attributor):
             sink(start, block.numpy())
         if keep:
             self._train_cache = fresh
+
+    @staticmethod
+    def _dtype(tests: list[list[GradientFactors]]) -> torch.dtype:
+        """The factors' dtype (that of the model's floating parameters)."""
+        first = tests[0][0]
+        return (first.linear[0][0] if first.linear else first.other).dtype
 
     def _train_bytes(self) -> int:
         """Bytes of every checkpoint's training factors (float32)."""

@@ -2,7 +2,7 @@
 against per-sample references: plain ``torch.autograd.grad`` of each sample's loss on a batch of
 that sample alone, one sample at a time, and Captum's ``TracInCP`` per-sample loop (its default
 mode, which differentiates every layer) where Captum takes the inputs. Models run in float64 so
-rtol 1e-4 tests the method, not float32 rounding. Also: a property test over random MLPs, and
+rtol 1e-6 tests the method, not float32 rounding. Also: a property test over random MLPs, and
 the refusals (batch statistics, dropout in training mode, coupling, a loss vmap cannot trace).
 """
 
@@ -278,9 +278,9 @@ def captum_loop(p: Problem) -> np.ndarray:
         return tracin.influence((*as_tuple(p.test_x), p.test_y), show_progress=False).double().numpy().T
 
 
-def _close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-4) -> None:
+def _close(actual: np.ndarray, expected: np.ndarray, rtol: float = 1e-6) -> None:
     assert np.abs(expected).max() > 1e-3  # the comparison is not trivially about zeros
-    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=1e-7 * np.abs(expected).max())
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=1e-9 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("name", sorted(ZOO))
