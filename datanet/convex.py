@@ -62,8 +62,8 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, tol: flo
                start: LogRegFit | None = None) -> LogRegFit:
     """Minimise ``f`` from ``start`` (default zero weights); the optimum is unique for ``l2 > 0``,
     so the start changes only the iteration count, and no seed is needed."""
-    if l2 <= 0:
-        raise ValueError(f"l2 must be > 0 for a unique optimum, got {l2}")
+    if not 0 < l2 < np.inf:  # NaN fails too
+        raise ValueError(f"l2 must be > 0 and finite for a unique optimum, got {l2}")
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.int64)
     start = np.zeros(n_classes * (x.shape[1] + 1)) if start is None else np.concatenate([start.weight.ravel(), start.bias])
     # One BLAS thread: these products are small, and threaded OpenBLAS on shared cores ran 40x slower.
@@ -71,7 +71,7 @@ def fit_logreg(x: np.ndarray, y: np.ndarray, n_classes: int, l2: float, tol: flo
         result = minimize(objective, start, args=(x, y, n_classes, l2), jac=True, method="L-BFGS-B",
                           options={"gtol": tol, "ftol": 0.0, "maxiter": max_iter, "maxcor": 30})
     grad_norm = float(np.abs(result.jac).max())
-    if grad_norm > tol * 100:
+    if not grad_norm <= tol * 100:  # a NaN gradient has not converged
         raise ConvergenceError(f"L-BFGS stopped at gradient max-norm {grad_norm:.3g} > {tol * 100:.3g} "
                                f"after {result.nit} iterations: {result.message}")
     d = x.shape[1]
