@@ -188,7 +188,7 @@ def _read_rows(conn: sqlite3.Connection) -> LogContents | VerifyReport:
         heads = [SignedHead(*r) for r in conn.execute("SELECT size, root, timestamp, signature FROM heads ORDER BY size")]
         keys = {a: (r, k, p) for a, r, k, p in conn.execute("SELECT actor, role, public_key, proof FROM keys")}
         meta = conn.execute("SELECT value FROM meta WHERE name = 'log_public_key'").fetchone()
-        nodes = {i: bytes(h) for i, h in conn.execute("SELECT id, hash FROM tree")}
+        nodes = {i: h if isinstance(h, bytes) else str(h).encode() for i, h in conn.execute("SELECT id, hash FROM tree")}
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         return _damaged(*_unreadable_row(conn, exc))
     return LogContents(rows, heads, keys, meta[0] if meta else None, nodes)
@@ -207,7 +207,17 @@ def _locate(conn: sqlite3.Connection, message: str) -> tuple[int | None, str]:
     row = re.search(r"row (\d+) missing from index (\S+)", message)
     index = re.search(r"index (\S+)", message)
     page = re.search(r"[Pp]age (\d+)", message)
+    value = re.search(r"(\w+) value in (\w+)\.(\w+)", message)
     try:
+        if "header" in message:
+            return None, "the SQLite header (the file's first 100 bytes): "
+        if value and value.group(2) in TABLE_COLUMNS and value.group(3) in TABLE_COLUMNS[value.group(2)]:
+            table, column = value.group(2), value.group(3)
+            expected = "blob" if (table, column) == ("tree", "hash") else "integer" if column in ("seq", "size", "id") else "text"
+            found = conn.execute(f'SELECT rowid FROM {table} NOT INDEXED WHERE typeof("{column}") != ? ORDER BY rowid LIMIT 1',
+                                 (expected,)).fetchone()
+            seq = found[0] if found and table == "entries" else None
+            return seq, f"table {table}" + (f", row {found[0]}" if found else "") + (f" (entry {seq})" if seq else "") + ": "
         if index:
             table = conn.execute("SELECT tbl_name FROM sqlite_master WHERE name = ?", (index.group(1),)).fetchone()
             seq = int(row.group(1)) if row and table and table[0] == "entries" else None
@@ -241,11 +251,12 @@ def _unreadable_row(conn: sqlite3.Connection, exc: BaseException | None) -> tupl
     conn.text_factory = bytes
     for table, columns in TABLE_COLUMNS.items():
         last = None
+        types = ", ".join(f"typeof({c})" for c in columns)
         try:
-            for rowid, *values in conn.execute(f"SELECT rowid, {', '.join(columns)} FROM {table} ORDER BY rowid"):
+            for rowid, *values in conn.execute(f"SELECT rowid, {', '.join(columns)}, {types} FROM {table} ORDER BY rowid"):
                 last = rowid
-                for column, value in zip(columns, values):
-                    if isinstance(value, bytes) and not (table == "tree" and column == "hash"):
+                for column, value, kind in zip(columns, values, values[len(columns):]):
+                    if kind == b"text":
                         try:
                             value.decode("utf-8")
                         except UnicodeDecodeError:
@@ -285,7 +296,8 @@ def verify_contents(log: LogContents, workers: int = 2) -> VerifyReport:
     problems = [(position, rank, reason) for rank, found in enumerate(ranked) for position, reason in found]
     if problems:
         position, _, reason = min(problems, key=lambda p: p[:2])
-        seq = log.rows[position - 1][0] if 1 <= position <= len(log.rows) else position
+        stored = log.rows[position - 1][0] if 1 <= position <= len(log.rows) else position
+        seq = stored if type(stored) is int else position  # a damaged row may hold no sequence number
         return VerifyReport(False, len(log.rows), None, None, seq, reason)
     return VerifyReport(True, len(log.rows), log.rows[-1][7] if log.rows else None, root.hex())
 

@@ -261,7 +261,7 @@ def test_byte_flips_and_truncations_are_found_and_located(original, tmp_path):
             assert _tables(copy) == rows, f"trial {trial}: rows changed but the ledger verifies"
             continue
         outcomes["invalid"] += 1
-        if report.first_bad_seq is None and not re.search(r"pages? \d+|table \w+|index \w+|freelist", report.reason):
+        if report.first_bad_seq is None and not re.search(r"pages? \d+|page\(s\)|table \w+|index \w+|freelist|header|truncated", report.reason):
             unlocated.append((trial, report.reason))
     assert not unlocated, unlocated[:5]
     assert outcomes["invalid"] > N_DAMAGES / 3, outcomes
