@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import ledger
-from datanet_lab.params import DEFAULTS
+from datanet_lab.params import DEFAULTS, STAKE_UNITS  # the stake bounds the reward pool, so params checks it
 
 RUN_CLOCK = ledger.fixed_clock("2026-01-01T00:00:00+00:00")
 """Ledger timestamps of a run are fixed so that a seeded run reproduces every hash."""
 VALIDATOR, CURATOR, TRAINER, ATTRIBUTOR, PAYOUT_AUTHORITY = "validator", "curator", "trainer", "attributor", "payout-authority"
-STAKE_UNITS = 1000
-"""Deposit each contributor stakes when it submits; rejected or harmful data forfeits part of it
-(rules in :mod:`ledger.epochs`)."""
 
 
 @dataclass(frozen=True)
