@@ -260,7 +260,7 @@ class Ledger:
 
     @property
     def log_public_key(self) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE name = 'log_public_key'").fetchone()
+        row = self._conn.execute("SELECT value FROM meta WHERE +name = 'log_public_key'").fetchone()
         return row[0] if row else None
 
     def register(self, actor: str, role: str) -> str:

@@ -8,7 +8,8 @@ entry), the stored Merkle nodes of a SQLite file, and the payout rules (:mod:`le
 Reports the first bad entry and why. Reading never writes: see :func:`ledger.store.open_read_only`.
 
 Signature checks dominate (one Ed25519 verify per entry, ~60 µs with libsodium), so large logs
-are split into contiguous chunks checked by ``workers`` processes. libsodium releases the GIL, so
+are split into contiguous chunks checked by ``workers`` processes; a large file's integrity check
+runs in one more process meanwhile. libsodium releases the GIL, so
 threads would share the verifies too, but not the ~6 µs of Python per entry (its bytes, hashes and
 Merkle leaf); processes run all of it in parallel.
 """
@@ -187,7 +188,7 @@ def _read_rows(conn: sqlite3.Connection) -> LogContents | VerifyReport:
         rows = conn.execute(f"SELECT {COLUMNS} FROM entries ORDER BY seq").fetchall()
         heads = [SignedHead(*r) for r in conn.execute("SELECT size, root, timestamp, signature FROM heads ORDER BY size")]
         keys = {a: (r, k, p) for a, r, k, p in conn.execute("SELECT actor, role, public_key, proof FROM keys")}
-        meta = conn.execute("SELECT value FROM meta WHERE name = 'log_public_key'").fetchone()
+        meta = conn.execute("SELECT value FROM meta WHERE +name = 'log_public_key'").fetchone()
         nodes = {i: h if isinstance(h, bytes) else str(h).encode() for i, h in conn.execute("SELECT id, hash FROM tree")}
     except (sqlite3.DatabaseError, UnicodeDecodeError) as exc:
         return _damaged(*_unreadable_row(conn, exc))
