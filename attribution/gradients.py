@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,17 +47,25 @@ def require_per_sample(model: nn.Module, x: Inputs, method: str) -> None:
             raise AttributionError(f"{method}: the model's output {k} differs between two identical forward passes "
                                    "(random layers?); per-sample gradients would be random")
         single = torch.cat([leaves[k] for leaves in alone])
-        scale = float(out.abs().max()) if out.numel() else 0.0
-        if out.shape != single.shape or not torch.allclose(out, single, rtol=1e-4, atol=1e-5 * scale + 1e-7):
+        if out.shape != single.shape:
+            raise AttributionError(f"{method}: the model's output {k} has shape {tuple(out.shape)} on a batch but "
+                                   f"{tuple(single.shape)} stacked from single samples; its first dimension must be the sample")
+        gap = float((out - single).abs().max()) if out.numel() else 0.0
+        if gap > 1e-4 * float(out.abs().max()) + 1e-7:
             raise AttributionError(f"{method}: the model's output {k} for a sample changes with the rest of its batch "
-                                   f"(max difference {float((out - single).abs().max()) if out.shape == single.shape else 'shape'}); "
-                                   "per-sample gradients are undefined for a model that couples samples")
+                                   f"(max difference {gap:.3g}); per-sample gradients are undefined for a model that "
+                                   "couples samples")
 
 
-def _leaves(output) -> list[torch.Tensor]:
-    leaves: list[torch.Tensor] = []
-    map_inputs(output, lambda t: leaves.append(t) or t)
-    return [t for t in leaves if t.is_floating_point()]
+def _leaves(output: Any) -> list[torch.Tensor]:
+    """The floating tensors of a model output (a tensor, or tuples, lists and mappings of them), in order."""
+    if isinstance(output, torch.Tensor):
+        return [output] if output.is_floating_point() else []
+    if isinstance(output, Mapping):
+        output = list(output.values())
+    if isinstance(output, (tuple, list)):
+        return [t for part in output for t in _leaves(part)]
+    return []
 
 
 class SampleGradients:

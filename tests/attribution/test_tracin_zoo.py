@@ -108,6 +108,18 @@ class Shared(nn.Module):
         return self.head(h) + h @ self.head.weight.T  # head.weight also used directly
 
 
+class Branching(nn.Module):
+    """A learnt scale behind Python control flow on tensor values, which vmap cannot trace (the
+    vmap gradients loop over samples instead)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale if bool(torch.isfinite(x).all()) else x
+
+
 class RewritesInput(nn.Module):
     """A Linear's input is overwritten in place after the Linear read it."""
 
@@ -203,6 +215,8 @@ ZOO = {
     "frozen": Case(frozen, "dense", {"2": "gram", "4": "gram"}),
     "frozen_layer": Case(lambda: frozen(bias=False), "dense", {"2": "gram", "4": "gram"}),
     "shared": Case(Shared, "dense", {}),
+    "python_branch": Case(lambda: nn.Sequential(nn.Linear(D, 6), Branching(6), nn.Tanh(), nn.Linear(6, C)), "dense",
+                          {"0": "gram", "3": "gram"}),
 }
 
 
@@ -289,6 +303,8 @@ def test_fast_tracin_equals_the_per_sample_references(tmp_path, name):
     before = {k: v.clone() for k, v in p.model.state_dict().items()}
     fast = FastTracIn(batch_size=4, test_batch_size=3).fit(p.task)
     assert fast.hooked_layers == ZOO[name].hooked  # the fast paths are taken where they are exact
+    if name == "python_branch":
+        assert fast._other.looped
     scores = fast.scores(p.test_x, p.test_y)
     expected = naive_tracin(p)
     _close(scores, expected)
