@@ -4,7 +4,7 @@ Score matrices are ``(n_train, n_test)`` everywhere: ``[i, j]`` = train ``i`` on
 positive = helped.
 """
 
-from attribution.base import AttributionError, AttributionTask, Attributor, require_finite
+from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, n_samples, per_sample_losses, require_finite, take
 from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity, TrainingLoss
 from attribution.ensemble import Ensemble
 from attribution.fast_tracin import FastTracIn
@@ -42,6 +42,7 @@ __all__ = [
     "GaussNewtonInfluence",
     "GradientDot",
     "GroupSums",
+    "Inputs",
     "InfluenceFunction",
     "METHODS",
     "KNNShapley",
@@ -54,10 +55,13 @@ __all__ = [
     "integrated_gradients",
     "last_layer_gradients",
     "make_attributor",
+    "n_samples",
+    "per_sample_losses",
     "project_to_span",
     "redundancy_clusters",
     "require_finite",
     "sample_credit",
     "shared_credit",
     "similarity_clusters",
+    "take",
 ]
