@@ -57,13 +57,18 @@ class GradientFactors:
     linear: list[tuple[torch.Tensor, torch.Tensor]]
     other: torch.Tensor | None
 
+    def __len__(self) -> int:
+        return len(self.linear[0][0] if self.linear else self.other)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return (self.linear[0][0] if self.linear else self.other).dtype
+
     def dot(self, test: GradientFactors, out: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
         """``(n_self, n_test)`` gradient dot products, times ``alpha`` and added to ``out`` in place
         when given (one fused pass per layer)."""
-        first = self.linear[0][0] if self.linear else self.other
-        test_first = test.linear[0][0] if test.linear else test.other
         if out is None:
-            out = torch.zeros(len(first), len(test_first), dtype=first.dtype)
+            out = torch.zeros(len(self), len(test), dtype=self.dtype)
         for (a, d), (a_t, d_t) in zip(self.linear, test.linear):
             out.addcmul_(d @ d_t.T, a @ a_t.T, value=alpha)
         if self.other is not None:
@@ -72,8 +77,7 @@ class GradientFactors:
 
     def squared_norms(self) -> torch.Tensor:
         """``(n_self,)`` squared gradient norms (the self-dot products)."""
-        first = self.linear[0][0] if self.linear else self.other
-        out = torch.zeros(len(first), dtype=first.dtype)
+        out = torch.zeros(len(self), dtype=self.dtype)
         for a, d in self.linear:
             out += (d * d).sum(dim=1) * (a * a).sum(dim=1)
         if self.other is not None:
@@ -120,6 +124,7 @@ class FastTracIn(Attributor):
         self._task: AttributionTask | None = None
         self._states: list[tuple[dict[str, torch.Tensor], float]] = []
         self._loaded = -1
+        self._dtype = torch.float32
         self._hooked: list[_Hooked] = []
         self._other: SampleGradients | None = None
         self._train_cache: list[list[GradientFactors]] | None = None
@@ -131,6 +136,7 @@ class FastTracIn(Attributor):
             lr = float(task.load_checkpoint(task.model, str(path)))
             self._states.append(({k: v.detach().clone() for k, v in task.model.state_dict().items()}, lr))
         self._loaded = len(self._states) - 1
+        self._dtype = next((p.dtype for p in task.model.parameters() if p.is_floating_point()), torch.float32)
         require_per_sample(task.model, task.train_x, self.name)
         self._hooked = _hooked_linears(task.model, task.train_x)
         self._other = self._sample_gradients()
@@ -153,8 +159,7 @@ class FastTracIn(Attributor):
         other = [n for n, p in task.model.named_parameters() if p.requires_grad and id(p) not in covered]
         if not other and not self._hooked:
             raise AttributionError(f"{self.name}: the model has no trainable parameter")
-        dtype = next((p.dtype for p in task.model.parameters() if p.is_floating_point()), torch.float32)
-        return SampleGradients(task.model, task.loss_fn, dtype, self.batch_size, other) if other else None
+        return SampleGradients(task.model, task.loss_fn, self._dtype, self.batch_size, other) if other else None
 
     def _factors_agree(self) -> bool:
         """Whether the factors' dot products on up to 3 training samples equal those of plain
@@ -196,32 +201,25 @@ class FastTracIn(Attributor):
         fresh: list[list[GradientFactors]] = [[] for _ in self._states]
         for b, start in enumerate(starts):
             rows = slice(start, start + self.batch_size)
-            block = torch.zeros(len(task.train_y[rows]), n_test, dtype=self._dtype(tests))
+            block = torch.zeros(len(task.train_y[rows]), n_test, dtype=self._dtype)
             for t, ((_, lr), test_chunks) in enumerate(zip(self._states, tests)):
                 train = cache[t][b] if cache is not None else self.factors(take(task.train_x, rows), task.train_y[rows], t)
                 if keep:
                     fresh[t].append(train)
                 col = 0
                 for chunk in test_chunks:
-                    width = len(chunk.linear[0][0] if chunk.linear else chunk.other)
-                    train.dot(chunk, block[:, col : col + width], alpha=lr)  # (rows, chunk columns) += lr · dots
-                    col += width
+                    train.dot(chunk, block[:, col : col + len(chunk)], alpha=lr)  # (rows, chunk columns) += lr · dots
+                    col += len(chunk)
             sink(start, block.numpy())
         if keep:
             self._train_cache = fresh
 
-    @staticmethod
-    def _dtype(tests: list[list[GradientFactors]]) -> torch.dtype:
-        """The factors' dtype (that of the model's floating parameters)."""
-        first = tests[0][0]
-        return (first.linear[0][0] if first.linear else first.other).dtype
-
     def _train_bytes(self) -> int:
-        """Bytes of every checkpoint's training factors (float32)."""
+        """Bytes of every checkpoint's training factors."""
         width = sum((h.module.in_features * h.weight + h.bias + h.module.out_features) if h.gram
                     else h.module.weight.numel() * h.weight + h.module.out_features * h.bias for h in self._hooked)
         width += self._other.n_params if self._other is not None else 0
-        return 4 * width * self._fitted().n_train * len(self._states)
+        return self._dtype.itemsize * width * self._fitted().n_train * len(self._states)
 
     def self_influence(self) -> np.ndarray:
         """``(n_train,)`` ``Σ_t lr_t |∇ℓ(train_i; θ_t)|²``."""

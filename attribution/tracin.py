@@ -78,6 +78,7 @@ class CaptumTracIn(Attributor):
             load = lambda wrapper, path: task.load_checkpoint(wrapper.model, path)  # noqa: E731
         sample_wise = _sample_wise_is_exact(task)
         self.mode = "sample_wise" if sample_wise else "loop"
+        as_captum = (lambda loss: loss) if sample_wise else _per_sample  # the loop takes per-sample losses
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(reduction|required grads).*")
             self._tracin = TracInCP(
@@ -86,8 +87,8 @@ class CaptumTracIn(Attributor):
                 checkpoints=[str(p) for p in task.checkpoints],
                 # Captum's default loader cannot carry a learning rate beside the weights.
                 checkpoints_load_func=load,
-                loss_fn=task.loss_fn if sample_wise else _per_sample(task.loss_fn),
-                test_loss_fn=None if task.test_loss_fn is None else task.test_loss_fn if sample_wise else _per_sample(task.test_loss_fn),
+                loss_fn=as_captum(task.loss_fn),
+                test_loss_fn=None if task.test_loss_fn is None else as_captum(task.test_loss_fn),
                 batch_size=self.batch_size,
                 layers=None if sample_wise else _loop_layers(model),
                 sample_wise_grads_per_batch=sample_wise,
