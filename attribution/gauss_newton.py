@@ -21,6 +21,8 @@ per-sample curvature), so one default carries across models and data sizes. The 
 dwarfs (1.4 against ≈ 45 on the digits MLP). Positive = helped.
 
 The truncation keeps ``diagnostics["curvature_kept"]`` of ``Σ_i tr Λ_i`` (0.83 at rank 2 there).
+The training loss must be an unweighted ``nn.CrossEntropyLoss`` on ``(n, C)`` logits (any
+reduction: a sample's loss is its own cross-entropy); the task's test loss may be any.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class GaussNewtonInfluence(Attributor):
         self.diagnostics.update(lam=self._lam, kernel_rows=len(kernel))
         return self
 
-    def scores(self, test_x: torch.Tensor, test_y: torch.Tensor) -> np.ndarray:
+    def scores(self, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
         if not hasattr(self, "_factor"):
             raise RuntimeError(f"{self.name}.scores called before fit(task)")
         test = self._loss.factors(test_x, test_y, test=True).double()
