@@ -71,8 +71,8 @@ def map_inputs(x: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     raise TypeError(f"expected a tensor, a tuple of tensors or a mapping of tensors, got {type(x).__name__}")
 
 
-def take(x: Inputs, rows: slice | torch.Tensor) -> Inputs:
-    """Rows ``rows`` (a slice or an index tensor) of every tensor of ``x``, in ``x``'s form."""
+def take(x: Inputs, rows: slice | int | torch.Tensor) -> Inputs:
+    """Rows ``rows`` (a slice, an index or an index tensor) of every tensor of ``x``, in ``x``'s form."""
     return map_inputs(x, lambda t: t[rows])
 
 
