@@ -51,7 +51,7 @@ FLAG = Field("true or false", lambda v: type(v) is bool)
 OBJECT = Field("a JSON object", lambda v: type(v) is dict)
 NUMBER = Field("a finite number", lambda v: type(v) in (int, float) and math.isfinite(v))
 ACTOR = Field(f"an actor id matching {ACTOR_PATTERN.pattern}", lambda v: type(v) is str and ACTOR_PATTERN.fullmatch(v) is not None)
-STATUS = Field("'ok' or 'failed'", lambda v: v in ("ok", "failed") and type(v) is str)
+STATUS = Field("'ok' or 'failed'", lambda v: type(v) is str and v in ("ok", "failed"))
 
 
 @dataclass(frozen=True)
