@@ -36,7 +36,7 @@ def test_payouts_sum_to_the_pool_and_harmful_data_earns_nothing(default_run):
 
 def test_a_step_on_its_own_builds_what_it_needs(tmp_path):
     run = pipeline.open_run(str(tmp_path), dataset="wine", n_contributors=3, scenario="honest:3", epochs=1)
-    result = pipeline.attributed(run)
+    result = pipeline.attribute(run)
     assert (tmp_path / "dataset" / "meta.json").is_file() and (tmp_path / "training" / "history.csv").is_file()
     assert result.scores.shape[0] == len(pipeline.datanet(run).train_y)
 
@@ -62,7 +62,7 @@ def test_payout_credit_is_the_redundancy_aware_rollup(default_run):
     assert samples["cluster"].nunique() == len(samples)
 
 
-def test_a_near_copy_under_another_identity_shares_its_originals_credit(tmp_path):
+def test_a_near_copy_submitted_later_under_another_identity_earns_nothing(tmp_path):
     run = pipeline.open_run(str(tmp_path), dataset="wine", n_contributors=3, scenario="honest:3", epochs=1)
     dn = pipeline.datanet(run)
     rows = np.flatnonzero(dn.train_contributors == "c00")[:5]
@@ -73,12 +73,14 @@ def test_a_near_copy_under_another_identity_shares_its_originals_credit(tmp_path
         train_contributors=np.concatenate([dn.train_contributors, ["c02"] * len(rows)]))
     trained = train(copied, pipeline.train_config(run), tmp_path / "copied")
     scored = pipeline.score(copied, trained, "tracin_captum", 0)
-    samples = pipeline.roll_up(copied, scored.scores, trained.model[0]).sample_credit
+    order = np.concatenate([pipeline.submission_order(run, dn), 10**6 + np.arange(len(rows))])  # copies come later
+    samples = pipeline.roll_up(copied, scored.scores, trained.model, order).sample_credit
     originals, copies = samples.iloc[rows], samples.iloc[len(dn.train_y):]
     np.testing.assert_array_equal(copies["cluster"].to_numpy(), originals["cluster"].to_numpy())
     assert samples["cluster"].nunique() == len(dn.train_y)
     pair = originals["credit"].to_numpy() + copies["credit"].to_numpy()
-    np.testing.assert_allclose(originals["shared_credit"].to_numpy() + copies["shared_credit"].to_numpy(), pair / 2)
+    np.testing.assert_allclose(originals["shared_credit"].to_numpy(), pair / 2)
+    assert (copies["shared_credit"] == 0).all()
 
 
 WINE = dict(dataset="wine", n_contributors=3, scenario="honest:3", epochs=1)

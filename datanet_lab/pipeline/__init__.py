@@ -18,7 +18,8 @@ Run directory layout::
                   integrated_gradients.npz
 """
 
-from datanet_lab.pipeline.attribute_step import Attribution, Rollup, Scores, attribute, record, roll_up, score
+from datanet_lab.pipeline.attribute_step import (Attribution, Rollup, Scores, attribute, record, roll_up, score,
+                                                 submission_order)
 from datanet_lab.pipeline.build_step import Built, behaviours, build, datanet, planted_datanet, submission_counts
 from datanet_lab.pipeline.manifest import ManifestError
 from datanet_lab.pipeline.pay_step import pay, write_metrics
@@ -26,10 +27,7 @@ from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, RUN_
 from datanet_lab.pipeline.run import Run, open_run
 from datanet_lab.pipeline.train_step import train_config, train_model
 
-attributed = attribute
-"""The attribute step under the name notebook 04 calls (it reuses the run's attribution)."""
-
 __all__ = ["ATTRIBUTOR", "CURATOR", "PAYOUT_AUTHORITY", "RUN_CLOCK", "STAKE_UNITS", "TRAINER", "VALIDATOR", "Attribution",
-           "Built", "ManifestError", "Rollup", "Run", "Scores", "attribute", "attributed", "behaviours", "build",
-           "datanet", "open_run", "pay", "planted_datanet", "record", "roll_up", "score", "submission_counts", "train_config",
-           "train_model", "write_metrics"]
+           "Built", "ManifestError", "Rollup", "Run", "Scores", "attribute", "behaviours", "build",
+           "datanet", "open_run", "pay", "planted_datanet", "record", "roll_up", "score", "submission_counts", "submission_order",
+           "train_config", "train_model", "write_metrics"]

@@ -73,20 +73,35 @@ def score(dn: Datanet, trained: TrainResult, method: str, seed: int) -> Scores:
     return Scores(attributor.name, scores, features)
 
 
-def roll_up(dn: Datanet, scores: np.ndarray, standardize: nn.Module) -> Rollup:
-    """The redundancy-aware roll-up of ``scores`` (:func:`attribution.redundancy_clusters`):
-    near-identical samples of the same label, in the standardized features the model sees
-    (``standardize``, the model's first layer), share one sample's credit, so data accepted again
-    under other identities (perturbed just enough to pass the exact-duplicate check) earns nothing
-    extra. Each sample keeps its own ``credit`` beside its ``cluster`` and ``shared_credit``."""
-    with torch.no_grad():
-        model_view = standardize(torch.from_numpy(dn.train_x)).double().numpy()
-    clusters = attribution.redundancy_clusters(model_view, dn.train_y)
+def submission_order(run: Run, dn: Datanet) -> np.ndarray:
+    """``(n_train,)`` the ledger sequence number of each training row's ``contribution`` entry
+    (earlier submission = smaller)."""
+    with run.ledger() as book:
+        seq = {e.payload["sample_id"]: e.seq for e in book.entries("contribution")}
+    missing = [s for s in dn.train_ids if s not in seq]
+    if missing:
+        raise ValueError(f"{run.ledger_path}: no contribution entry for {len(missing)} accepted samples, "
+                         f"e.g. {missing[0]!r}")
+    return np.array([seq[s] for s in dn.train_ids], dtype=np.int64)
+
+
+def roll_up(dn: Datanet, scores: np.ndarray, model: nn.Module, order: np.ndarray) -> Rollup:
+    """The redundancy-aware roll-up of ``scores``: samples of the same label whose last-layer loss
+    gradients at ``model``'s weights (the trained model, at its last checkpoint) point the same
+    way within the test gradients' span (:func:`attribution.project_to_span`,
+    :func:`attribution.similarity_clusters`, cosine >= :data:`attribution.REDUNDANCY_SIMILARITY`)
+    form a cluster that earns its members' mean credit, all of it to the member submitted first
+    by ``order`` (:func:`submission_order`), so data accepted again under other identities
+    (perturbed enough to pass the exact-duplicate check) earns nothing. Each sample keeps its own
+    ``credit`` beside its ``cluster`` and ``shared_credit``."""
+    test = attribution.last_layer_gradients(model, torch.from_numpy(dn.test_x), torch.from_numpy(dn.test_y))
+    train = attribution.last_layer_gradients(model, torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y))
+    clusters = attribution.similarity_clusters(attribution.project_to_span(train, test), dn.train_y)
     own = attribution.sample_credit(scores)
     samples = pd.DataFrame({"sample_id": dn.train_ids, "contributor": dn.train_contributors, "credit": own,
-                            "cluster": clusters, "shared_credit": attribution.shared_credit(own, clusters)})
-    credit = attribution.contributor_credit(scores, dn.train_contributors, dn.contributors, clusters)
-    summary = {"redundancy_radius": attribution.REDUNDANCY_RADIUS,
+                            "cluster": clusters, "shared_credit": attribution.shared_credit(own, clusters, order)})
+    credit = attribution.contributor_credit(scores, dn.train_contributors, dn.contributors, clusters, order)
+    summary = {"redundancy_similarity": attribution.REDUNDANCY_SIMILARITY, "cluster_credit_to": "earliest submission",
                "redundant_samples": int((np.bincount(clusters)[clusters] > 1).sum())}
     return Rollup(samples, credit, summary)
 
@@ -124,7 +139,7 @@ def attribute(run: Run) -> Attribution:
     if manifest.check(run.directory, manifest.ATTRIBUTE, run.params):
         return _load(run)
     scored = score(dn, trained, run.params["attribution_method"], run.params["seed"])
-    found = record(run, dn, trained, scored, roll_up(dn, scored.scores, trained.model[0]))
+    found = record(run, dn, trained, scored, roll_up(dn, scored.scores, trained.model, submission_order(run, dn)))
     manifest.write(run.directory, manifest.ATTRIBUTE, run.params)
     return found
 
