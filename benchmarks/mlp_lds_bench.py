@@ -1,6 +1,6 @@
 """Benchmark: sample-level LDS of attribution methods on the digits MLP, against retraining.
 
-Problem: the plain digits split of issue 4 (scikit-learn's ``load_digits``, 1437 train / 360
+Problem: the plain digits split (scikit-learn's ``load_digits``, 1437 train / 360
 test, stratified split ``random_state=0``, features standardized by the training set), not a
 planted Datanet. Model: :class:`datanet.mlp_retrain.MLPRetrainer` defaults (64-128-10 ReLU MLP,
 SGD batch 32, peak lr 0.1 cosine-annealed, weight decay 1e-3, 20 epochs, 5 checkpoints); the
@@ -41,6 +41,7 @@ from attribution import AttributionError, AttributionTask, Attributor, FastTracI
 from attribution.ensemble import Ensemble
 from attribution.gauss_newton import GaussNewtonInfluence
 from attribution.trak import TRAK
+from datanet.models import standardization
 from datanet.mlp_retrain import MLPRetrainer
 from datanet_lab.compare_mlp import EnsembleMembers, default_methods
 
@@ -53,12 +54,11 @@ TUNE_FAMILIES: dict[str, Callable[[float], Attributor]] = {
 
 
 def digits_retrainer() -> MLPRetrainer:
-    """The issue's digits split, standardized by the training rows, as an MLP retrainer."""
+    """The digits split, standardized by the training rows, as an MLP retrainer."""
     digits = load_digits()
     train_x, test_x, train_y, test_y = train_test_split(digits.data, digits.target, test_size=0.2,
                                                         stratify=digits.target, random_state=0)
-    mean, std = train_x.mean(axis=0), train_x.std(axis=0)
-    std[std == 0] = 1.0
+    mean, std = standardization(train_x)
     return MLPRetrainer((train_x - mean) / std, train_y, (test_x - mean) / std, test_y, 10)
 
 
