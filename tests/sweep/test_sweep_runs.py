@@ -19,6 +19,7 @@ from datanet_lab.cli import main
 from datanet_lab.reproduce import find_record
 from datanet_lab.sweep import KIND, run_sweep
 from datanet_lab.sweep_config import load
+from datanet_lab.sweep_task import Task, execute
 
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
 
@@ -112,6 +113,10 @@ def test_reproduce_a_finished_run_matches_every_metric_and_hash(resumed, tmp_pat
     assert (tmp_path / "again" / first.name / "payouts.csv").read_bytes() == (first / "payouts.csv").read_bytes()
     assert main(["reproduce", str(first), "--out", str(tmp_path / "again")]) == 2  # not a fresh directory
     assert "is not empty" in capsys.readouterr().err
+    (tmp_path / "afile").write_text("keep me")
+    assert main(["reproduce", str(first), "--out", str(tmp_path / "afile")]) == 2
+    assert f"reproduce directory {tmp_path / 'afile'} exists and is not a directory" in capsys.readouterr().err
+    assert (tmp_path / "afile").read_text() == "keep me"
 
 
 @pytest.mark.slow
@@ -164,3 +169,11 @@ def test_a_kernel_that_fails_to_start_is_retried(write_sweep, write_notebook, tm
     result = run_sweep(load(path), out=tmp_path / "runs")
     (record,) = sweep_records(result.directory)
     assert marker.exists() and record["status"] == "ok" and record["attempts"] == 2
+
+
+def test_a_kernel_that_vanished_after_the_check_fails_the_run_without_a_partial_directory(write_notebook, tmp_path):
+    notebooks = write_notebook("print(seed)")
+    task = Task("aaaaaaaaaaaa", {"seed": 0}, (notebooks / "check.ipynb",), tmp_path / "runs", kernel="no-such-kernel")
+    outcome = execute(task)
+    assert outcome.failure["ename"] == "NoSuchKernel" and outcome.attempts == 1  # not retried
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["aaaaaaaaaaaa.failed"]
