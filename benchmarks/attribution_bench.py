@@ -33,15 +33,13 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from attribution import AttributionTask, CaptumTracIn, FastTracIn, Float16Memmap, GroupSums
-from datanet.models import Standardize
-from datanet.training import load_checkpoint
+from datanet.models import Standardize, load_checkpoint, save_checkpoint
 
 HIDDEN, EPOCHS, LR = 128, 5, 0.05
 
 
 def mlp(train_x: torch.Tensor, n_classes: int) -> nn.Sequential:
-    std = train_x.std(0)
-    return nn.Sequential(Standardize(train_x.mean(0), std), nn.Linear(train_x.shape[1], HIDDEN), nn.ReLU(),
+    return nn.Sequential(Standardize.fit(train_x), nn.Linear(train_x.shape[1], HIDDEN), nn.ReLU(),
                          nn.Linear(HIDDEN, n_classes))
 
 
@@ -58,8 +56,7 @@ def train_checkpoints(x: torch.Tensor, y: torch.Tensor, n_classes: int, director
             optimizer.zero_grad()
             nn.functional.cross_entropy(model(x[index]), y[index]).backward()
             optimizer.step()
-        paths.append(directory / f"epoch_{epoch:03d}.pt")
-        torch.save({"state_dict": model.state_dict(), "learning_rate": LR, "epoch": epoch}, paths[-1])
+        paths.append(save_checkpoint(model, directory, epoch, LR))
     return model, paths
 
 

@@ -9,8 +9,7 @@ import torch
 from torch import nn
 
 from attribution import AttributionTask, CaptumTracIn, FastTracIn, Float16Memmap, GroupSums
-from datanet.models import Standardize, build_model
-from datanet.training import load_checkpoint
+from datanet.models import Standardize, build_model, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -44,7 +43,7 @@ def _model(name: str, train_x: torch.Tensor) -> nn.Module:
         # A Linear called twice per forward (weight sharing) must fall back too.
         "shared": [nn.Linear(N_FEATURES, 5), nn.Tanh(), shared, nn.Tanh(), shared, nn.Linear(5, N_CLASSES)],
     }[name]
-    return nn.Sequential(Standardize(train_x.mean(0), train_x.std(0)), *layers)
+    return nn.Sequential(Standardize.fit(train_x), *layers)
 
 
 def _checkpoints(name: str, train_x: torch.Tensor, directory) -> tuple[nn.Module, list]:
@@ -58,9 +57,7 @@ def _checkpoints(name: str, train_x: torch.Tensor, directory) -> tuple[nn.Module
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5 + 0.2)
-        path = directory / f"epoch_{epoch:03d}.pt"
-        torch.save({"state_dict": model.state_dict(), "learning_rate": lr, "epoch": epoch}, path)
-        paths.append(path)
+        paths.append(save_checkpoint(model, directory, epoch, lr))
     return model, paths
 
 
