@@ -109,6 +109,18 @@ def test_equals_the_autograd_reference(tmp_path, model_name):
     _close(fast, _autograd_reference(model, paths, train_x, train_y, test_x, test_y))
 
 
+@pytest.mark.parametrize("cache_mb", [256.0, 0.0])
+def test_scoring_again_reuses_the_training_factors_and_gives_the_reference(tmp_path, cache_mb):
+    train_x, train_y = _data(17, seed=5)
+    first_x, first_y = _data(6, seed=6)
+    second_x, second_y = _data(9, seed=7)
+    model, paths = _checkpoints("mixed", train_x, tmp_path)
+    tracin = FastTracIn(batch_size=5, test_batch_size=4, cache_mb=cache_mb).fit(_task(model, paths, train_x, train_y))
+    tracin.scores(first_x, first_y)
+    _close(tracin.scores(second_x, second_y),
+           _autograd_reference(model, paths, train_x, train_y, second_x, second_y))
+
+
 @pytest.mark.parametrize("model_name", ["mixed", "mlp"])
 def test_self_influence_is_the_diagonal(tmp_path, model_name):
     train_x, train_y = _data(9, seed=5)
