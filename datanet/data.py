@@ -81,9 +81,13 @@ def load_table(dataset: str, label_column: str = "") -> Table:
     """Load ``dataset``: a bundled name (``digits``, ``wine``, ``breast_cancer``) or a file path.
 
     Raises:
-        DataSourceError: an unknown name, a missing or unreadable file, a missing label column.
+        DataSourceError: an unknown name, a missing or unreadable file, a missing label column,
+            a label column named for a bundled dataset (whose labels are fixed).
     """
     if dataset in BUILTIN_DATASETS:
+        if label_column:
+            raise DataSourceError(f"label_column {label_column!r} applies to a file dataset; the bundled dataset "
+                                  f"{dataset!r} has its own labels (leave label_column empty)")
         bunch = BUILTIN_DATASETS[dataset]()
         return Table(
             name=dataset,

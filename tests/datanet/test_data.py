@@ -130,6 +130,11 @@ def test_unknown_dataset_name():
         load_table("mnist-like")
 
 
+def test_a_label_column_for_a_bundled_dataset_is_refused():
+    with pytest.raises(DataSourceError, match="label_column 'y' applies to a file dataset.*'wine'"):
+        load_table("wine", label_column="y")
+
+
 def test_unknown_suffix(tmp_path):
     path = tmp_path / "data.txt"
     path.write_text("a,y\n1,2\n")
