@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from datanet import DatanetError
+from datanet_lab.provenance import file_sha256
 
 MANIFEST_DIR = "manifests"
 
@@ -56,14 +57,6 @@ ATTRIBUTE = Step("attribute", (*TRAIN.params, "attribution_method"), ("build", "
 PAY = Step("pay", (*ATTRIBUTE.params, "reward_pool"), ("build", "train", "attribute"), ("payouts.csv", "metrics.json"))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def manifest_path(run_dir: Path, step: Step | str) -> Path:
     return Path(run_dir) / MANIFEST_DIR / f"{step if isinstance(step, str) else step.name}.json"
 
@@ -75,7 +68,7 @@ def output_files(run_dir: Path, step: Step) -> dict[str, str]:
     for name in step.outputs:
         target = run_dir / name
         files += sorted(p for p in target.rglob("*") if p.is_file()) if target.is_dir() else [target] if target.is_file() else []
-    return {p.relative_to(run_dir).as_posix(): sha256_file(p) for p in files}
+    return {p.relative_to(run_dir).as_posix(): file_sha256(p) for p in files}
 
 
 def expected(run_dir: Path, step: Step, params: dict[str, Any]) -> dict[str, Any]:
@@ -86,7 +79,7 @@ def expected(run_dir: Path, step: Step, params: dict[str, Any]) -> dict[str, Any
         upstream = manifest_path(run_dir, name)
         if not upstream.is_file():
             raise ManifestError(f"{step.name}: its input step {name!r} has no manifest {upstream}")
-        inputs[name] = sha256_file(upstream)
+        inputs[name] = file_sha256(upstream)
     return {"step": step.name, "params": mine, "params_sha256": _sha256_json(mine), "inputs": inputs}
 
 
