@@ -1,0 +1,1 @@
+"""Text Datanets: sources (installed docstrings, the user's files) and text validation."""
