@@ -21,6 +21,7 @@ import numpy as np
 
 from datanet.errors import DataSourceError
 from datanet.text.table import TextTable, corpus_hash
+from datanet.text.validation import validate_texts
 
 DEFAULT_PACKAGES = ("numpy", "pandas", "scipy", "sklearn", "torch", "matplotlib", "transformers")
 # Import name -> distribution name, where they differ (for the recorded version).
@@ -82,10 +83,13 @@ def docstring_corpus(packages: Sequence[str] = DEFAULT_PACKAGES, per_package: in
                      min_chars: int = 80, max_chars: int = 2000) -> TextTable:
     """A corpus of up to ``per_package`` docstrings from each package, labelled by package name.
 
+    Exact and near duplicates (:func:`~datanet.text.validation.validate_texts` with its defaults,
+    over all packages in the given order) are dropped before sampling, so an honest contributor's
+    share of the corpus is never rejected as a copy.
+
     Each package's docstrings are subsampled with ``numpy.random.default_rng(seed)`` (a package
-    with fewer keeps all) and stay in source order; a package's draw depends on ``seed`` and its
-    name only, so adding a package leaves the others' samples unchanged. The default (7 packages × 220) is about
-    1,500 samples. ``provenance`` holds the package versions, the parameters and the corpus hash.
+    with fewer keeps all) and stay in source order; a package's generator is seeded by ``seed`` and
+    its name. The default (7 packages × 220) is 1,540 samples. ``provenance`` holds the package versions, the parameters and the corpus hash.
 
     Raises:
         DataSourceError: a package not installed, fewer than 2 packages, or a package with no
@@ -96,20 +100,26 @@ def docstring_corpus(packages: Sequence[str] = DEFAULT_PACKAGES, per_package: in
     if per_package < 1:
         raise DataSourceError(f"per_package must be at least 1, got {per_package}")
     versions = {package: package_version(package) for package in packages}
+    found = {package: package_docstrings(package, min_chars, max_chars) for package in packages}
+    for package, docs in found.items():
+        if not docs:
+            raise DataSourceError(f"package {package!r} has no docstring of {min_chars}–{max_chars} characters")
+    # Drop exact and near duplicates (the first occurrence stays) so the corpus passes text validation.
+    everything = [(package, text, source) for package in packages for text, source in found[package]]
+    verdict = validate_texts([t for _, t, _ in everything], [p for p, _, _ in everything], packages,
+                             max_chars=max_chars)
     texts: list[str] = []
     labels: list[str] = []
     sources: list[str] = []
     for package in packages:
-        found = package_docstrings(package, min_chars, max_chars)
-        if not found:
-            raise DataSourceError(f"package {package!r} has no docstring of {min_chars}–{max_chars} characters")
+        kept = [(t, src) for (p, t, src), ok in zip(everything, verdict.accepted) if ok and p == package]
         rng = np.random.default_rng([seed, zlib.crc32(package.encode())])
-        keep = range(len(found)) if len(found) <= per_package else np.sort(
-            rng.choice(len(found), size=per_package, replace=False))
+        keep = range(len(kept)) if len(kept) <= per_package else np.sort(
+            rng.choice(len(kept), size=per_package, replace=False))
         for i in keep:
-            texts.append(found[i][0])
+            texts.append(kept[i][0])
             labels.append(package)
-            sources.append(found[i][1])
+            sources.append(kept[i][1])
     provenance = {
         "kind": "docstrings",
         "versions": versions,

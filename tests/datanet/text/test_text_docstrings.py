@@ -9,6 +9,7 @@ import pytest
 
 from datanet.errors import DataSourceError
 from datanet.text.docstrings import docstring_corpus
+from datanet.text.validation import validate_texts
 
 ALPHA_INIT = '''
 """Alpha computes things with arrays and returns them to the caller, always in order."""
@@ -98,6 +99,15 @@ def test_per_package_cap_is_a_seeded_subsample_kept_in_source_order(fake_package
     assert len({c.texts for c in capped}) > 1  # the seed matters
 
 
+def test_exact_and_near_duplicate_docstrings_are_kept_once(fake_packages):
+    near_copy = ('def f():\n    """Alpha  computes things with arrays and returns them to the caller, '
+                 'always in the order."""\n')
+    (fake_packages / "betapkg" / "copy.py").write_text(ALPHA_CORE + "\n\n" + near_copy)
+    corpus = docstring_corpus(("alphapkg", "betapkg"), min_chars=40)
+    assert corpus.labels.count("alphapkg") == 4
+    assert corpus.labels.count("betapkg") == 2  # betapkg/copy.py repeats alpha's docstrings: none kept
+
+
 def test_min_chars_filters_short_docstrings(fake_packages):
     corpus = docstring_corpus(("alphapkg", "betapkg"), min_chars=5)
     assert "Short." in corpus.texts
@@ -119,3 +129,4 @@ def test_default_corpus_is_deterministic_and_about_1500_samples():
     assert 1400 <= len(first) <= 1600
     assert set(first.labels) == {"numpy", "pandas", "scipy", "sklearn", "torch", "matplotlib", "transformers"}
     assert all(80 <= len(t) <= 2000 for t in first.texts)
+    assert all(validate_texts(first.texts, first.labels, first.label_set).accepted)
