@@ -109,7 +109,7 @@ def load_table(dataset: str, label_column: str = "") -> Table:
 def _load_file(path: Path, label_column: str) -> Table:
     if not path.is_file():
         raise DataSourceError(f"dataset file not found: {path}")
-    frame = _read_frame(path)
+    frame = read_frame(path)
     if not label_column:
         raise DataSourceError(f"label_column is required for a file dataset ({path}); columns: {list(frame.columns)}")
     if label_column not in frame.columns:
@@ -135,7 +135,7 @@ def _load_file(path: Path, label_column: str) -> Table:
     )
 
 
-def _read_frame(path: Path) -> pd.DataFrame:
+def read_frame(path: Path) -> pd.DataFrame:
     """The file's table; refused when it names a column twice (one would be renamed silently)."""
     try:
         columns = _column_names(path)

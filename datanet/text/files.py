@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from datanet.data import _read_frame
+from datanet.data import read_frame
 from datanet.errors import DataSourceError
 from datanet.text.table import TextTable, corpus_hash
 
@@ -29,7 +29,7 @@ def load_text_file(path: str | Path, text_column: str, label_column: str) -> Tex
         raise DataSourceError(f"text file {path} must end in one of {list(TEXT_SUFFIXES)}")
     if not path.is_file():
         raise DataSourceError(f"text file not found: {path}")
-    frame = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else _read_frame(path)
+    frame = _read_jsonl(path) if path.suffix.lower() == ".jsonl" else read_frame(path)
     for role, column in (("text_column", text_column), ("label_column", label_column)):
         if not column:
             raise DataSourceError(f"{role} is required for {path}; columns: {list(frame.columns)}")
