@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,14 +117,7 @@ def _load_file(path: Path, label_column: str) -> Table:
     if len(frame) == 0 or frame.shape[1] < 2:
         raise DataSourceError(f"dataset file {path} needs at least one row and one feature column besides {label_column!r}")
     labels = frame[label_column].to_numpy(dtype=object)
-    for row, label in enumerate(labels):
-        if not pd.api.types.is_scalar(label):
-            raise DataSourceError(f"label column {label_column!r} of {path} holds {label!r} ({type(label).__name__}) "
-                                  f"in data row {row + 1}: a label must be a single value (text or a number)")
-    label_set = tuple(sorted({label for label in labels if not pd.isna(label)}, key=str))
-    if len(label_set) < 2:
-        raise DataSourceError(f"label column {label_column!r} of {path} holds {len(label_set)} class(es) "
-                              f"{list(label_set)}: classification needs at least 2")
+    label_set = checked_label_set(labels, label_column, path)
     features = frame.drop(columns=[label_column])
     return Table(
         name=path.stem,
@@ -133,6 +126,20 @@ def _load_file(path: Path, label_column: str) -> Table:
         feature_names=tuple(str(c) for c in features.columns),
         label_set=label_set,
     )
+
+
+def checked_label_set(labels: Sequence[Any], label_column: str, path: Path) -> tuple[Any, ...]:
+    """The sorted classes of a file's ``labels`` (missing values left out); refused when a label
+    is not a single value (a dict, list or array) or fewer than 2 classes remain."""
+    for row, label in enumerate(labels, start=1):
+        if not pd.api.types.is_scalar(label):
+            raise DataSourceError(f"label column {label_column!r} of {path} holds {label!r} ({type(label).__name__}) "
+                                  f"in data row {row}: a label must be a single value (text or a number)")
+    label_set = tuple(sorted({label for label in labels if not pd.isna(label)}, key=str))
+    if len(label_set) < 2:
+        raise DataSourceError(f"label column {label_column!r} of {path} holds {len(label_set)} class(es) "
+                              f"{list(label_set)}: classification needs at least 2")
+    return label_set
 
 
 def read_frame(path: Path) -> pd.DataFrame:

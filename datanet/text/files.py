@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from datanet.data import read_frame
+from datanet.data import checked_label_set, read_frame
 from datanet.errors import DataSourceError
 from datanet.text.table import TextTable, corpus_hash
 
@@ -41,17 +41,11 @@ def load_text_file(path: str | Path, text_column: str, label_column: str) -> Tex
         raise DataSourceError(f"text file {path} has no data rows")
     texts = frame[text_column].tolist()
     labels = frame[label_column].tolist()
-    for row, (text, label) in enumerate(zip(texts, labels), start=1):
+    for row, text in enumerate(texts, start=1):
         if not isinstance(text, str):
             raise DataSourceError(f"text column {text_column!r} of {path} holds {text!r} ({type(text).__name__}) "
                                   f"in data row {row}: a text must be a string")
-        if not pd.api.types.is_scalar(label):
-            raise DataSourceError(f"label column {label_column!r} of {path} holds {label!r} ({type(label).__name__}) "
-                                  f"in data row {row}: a label must be a single value (text or a number)")
-    label_set = tuple(sorted({label for label in labels if not pd.isna(label)}, key=str))
-    if len(label_set) < 2:
-        raise DataSourceError(f"label column {label_column!r} of {path} holds {len(label_set)} class(es) "
-                              f"{list(label_set)}: classification needs at least 2")
+    label_set = checked_label_set(labels, label_column, path)
     return TextTable(
         name=path.stem,
         texts=tuple(texts),
