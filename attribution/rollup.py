@@ -30,6 +30,8 @@ from scipy.sparse.csgraph import connected_components
 from sklearn.neighbors import NearestNeighbors
 from torch import nn
 
+from attribution.base import Inputs, forward
+
 REDUNDANCY_RADIUS = 0.1
 """Default near-copy radius, as a fraction of the median nearest-neighbour distance. In the
 default Datanets (standardized features) the closest pair of distinct samples sits at 0.29
@@ -77,13 +79,14 @@ def redundancy_clusters(features: np.ndarray, labels: np.ndarray, radius: float 
     return connected_components(graph, directed=False)[1]
 
 
-def last_layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def last_layer_gradients(model: nn.Module, x: Inputs, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Each sample's softmax cross-entropy gradient with respect to the model's output layer, in
     factored form: ``a (n, d_in [+ 1])``, the layer's input with a trailing 1 when it has a bias,
     and ``δ (n, n_classes)`` = softmax − onehot(y); the weight's gradient is ``δ aᵀ``, the bias's ``δ``.
 
     The model runs as it is (weights and train/eval mode untouched; ``no_grad``); its output must
-    be the output of the last ``nn.Linear`` it calls. ``δ`` is computed in float64 from that
+    be the output of the last ``nn.Linear`` it calls. ``x`` is a tensor, tuple or mapping of
+    tensors (:data:`~attribution.base.Inputs`). ``δ`` is computed in float64 from that
     layer's input, with the true class's entry as minus the sum of the others, so that the
     direction of a confidently fitted sample's gradient survives rounding."""
     calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
@@ -94,7 +97,7 @@ def last_layer_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     handles = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, nn.Linear)]
     try:
         with torch.no_grad():
-            logits = model(x)
+            logits = forward(model, x)
     finally:
         for handle in handles:
             handle.remove()

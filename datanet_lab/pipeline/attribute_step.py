@@ -86,21 +86,32 @@ def submission_order(run: Run, dn: Datanet) -> np.ndarray:
 
 
 def roll_up(dn: Datanet, scores: np.ndarray, model: nn.Module, order: np.ndarray) -> Rollup:
-    """The redundancy-aware roll-up of ``scores``: samples of the same label whose last-layer loss
-    gradients at ``model``'s weights (the trained model, at its last checkpoint) point the same
-    way within the test gradients' span (:func:`attribution.project_to_span`,
-    :func:`attribution.similarity_clusters`, cosine >= :data:`attribution.REDUNDANCY_SIMILARITY`)
-    form a cluster that earns its members' mean credit, all of it to the member submitted first
-    by ``order`` (:func:`submission_order`), so data accepted again under other identities
-    (perturbed enough to pass the exact-duplicate check) earns nothing. Each sample keeps its own
-    ``credit`` beside its ``cluster`` and ``shared_credit``."""
-    test = attribution.last_layer_gradients(model, torch.from_numpy(dn.test_x), torch.from_numpy(dn.test_y))
-    train = attribution.last_layer_gradients(model, torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y))
-    clusters = attribution.similarity_clusters(attribution.project_to_span(train, test), dn.train_y)
+    """The redundancy-aware roll-up of a tabular Datanet's ``scores`` (:func:`roll_up_samples`)."""
+    return roll_up_samples(scores, model, (torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y)),
+                           (torch.from_numpy(dn.test_x), torch.from_numpy(dn.test_y)), dn.train_ids,
+                           dn.train_contributors, dn.contributors, order)
+
+
+def roll_up_samples(scores: np.ndarray, model: nn.Module, train: tuple[attribution.Inputs, torch.Tensor],
+                    test: tuple[attribution.Inputs, torch.Tensor], sample_ids: np.ndarray,
+                    sample_contributors: np.ndarray, contributors: tuple[str, ...], order: np.ndarray) -> Rollup:
+    """The redundancy-aware roll-up of ``scores`` ``(n_train, n_test)``: samples of the same label
+    whose last-layer loss gradients at ``model``'s weights (the trained model, at its last
+    checkpoint) point the same way within the test gradients' span
+    (:func:`attribution.project_to_span`, :func:`attribution.similarity_clusters`, cosine >=
+    :data:`attribution.REDUNDANCY_SIMILARITY`) form a cluster that earns its members' mean credit,
+    all of it to the member submitted first by ``order`` (:func:`submission_order`), so data
+    accepted again under other identities (perturbed enough to pass the duplicate checks) earns
+    nothing. ``train`` and ``test`` are ``(inputs, class indices)`` as the model takes them; each
+    sample keeps its own ``credit`` beside its ``cluster`` and ``shared_credit``."""
+    test_gradients = attribution.last_layer_gradients(model, *test)
+    train_y = train[1]
+    clusters = attribution.similarity_clusters(
+        attribution.project_to_span(attribution.last_layer_gradients(model, *train), test_gradients), train_y.numpy())
     own = attribution.sample_credit(scores)
-    samples = pd.DataFrame({"sample_id": dn.train_ids, "contributor": dn.train_contributors, "credit": own,
+    samples = pd.DataFrame({"sample_id": sample_ids, "contributor": sample_contributors, "credit": own,
                             "cluster": clusters, "shared_credit": attribution.shared_credit(own, clusters, order)})
-    credit = attribution.contributor_credit(scores, dn.train_contributors, dn.contributors, clusters, order)
+    credit = attribution.contributor_credit(scores, sample_contributors, contributors, clusters, order)
     summary = {"redundancy_similarity": attribution.REDUNDANCY_SIMILARITY, "cluster_credit_to": "earliest submission",
                "redundant_samples": int((np.bincount(clusters)[clusters] > 1).sum())}
     return Rollup(samples, credit, summary)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from datanet import BuiltDatanet, Datanet, build_datanet, load_table, parse_scenario
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, STAKE_UNITS, TRAINER, VALIDATOR, Run
+
+if TYPE_CHECKING:
+    from datanet.text.datanet import TextDatanet
 
 
 @dataclass
@@ -69,8 +72,9 @@ def behaviours(run: Run) -> pd.Series:
     return build(run).ground_truth.groupby("contributor")["behaviour"].first()
 
 
-def submission_counts(dn: Datanet) -> pd.DataFrame:
-    """``accepted`` and ``rejected`` counts per contributor (all contributors, in id order)."""
+def submission_counts(dn: Datanet | TextDatanet) -> pd.DataFrame:
+    """``accepted`` and ``rejected`` counts per contributor (all contributors, in id order) of a
+    tabular or text Datanet."""
     counts = dn.decisions.groupby("contributor")["accepted"].agg(accepted="sum", submitted="count")
     counts = counts.reindex(list(dn.contributors), fill_value=0)
     counts["rejected"] = counts.pop("submitted") - counts["accepted"]

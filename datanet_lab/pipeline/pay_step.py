@@ -8,7 +8,6 @@ from typing import Any
 import pandas as pd
 
 import ledger
-from datanet import Datanet
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.attribute_step import attribute
 from datanet_lab.pipeline.build_step import build, submission_counts
@@ -25,39 +24,48 @@ def pay(run: Run, epoch: int = 1) -> pd.DataFrame:
     (:class:`~datanet_lab.pipeline.manifest.ManifestError`)."""
     built, trained, found = build(run), train_model(run), attribute(run)
     manifest.check(run.directory, manifest.PAY, run.params)  # raises on a mismatch; a match is paid again (refused)
-    dn = built.datanet
-    credit, counts = found.contributor_credit, submission_counts(dn)
-    magnitude = found.sample_credit["shared_credit"].abs().groupby(found.sample_credit["contributor"]).sum()
+    behaviours = built.ground_truth.groupby("contributor")["behaviour"].first()
+    table = settle(run, epoch, built.datanet.version, found.contributor_credit, found.sample_credit,
+                   submission_counts(built.datanet), behaviours)
+    table.to_csv(run.path("payouts.csv"), index=False)
+    write_metrics(run, built.datanet.version, trained.history, table)
+    manifest.write(run.directory, manifest.PAY, run.params)
+    return table
+
+
+def settle(run: Run, epoch: int, dataset_version: str, credit: pd.Series, sample_credit: pd.DataFrame,
+           counts: pd.DataFrame, behaviours: pd.Series) -> pd.DataFrame:
+    """Plan payout ``epoch`` of ``dataset_version`` from contributor ``credit`` (indexed by every
+    contributor) and ``sample_credit`` (``contributor``, ``shared_credit`` per accepted sample),
+    record its slashes, payments and closing in the run's ledger (the ledger refuses an epoch
+    paid before; nothing changes) and return the payouts table, one row per contributor:
+    ``contributor, behaviour, accepted, rejected, attribution, stake, slashed, payout``."""
+    magnitude = sample_credit["shared_credit"].abs().groupby(sample_credit["contributor"]).sum()
     with run.ledger() as book:
         stakes = {e.payload["contributor"]: e.payload["amount"] for e in book.entries("stake")}
         plan = ledger.plan_epoch(epoch, run.params["reward_pool"], credit.to_dict(), magnitude.to_dict(), stakes,
                                  (counts["accepted"] + counts["rejected"]).to_dict(), counts["rejected"].to_dict())
-        book.append_many(ledger.epoch_records(plan, PAYOUT_AUTHORITY, dataset_version=dn.version))
+        book.append_many(ledger.epoch_records(plan, PAYOUT_AUTHORITY, dataset_version=dataset_version))
     slashed = dict.fromkeys(counts.index, 0)
     for slash in plan.slashes:
         slashed[slash.contributor] += slash.amount
-    behaviours = built.ground_truth.groupby("contributor")["behaviour"].first()
     table = counts.join(behaviours.rename("behaviour"))
     table["attribution"] = credit
     table["stake"] = pd.Series(stakes)
     table["slashed"] = pd.Series(slashed)
     table["payout"] = pd.Series(plan.split.payouts)
-    table = table.rename_axis("contributor").reset_index()[
+    return table.rename_axis("contributor").reset_index()[
         ["contributor", "behaviour", "accepted", "rejected", "attribution", "stake", "slashed", "payout"]
     ]
-    table.to_csv(run.path("payouts.csv"), index=False)
-    write_metrics(run, dn, trained.history, table)
-    manifest.write(run.directory, manifest.PAY, run.params)
-    return table
 
 
-def write_metrics(run: Run, dn: Datanet, history: pd.DataFrame, payouts: pd.DataFrame) -> dict[str, Any]:
+def write_metrics(run: Run, dataset_version: str, history: pd.DataFrame, payouts: pd.DataFrame) -> dict[str, Any]:
     """Write ``metrics.json``: final accuracy of the training ``history``, per-contributor
     attribution and payout, the ledger head."""
     report = ledger.verify(run.ledger_path)
     last = history.iloc[-1]
     metrics = {
-        "dataset_version": dn.version,
+        "dataset_version": dataset_version,
         "test_accuracy": float(last["test_accuracy"]),
         "test_loss": float(last["test_loss"]),
         "attribution": dict(zip(payouts["contributor"], payouts["attribution"].astype(float))),
