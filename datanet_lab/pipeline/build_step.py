@@ -41,25 +41,31 @@ def build(run: Run) -> Built:
     built = planted_datanet(**{name: run.params[name] for name in manifest.BUILD.params})  # all it depends on
     built.datanet.save(run.path("dataset"))
     built.ground_truth.to_csv(run.path("planted", "ground_truth.csv"), index=False)
-    decisions = built.datanet.decisions
-    records = [
-        ("contribution", s.contributor, {"sample_id": s.sample_id, "content_hash": d.content_hash, "datanet": built.datanet.name})
-        for s, d in zip(built.submissions, decisions.itertuples())
-    ]
-    records += [
-        ("validation", VALIDATOR, {"sample_id": d.sample_id, "accepted": bool(d.accepted), "reason": d.reason})
-        for d in decisions.itertuples()
-    ]
-    records.append(("dataset_version", CURATOR, _version_payload(built.datanet)))
-    stakes = [("stake", c, {"contributor": c, "amount": STAKE_UNITS}) for c in built.datanet.contributors]
+    record_datanet(run, built.datanet, {"test_samples": len(built.datanet.test_y)})
+    manifest.write(run.directory, manifest.BUILD, run.params)
+    return Built(built.datanet, built.ground_truth)
+
+
+def record_datanet(run: Run, dn: Datanet | TextDatanet, version_details: dict[str, Any]) -> None:
+    """Record a freshly built Datanet in ``run``'s ledger, in one batch: every actor with its role,
+    each contributor's stake, every contribution (its content hash) and validation decision (with
+    its reason), then the ``dataset_version`` entry (counts plus ``version_details``)."""
+    decisions = dn.decisions
+    records = [("contribution", d.contributor, {"sample_id": d.sample_id, "content_hash": d.content_hash, "datanet": dn.name})
+               for d in decisions.itertuples()]
+    records += [("validation", VALIDATOR, {"sample_id": d.sample_id, "accepted": bool(d.accepted), "reason": d.reason})
+                for d in decisions.itertuples()]
+    counts = submission_counts(dn)
+    records.append(("dataset_version", CURATOR, {
+        "version": dn.version, "datanet": dn.name, "accepted": int(counts["accepted"].sum()),
+        "rejected": int(counts["rejected"].sum()), "contributors": len(dn.contributors), **version_details}))
+    stakes = [("stake", c, {"contributor": c, "amount": STAKE_UNITS}) for c in dn.contributors]
     roles = {VALIDATOR: "validator", CURATOR: "curator", TRAINER: "trainer", ATTRIBUTOR: "attributor",
-             PAYOUT_AUTHORITY: "payout-authority", **{c: "contributor" for c in built.datanet.contributors}}
+             PAYOUT_AUTHORITY: "payout-authority", **{c: "contributor" for c in dn.contributors}}
     with run.ledger() as book:
         for actor, role in roles.items():
             book.register(actor, role)
         book.append_many(stakes + records)
-    manifest.write(run.directory, manifest.BUILD, run.params)
-    return Built(built.datanet, built.ground_truth)
 
 
 def datanet(run: Run) -> Datanet:
@@ -79,15 +85,3 @@ def submission_counts(dn: Datanet | TextDatanet) -> pd.DataFrame:
     counts = counts.reindex(list(dn.contributors), fill_value=0)
     counts["rejected"] = counts.pop("submitted") - counts["accepted"]
     return counts.astype(int)
-
-
-def _version_payload(dn: Datanet) -> dict[str, Any]:
-    counts = submission_counts(dn)
-    return {
-        "version": dn.version,
-        "datanet": dn.name,
-        "accepted": int(counts["accepted"].sum()),
-        "rejected": int(counts["rejected"].sum()),
-        "contributors": len(dn.contributors),
-        "test_samples": len(dn.test_y),
-    }
