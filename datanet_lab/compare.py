@@ -65,7 +65,9 @@ class Comparison:
 
 def compare(p: Problem, methods: list[attribution.Attributor], directory: Path, n_subsets: int = 100, seed: int = 0,
             workers: int = 2, target: attribution.AttributionTask | None = None,
-            retrain: groundtruth.Retrainer | None = None, seeds: Sequence[int] = (0,), shapley: bool = True) -> Comparison:
+            retrain: groundtruth.Retrainer | None = None, seeds: Sequence[int] = (0,), shapley: bool = True,
+            test: tuple[attribution.Inputs, torch.Tensor] | None = None, loco: bool = True,
+            removal: bool = True) -> Comparison:
     """Score with every method and judge each against retraining (see the module docstring).
 
     ``target`` and ``retrain`` default to the converged logistic regression (:func:`task`,
@@ -74,28 +76,32 @@ def compare(p: Problem, methods: list[attribution.Attributor], directory: Path, 
     over ``seeds`` (retrain seeds: one suffices for the unique logistic optimum); with two or more,
     ``diagnostics["ceiling"]`` is the sample-level LDS one seed's retrains reach predicting
     another's. ``shapley=False`` skips exact contributor Shapley (``2^n`` retrains per seed;
-    ``shapley_corr`` is then NaN); it is computed for the first seed only. Retrains are cached
-    under ``directory / "retrains"``."""
+    ``shapley_corr`` is then NaN); it is computed for the first seed only. ``loco=False`` and
+    ``removal=False`` skip the leave-one-contributor-out retrains (``loco_corr`` NaN) and the
+    removal curves (no ``removal_<f>`` columns), for models whose retrains are costly. ``test``
+    is ``(inputs, class indices)`` as ``target``'s model takes them (default: ``p``'s test
+    features). Retrains are cached under ``directory / "retrains"``."""
     target = task(p, directory) if target is None else target
     retrain = retrainer(p) if retrain is None else retrain
-    test = torch.from_numpy(p.test_x.astype(np.float32)), torch.from_numpy(p.test_y)
+    test = (torch.from_numpy(p.test_x.astype(np.float32)), torch.from_numpy(p.test_y)) if test is None else test
     scored = {}
     for method in methods:
         scored[method.name] = measure(lambda m=method: m.fit(target).scores(*test))
     scores = {name: s for name, (s, _, _) in scored.items()}
     with groundtruth.RetrainCache(retrain, workers=workers, cache_dir=directory / "retrains") as cache:
-        truth = evaluation.ground_truth(p, cache, n_subsets, seed, seeds, shapley)
-        removal = evaluation.removal_curves(cache, scores, seeds)
+        truth = evaluation.ground_truth(p, cache, n_subsets, seed, seeds, shapley, loco)
+        curves = evaluation.removal_curves(cache, scores, seeds) if removal else pd.DataFrame(
+            columns=["method", "fraction", "accuracy"])
         retrains = cache.retrains
-    accuracy = removal.set_index(["method", "fraction"])["accuracy"]
+    accuracy = curves.set_index(["method", "fraction"])["accuracy"]
     rows = [{"method": name} | evaluation.judge(p, scores[name], truth)
-            | {f"removal_{f:g}": accuracy[name, f] - accuracy[name, 0.0] for f in REMOVAL_FRACTIONS}
+            | {f"removal_{f:g}": accuracy[name, f] - accuracy[name, 0.0] for f in REMOVAL_FRACTIONS if removal}
             | {"seconds": seconds, "peak_mib": peak} for name, (_, seconds, peak) in scored.items()]
     diagnostics = {m.name: dict(getattr(m, "diagnostics", {})) for m in methods} | {"retrains": retrains}
     if (ceiling := truth.ceiling()) is not None:
         diagnostics["ceiling"] = ceiling
     lds = {name: evaluation.sample_lds(s, truth) for name, s in scores.items()}
-    return Comparison(pd.DataFrame(rows), lds, removal, diagnostics)
+    return Comparison(pd.DataFrame(rows), lds, curves, diagnostics)
 
 
 def cg_error(p: Problem, directory: Path, n_test: int = 20) -> dict[str, float]:

@@ -37,15 +37,15 @@ class GroundTruth:
     """Retrained quantities: ``sample_masks`` ``(n_subsets, n_train)`` with the mean test losses
     ``sample_losses`` ``(n_subsets, n_test)`` and each seed's in ``per_seed_losses``; the same
     over contributor halves (``contributor_masks`` on rows, ``contributor_losses``); ``loco``
-    ``(n_contributors,)`` mean test-loss effect of leaving each contributor out; ``shapley``
-    ``(n_contributors,)`` or ``None``."""
+    ``(n_contributors,)`` mean test-loss effect of leaving each contributor out or ``None``;
+    ``shapley`` ``(n_contributors,)`` or ``None``."""
 
     sample_masks: np.ndarray
     sample_losses: np.ndarray
     per_seed_losses: list[np.ndarray]
     contributor_masks: np.ndarray
     contributor_losses: np.ndarray
-    loco: np.ndarray
+    loco: np.ndarray | None
     shapley: np.ndarray | None
 
     def ceiling(self) -> float | None:
@@ -57,9 +57,9 @@ class GroundTruth:
 
 
 def ground_truth(p: Problem, cache: groundtruth.RetrainCache, n_subsets: int, seed: int, seeds: Sequence[int],
-                 shapley: bool) -> GroundTruth:
+                 shapley: bool, loco: bool = True) -> GroundTruth:
     """Retrain on ``n_subsets`` random sample halves and contributor halves (masks drawn from
-    ``seed`` and ``seed + 1``), without each contributor, and (``shapley`` and at most
+    ``seed`` and ``seed + 1``), without each contributor (``loco``), and (``shapley`` and at most
     :data:`attribution.groundtruth.MAX_EXACT_SHAPLEY` contributors) every contributor coalition
     for the first of ``seeds``."""
     seeds = list(seeds)
@@ -74,7 +74,7 @@ def ground_truth(p: Problem, cache: groundtruth.RetrainCache, n_subsets: int, se
         per_seed_losses=per_seed,
         contributor_masks=contributor_masks,
         contributor_losses=groundtruth.subset_losses(cache, contributor_masks, seeds),
-        loco=np.mean([groundtruth.loco(cache, p.groups, n_groups, s) for s in seeds], axis=0).mean(axis=1),
+        loco=np.mean([groundtruth.loco(cache, p.groups, n_groups, s) for s in seeds], axis=0).mean(axis=1) if loco else None,
         shapley=groundtruth.exact_shapley(cache, p.groups, n_groups, seeds[0]) if shapley else None,
     )
 
@@ -92,7 +92,7 @@ def judge(p: Problem, scores: np.ndarray, truth: GroundTruth) -> dict[str, float
         "lds_sample": float(np.nanmean(lds)),
         "lds_sample_ci95": float(1.96 * np.nanstd(lds) / np.sqrt(np.isfinite(lds).sum())),
         "lds_contributor": float(np.nanmean(metrics.lds(scores, truth.contributor_masks, truth.contributor_losses))),
-        "loco_corr": metrics.loco_correlation(contributor, truth.loco),
+        "loco_corr": metrics.loco_correlation(contributor, truth.loco) if truth.loco is not None else float("nan"),
         "shapley_corr": metrics.loco_correlation(contributor, truth.shapley) if truth.shapley is not None else float("nan"),
     } | metrics.detection_aucs(scores, p.groups, p.noisy_contributor, p.flipped_sample, p.behaviours)
 
