@@ -55,12 +55,14 @@ def default_methods(seed: int, projection_dim: int) -> list[attribution.Attribut
 class Comparison:
     """``table``: one row per method; ``lds``: per-test sample-level LDS ``(n_test,)`` per method;
     ``removal``: accuracy after removing top fractions (rows: method, fraction, accuracy);
-    ``diagnostics``: each method's own, ``retrains`` and (two or more seeds) ``ceiling``."""
+    ``diagnostics``: each method's own, ``retrains`` and (two or more seeds) ``ceiling``;
+    ``scores``: each method's ``(n_train, n_test)`` scores."""
 
     table: pd.DataFrame
     lds: dict[str, np.ndarray]
     removal: pd.DataFrame
     diagnostics: dict[str, Any]
+    scores: dict[str, np.ndarray]
 
 
 def compare(p: Problem, methods: list[attribution.Attributor], directory: Path, n_subsets: int = 100, seed: int = 0,
@@ -101,7 +103,7 @@ def compare(p: Problem, methods: list[attribution.Attributor], directory: Path, 
     if (ceiling := truth.ceiling()) is not None:
         diagnostics["ceiling"] = ceiling
     lds = {name: evaluation.sample_lds(s, truth) for name, s in scores.items()}
-    return Comparison(pd.DataFrame(rows), lds, curves, diagnostics)
+    return Comparison(pd.DataFrame(rows), lds, curves, diagnostics, scores)
 
 
 def cg_error(p: Problem, directory: Path, n_test: int = 20) -> dict[str, float]:
