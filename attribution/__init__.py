@@ -25,6 +25,7 @@ from attribution.rollup import (
     similarity_clusters,
 )
 from attribution.streaming import Float16Memmap, GroupSums
+from attribution.token_ig import TokenAttributions, token_attributions, trigger_mass
 from attribution.tracin import CaptumTracIn
 from attribution.trak import TRAK
 
@@ -50,6 +51,7 @@ __all__ = [
     "RandomScores",
     "RepresentationSimilarity",
     "TRAK",
+    "TokenAttributions",
     "TrainingLoss",
     "contributor_credit",
     "integrated_gradients",
@@ -64,4 +66,6 @@ __all__ = [
     "shared_credit",
     "similarity_clusters",
     "take",
+    "token_attributions",
+    "trigger_mass",
 ]
