@@ -38,6 +38,7 @@ from datasketch import MinHash, MinHashLSH
 # stability policy freezes, less tab, newline and carriage return. One regex scan is ~50 times
 # faster than a category lookup per character.
 FORBIDDEN_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+MAX_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def _empty_minhash(num_perm: int, seed: int) -> MinHash:
 
 
 def validate_texts(texts: Sequence[str | bytes], labels: Sequence, label_set: Sequence,
-                   max_chars: int = 2000, max_tokens: int | None = None,
+                   max_chars: int = MAX_CHARS, max_tokens: int | None = None,
                    count_tokens: Callable[[str], int] | None = None, near_threshold: float = 0.8,
                    shingle: int = 1, num_perm: int = 128, seed: int = 1,
                    names: Sequence[str] | None = None) -> TextValidation:
@@ -112,7 +113,7 @@ def validate_texts(texts: Sequence[str | bytes], labels: Sequence, label_set: Se
     accepted: list[bool] = []
     reasons: list[str] = []
     for index, (raw, label) in enumerate(zip(texts, labels)):
-        reason, text = _single_reason(raw, label, valid_labels, max_chars, max_tokens, count_tokens)
+        reason, text = sample_reason(raw, label, valid_labels, max_chars, max_tokens, count_tokens)
         if not reason:
             digest = text_sha256(text)
             if digest in first_by_hash:
@@ -134,9 +135,9 @@ def validate_texts(texts: Sequence[str | bytes], labels: Sequence, label_set: Se
     return TextValidation(accepted=tuple(accepted), reasons=tuple(reasons))
 
 
-def _single_reason(raw: str | bytes, label, valid_labels: set, max_chars: int, max_tokens: int | None,
-                   count_tokens: Callable[[str], int] | None) -> tuple[str, str]:
-    """(reason or "", decoded text) for the rules that need no other sample."""
+def sample_reason(raw: str | bytes, label, valid_labels: set, max_chars: int = MAX_CHARS, max_tokens: int | None = None,
+                  count_tokens: Callable[[str], int] | None = None) -> tuple[str, str]:
+    """(reason or "", decoded text) by rules 1-5, those that need no other sample."""
     if isinstance(raw, bytes):
         try:
             raw = raw.decode("utf-8")

@@ -142,3 +142,21 @@ def test_scaled_scenario_refuses_a_bad_spec():
         scaled_scenario("honest:0", 4)
     with pytest.raises(ScenarioError, match="only duplicate"):
         scaled_scenario("duplicate:3,honest:1", 1)
+
+
+def test_text_specs_parse_against_the_text_behaviours():
+    from datanet.text.behaviours import DEFAULT_TEXT_SCENARIO, TEXT_BEHAVIOURS
+
+    got = parse_scenario(DEFAULT_TEXT_SCENARIO, 9, TEXT_BEHAVIOURS)
+    assert list(got.values()) == ["honest"] * 4 + ["noisy", "duplicate", "paraphrase_sybil", "off_topic", "backdoor"]
+    assert list(got) == contributor_ids(9)
+    with pytest.raises(ScenarioError, match="unknown behaviour 'paraphrase_sybil'"):
+        parse_scenario(DEFAULT_TEXT_SCENARIO, 9)  # the tabular default does not know it
+    with pytest.raises(ScenarioError, match=r"unknown behaviour 'malformed' .*'backdoor'\]"):
+        parse_scenario("honest:1,malformed:1", 2, TEXT_BEHAVIOURS)
+    with pytest.raises(ScenarioError, match="only duplicate/paraphrase_sybil contributors: nobody to copy from"):
+        parse_scenario("paraphrase_sybil:2,duplicate:1,honest:0", 3, TEXT_BEHAVIOURS)
+    with pytest.raises(ScenarioError, match="only paraphrase_sybil contributors"):
+        scenario_counts("paraphrase_sybil:2", 2, TEXT_BEHAVIOURS)
+    assert scaled_scenario(DEFAULT_TEXT_SCENARIO, 18, TEXT_BEHAVIOURS) == (
+        "honest:8,noisy:2,duplicate:2,paraphrase_sybil:2,off_topic:2,backdoor:2")

