@@ -1,1 +1,2 @@
-"""Text Datanets: sources (installed docstrings, the user's files) and text validation."""
+"""Text Datanets: sources (installed docstrings, the user's files), text validation, planted
+behaviours and the versioned text Datanet."""

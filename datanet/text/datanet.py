@@ -71,9 +71,9 @@ class TextDatanet:
                 "contributors": list(self.contributors), "provenance": self.provenance, "max_tokens": self.max_tokens}
         (directory / "meta.json").write_text(json.dumps(meta, indent=2))
         self.decisions.to_csv(directory / "decisions.csv", index=False)
-        _write_jsonl(directory / "train.jsonl", [
-            {"sample_id": i, "contributor": c, "text": t, "y": int(y)}
-            for i, c, t, y in zip(self.train_ids.tolist(), self.train_contributors.tolist(), self.train_texts, self.train_y)])
+        train = zip(self.train_ids.tolist(), self.train_contributors.tolist(), self.train_texts, self.train_y)
+        _write_jsonl(directory / "train.jsonl",
+                     [{"sample_id": i, "contributor": c, "text": t, "y": int(y)} for i, c, t, y in train])
         _write_jsonl(directory / "test.jsonl", [{"text": t, "y": int(y)} for t, y in zip(self.test_texts, self.test_y)])
 
     @classmethod
@@ -83,13 +83,13 @@ class TextDatanet:
         meta = json.loads((directory / "meta.json").read_text())
         train = _read_jsonl(directory / "train.jsonl")
         test = _read_jsonl(directory / "test.jsonl")
-        text_columns = dict.fromkeys(["sample_id", "contributor", "reason", "content_hash"], str)
+        columns = {**dict.fromkeys(["sample_id", "contributor", "reason", "content_hash"], str), "accepted": bool}
         return cls(
             name=meta["name"],
             version=meta["version"],
             label_set=tuple(meta["label_set"]),
             contributors=tuple(meta["contributors"]),
-            decisions=pd.read_csv(directory / "decisions.csv", keep_default_na=False, dtype={**text_columns, "accepted": bool}),
+            decisions=pd.read_csv(directory / "decisions.csv", keep_default_na=False, dtype=columns),
             train_texts=tuple(r["text"] for r in train),
             train_y=np.array([r["y"] for r in train], dtype=np.int64),
             train_ids=np.array([r["sample_id"] for r in train], dtype=str),
@@ -125,8 +125,8 @@ def split_text(table: TextTable, seed: int, count_tokens: Callable[[str], int], 
     eligible = [i for i, (text, label) in enumerate(zip(table.texts, table.labels))
                 if not sample_reason(text, label, valid_labels, max_tokens=max_tokens, count_tokens=count_tokens)[0]]
     if len(eligible) < 2:
-        raise DataSourceError(f"text table {table.name!r} has {len(eligible)} of {len(table)} texts that pass validation "
-                              f"within max_tokens {max_tokens}: too few to hold out a test set")
+        raise DataSourceError(f"text table {table.name!r} has {len(eligible)} of {len(table)} texts that pass "
+                              f"validation within max_tokens {max_tokens}: too few to hold out a test set")
     n_test = min(max(1, round(TEST_FRACTION * len(eligible))), len(eligible) - 1)
     rng = np.random.default_rng([seed, SPLIT_STREAM])
     test = np.sort(rng.choice(eligible, size=n_test, replace=False))

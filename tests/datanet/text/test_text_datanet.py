@@ -137,7 +137,8 @@ def test_save_load_is_an_exact_round_trip(tmp_path):
     dn = _build(table=table).datanet
     dn.save(tmp_path / "dn")
     back = TextDatanet.load(tmp_path / "dn")
-    for field in ("name", "version", "label_set", "contributors", "train_texts", "test_texts", "provenance", "max_tokens"):
+    for field in ("name", "version", "label_set", "contributors", "train_texts", "test_texts", "provenance",
+                  "max_tokens"):
         assert getattr(back, field) == getattr(dn, field), field
     for field in ("train_y", "train_ids", "train_contributors", "test_y"):
         assert getattr(back, field).dtype == getattr(dn, field).dtype

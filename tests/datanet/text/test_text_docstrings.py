@@ -241,8 +241,8 @@ f = lambda: [x for x in (lambda: 1,)]
 
 def test_definitions_are_every_class_and_function_that_ast_walk_finds():
     def reference(tree):
-        return sorted((n for n in ast.walk(tree) if isinstance(n, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))),
-                      key=lambda n: (n.lineno, n.col_offset))
+        kinds = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+        return sorted((n for n in ast.walk(tree) if isinstance(n, kinds)), key=lambda n: (n.lineno, n.col_offset))
 
     tree = ast.parse(NESTED)
     assert [n.name for n in definitions(tree)] == [n.name for n in reference(tree)]
