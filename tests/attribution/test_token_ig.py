@@ -1,4 +1,4 @@
-"""attribution.token_ig on a tiny random BERT classifier (float64): completeness against the
+"""attribution.token_ig on a tiny random MiniLMClassifier (float64): completeness against the
 model's own logits, exact zeros where the input equals the baseline, batching and padding that do
 not change a sample's attributions, the refusals, and trigger_mass."""
 
@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from transformers import BertConfig, BertModel
 
 from attribution import TokenAttributions, token_attributions, trigger_mass
 from attribution.token_ig import baseline_ids
+from datanet.models.encoders import ATTENTION, MiniLMClassifier, TopLayerClassifier
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -19,28 +19,22 @@ CLS, SEP, PAD, VOCAB, C = 2, 3, 0, 40, 3
 LENGTHS = (7, 4, 2, 5)
 
 
-class TinyBert(nn.Module):
-    """BertModel (2 layers, width 16) -> masked mean pool -> Linear: ``forward(input_ids, attention_mask)``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                            intermediate_size=32, max_position_embeddings=16, pad_token_id=PAD)
-        self.bert, self.head = BertModel(config, add_pooling_layer=False), nn.Linear(16, C)
-        self.embeddings = self.bert.embeddings
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (n, L, 16)
-        mask = attention_mask.to(hidden.dtype)[..., None]  # (n, L, 1)
-        return self.head((hidden * mask).sum(dim=1) / mask.sum(dim=1))
-
-
-def _model() -> TinyBert:
+def tiny_encoder() -> BertModel:
+    """A random 2-layer BertModel of width 16 (eager attention, as MiniLM is loaded), in eval mode."""
+    config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=16, pad_token_id=PAD, attn_implementation=ATTENTION)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = TinyBert().double().eval()
-        with torch.no_grad():
-            model.head.weight.mul_(20.0)  # logits of order 1, so the path integral has work to do
+        return BertModel(config, add_pooling_layer=False).eval()
+
+
+def tiny_minilm(dtype: torch.dtype = torch.float64) -> MiniLMClassifier:
+    """:class:`MiniLMClassifier` (frozen embeddings and bottom layer, trainable top layer and head)
+    on :func:`tiny_encoder`, its head scaled so that logits are of order 1."""
+    encoder = tiny_encoder()
+    model = MiniLMClassifier(encoder, TopLayerClassifier.from_encoder(encoder, C, seed=0)).to(dtype).eval()
+    with torch.no_grad():
+        model.classifier.head.weight.mul_(20.0)
     return model
 
 
@@ -73,7 +67,7 @@ def test_the_baseline_keeps_cls_and_sep_at_each_real_length():
 
 @pytest.mark.parametrize("target_kind", ["predicted", "other"])
 def test_attributions_sum_to_the_logit_gap_and_delta_is_that_residual(target_kind):
-    model, tokens = _model(), _tokens()
+    model, tokens = tiny_minilm(), _tokens()
     targets = _targets(model, tokens)
     if target_kind == "other":
         targets = (targets + 1) % C
@@ -91,7 +85,7 @@ def test_attributions_sum_to_the_logit_gap_and_delta_is_that_residual(target_kin
 
 
 def test_tokens_equal_to_the_baseline_get_exactly_zero():
-    model, tokens = _model(), _tokens()
+    model, tokens = tiny_minilm(), _tokens()
     result = _attribute(model, tokens, _targets(model, tokens))
     for i, n in enumerate(LENGTHS):
         assert np.all(result.attributions[i, n:] == 0.0)  # padding
@@ -104,7 +98,7 @@ def test_tokens_equal_to_the_baseline_get_exactly_zero():
 
 
 def test_batching_and_padding_leave_each_sample_unchanged():
-    model, tokens = _model(), _tokens()
+    model, tokens = tiny_minilm(), _tokens()
     targets = _targets(model, tokens)
     whole = _attribute(model, tokens, targets, n_steps=8, internal_batch_size=64)
     chunked = _attribute(model, tokens, targets, n_steps=8, internal_batch_size=3)
@@ -132,7 +126,7 @@ def _bad_mask() -> torch.Tensor:
     ({"n_steps": 0}, "n_steps and internal_batch_size must be >= 1"),
 ])
 def test_bad_input_is_refused_by_name(change, message):
-    model, tokens = _model(), _tokens()
+    model, tokens = tiny_minilm(), _tokens()
     args = {"input_ids": tokens["input_ids"], "attention_mask": tokens["attention_mask"], "targets": torch.zeros(4, dtype=torch.long),
             "cls_id": CLS} | change
     with pytest.raises(ValueError, match=message):
@@ -141,7 +135,7 @@ def test_bad_input_is_refused_by_name(change, message):
 
 
 def test_a_model_in_training_mode_is_refused():
-    model, tokens = _model().train(), _tokens()
+    model, tokens = tiny_minilm().train(), _tokens()
     with pytest.raises(ValueError, match="the model is in training mode .*call model.eval"):
         _attribute(model, tokens, torch.zeros(4, dtype=torch.long))
 
