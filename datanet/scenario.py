@@ -22,20 +22,22 @@ def contributor_ids(n_contributors: int) -> list[str]:
     return [f"c{i:0{width}d}" for i in range(n_contributors)]
 
 
-def scenario_counts(spec: str, n_contributors: int, behaviours: Sequence[str] = BEHAVIOURS) -> dict[str, int]:
+def scenario_counts(spec: str, n_contributors: int | None, behaviours: Sequence[str] = BEHAVIOURS) -> dict[str, int]:
     """How many contributors of each behaviour ``spec`` names, in the spec's order (nothing is
-    built per contributor, so a huge ``n_contributors`` costs nothing here). ``behaviours`` are the
-    known names (default: the tabular ones).
+    built per contributor, so a huge ``n_contributors`` costs nothing here; ``None``: as many as
+    the spec names). ``behaviours`` are the known names (default: the tabular ones).
 
     Raises:
         ScenarioError: an unknown behaviour, a malformed or repeated part, counts that do not sum
             to ``n_contributors``, or only copying contributors (they need someone to copy).
     """
-    if n_contributors < 1:
+    if n_contributors is not None and n_contributors < 1:
         raise ScenarioError(f"n_contributors must be >= 1, got {n_contributors}")
     counts = _spec_counts(spec, behaviours)
     total = sum(counts.values())
-    if total != n_contributors:
+    if n_contributors is None and total < 1:
+        raise ScenarioError(f"scenario {spec!r} names no contributor")
+    if n_contributors is not None and total != n_contributors:
         raise ScenarioError(f"scenario {spec!r} names {total} contributors but n_contributors is {n_contributors}")
     copiers = [name for name in COPYING if counts.get(name, 0)]
     if sum(counts.get(name, 0) for name in COPYING) == total:
@@ -59,7 +61,7 @@ def _spec_counts(spec: str, behaviours: Sequence[str]) -> dict[str, int]:
     return counts
 
 
-def parse_scenario(spec: str, n_contributors: int, behaviours: Sequence[str] = BEHAVIOURS) -> dict[str, str]:
+def parse_scenario(spec: str, n_contributors: int | None, behaviours: Sequence[str] = BEHAVIOURS) -> dict[str, str]:
     """Map each contributor id to its behaviour, in the spec's order (names from ``behaviours``).
 
     ``"honest:6,noisy:2,duplicate:1,out_of_domain:1"`` with ``n_contributors=10`` gives
@@ -69,7 +71,7 @@ def parse_scenario(spec: str, n_contributors: int, behaviours: Sequence[str] = B
         ScenarioError: as :func:`scenario_counts`.
     """
     counts = scenario_counts(spec, n_contributors, behaviours)
-    return dict(zip(contributor_ids(n_contributors), [name for name, count in counts.items() for _ in range(count)]))
+    return dict(zip(contributor_ids(sum(counts.values())), [name for name, count in counts.items() for _ in range(count)]))
 
 
 def scaled_scenario(spec: str, n_contributors: int, behaviours: Sequence[str] = BEHAVIOURS) -> str:

@@ -160,3 +160,9 @@ def test_text_specs_parse_against_the_text_behaviours():
         scenario_counts("paraphrase_sybil:2", 2, TEXT_BEHAVIOURS)
     assert scaled_scenario(DEFAULT_TEXT_SCENARIO, 18, TEXT_BEHAVIOURS) == (
         "honest:8,noisy:2,duplicate:2,paraphrase_sybil:2,off_topic:2,backdoor:2")
+
+
+def test_a_spec_without_a_count_names_its_own_contributors():
+    assert parse_scenario("honest:2,noisy:1", None) == {"c00": "honest", "c01": "honest", "c02": "noisy"}
+    with pytest.raises(ScenarioError, match="names no contributor"):
+        parse_scenario("honest:0", None)
