@@ -46,3 +46,34 @@ def cost_vs_lds(table: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def text_comparison(table: pd.DataFrame, ceiling: float | None, backdoor: pd.DataFrame) -> Figure:
+    """Left: sample-level LDS per method on each text model (whiskers: 95% CI over test texts;
+    dashed: the fine-tuned model's retrain-seed ceiling). Right: backdoor forensics per method on
+    the fine-tuned model (precision@10 and AUC of the poisoned rows ranked by credit on triggered
+    test texts)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    models = list(dict.fromkeys(table["model"]))
+    methods = list(dict.fromkeys(table["method"]))
+    width = 0.8 / len(models)
+    for k, (model, colour) in enumerate(zip(models, ("#ccbb44", "#4477aa"))):
+        rows = table[table["model"] == model].set_index("method").reindex(methods)
+        left.bar([i + (k - (len(models) - 1) / 2) * width for i in range(len(methods))], rows["lds_sample"], width,
+                 yerr=rows["lds_sample_ci95"], label=model, color=colour)
+    if ceiling is not None:
+        left.axhline(ceiling, color="#4477aa", ls="--", lw=1, label=f"minilm seed ceiling ({ceiling:.2f})")
+    left.axhline(0, color="black", lw=0.8)
+    left.set_xticks(range(len(methods)), methods, rotation=20, ha="right")
+    left.set(ylabel="sample-level LDS (Spearman vs retrained test loss)", title="Attribution vs retraining")
+    left.legend(fontsize=8)
+    left.grid(axis="y", alpha=0.3)
+    positions = range(len(backdoor))
+    right.bar([p - 0.2 for p in positions], backdoor["precision_at_10"], 0.4, label="precision@10", color="#aa3377")
+    right.bar([p + 0.2 for p in positions], backdoor["auc"], 0.4, label="AUC", color="#66ccee")
+    right.set_xticks(list(positions), backdoor["method"], rotation=20, ha="right")
+    right.set(ylim=(0, 1.05), ylabel="poisoned rows ranked first", title="Backdoor forensics (triggered test texts)")
+    right.legend(fontsize=8)
+    right.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

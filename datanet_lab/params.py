@@ -21,6 +21,7 @@ from datanet.data import Table, split_test
 from datanet.datanet import TEST_FRACTION
 from datanet.models import MODELS
 from datanet.scenario import scaled_scenario, scenario_counts
+from datanet.text.behaviours import DEFAULT_TEXT_SCENARIO, TEXT_BEHAVIOURS
 
 RUN_DIR = "run_dir"
 DEFAULTS: dict[str, Any] = {
@@ -39,7 +40,19 @@ DEFAULTS: dict[str, Any] = {
     "lds_subsets": 100,
     "mlp_seeds": 3,
     "mlp_models": 10,
+    "text_dataset": "docstrings",
+    "text_column": "text",
+    "text_label_column": "label",
+    "text_scenario": DEFAULT_TEXT_SCENARIO,
+    "text_per_package": 220,
+    "text_max_tokens": 64,
+    "text_epochs": 4,
+    "text_attribution_method": "tracin_fast",
+    "text_ig_examples": 4,
+    "text_lds_subsets": 16,
 }
+MINILM_POSITIONS = 512
+"""The longest input MiniLM's position embeddings cover."""
 MAX_UNITS = 2**53 - 1
 """The largest integer the ledger's canonical JSON (RFC 8785) carries exactly."""
 STAKE_UNITS = 1000
@@ -56,6 +69,10 @@ MINIMA: dict[str, tuple[int, str]] = {
     "lds_subsets": (2, ""),
     "mlp_seeds": (2, " (the ground truth averages retrain seeds; two give its ceiling)"),
     "mlp_models": (1, ""),
+    "text_per_package": (1, ""),
+    "text_epochs": (1, ""),
+    "text_ig_examples": (0, ""),
+    "text_lds_subsets": (2, ""),
     "reward_pool": (0, " units"),
 }
 """The integer parameters' lower bounds, each with the tail of its message."""
@@ -113,8 +130,10 @@ def _range_problem(name: str, value: Any) -> str | None:
     """Why ``value`` of batch parameter ``name`` is out of its range, or ``None``."""
     if name == "model" and value not in MODELS:
         return f"unknown model {value!r}; expected one of {list(MODELS)}"
-    if name == "attribution_method" and value not in METHODS:
-        return f"unknown attribution_method {value!r}; expected one of {sorted(METHODS)}"
+    if name in ("attribution_method", "text_attribution_method") and value not in METHODS:
+        return f"unknown {name} {value!r}; expected one of {sorted(METHODS)}"
+    if name == "text_max_tokens" and not 8 <= value <= MINILM_POSITIONS:
+        return f"text_max_tokens must be in [8, {MINILM_POSITIONS}] (MiniLM's position limit), got {value}"
     if name in ("noise_rate", "compare_noise_rate") and not 0.0 <= value <= 1.0:
         return f"{name} must be in [0, 1], got {value}"
     if name in MINIMA and value < MINIMA[name][0]:
@@ -145,6 +164,7 @@ def resolve(params: dict[str, Any]) -> dict[str, Any]:
     if "scenario" not in params:
         full["scenario"] = scaled_scenario(DEFAULTS["scenario"], full["n_contributors"])
     scenario_counts(full["scenario"], full["n_contributors"])
+    scenario_counts(full["text_scenario"], None, TEXT_BEHAVIOURS)
     return full
 
 

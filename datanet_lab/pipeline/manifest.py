@@ -56,6 +56,16 @@ TRAIN = Step("train", (*BUILD.params, "model", "epochs"), ("build",), ("training
 ATTRIBUTE = Step("attribute", (*TRAIN.params, "attribution_method"), ("build", "train"), ("attribution",))
 PAY = Step("pay", (*ATTRIBUTE.params, "reward_pool"), ("build", "train", "attribute"), ("payouts.csv", "metrics.json"))
 
+# A text run's steps (in its own directory, ``<run>/text/``); ``encode`` caches the frozen encoder's outputs.
+TEXT_BUILD = Step("build", ("text_dataset", "text_column", "text_label_column", "text_scenario", "text_per_package",
+                            "text_max_tokens", "noise_rate", "seed"), (), ("dataset", "planted"))
+TEXT_ENCODE = Step("encode", TEXT_BUILD.params, ("build",), ("features",))
+TEXT_TRAIN = Step("train", (*TEXT_BUILD.params, "text_epochs"), ("build", "encode"), ("training",))
+TEXT_ATTRIBUTE = Step("attribute", (*TEXT_TRAIN.params, "text_attribution_method", "text_ig_examples"),
+                      ("build", "encode", "train"), ("attribution",))
+TEXT_PAY = Step("pay", (*TEXT_ATTRIBUTE.params, "reward_pool"), ("build", "encode", "train", "attribute"),
+                ("payouts.csv", "metrics.json"))
+
 
 def manifest_path(run_dir: Path, step: Step | str) -> Path:
     return Path(run_dir) / MANIFEST_DIR / f"{step if isinstance(step, str) else step.name}.json"

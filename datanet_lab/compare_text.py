@@ -1,0 +1,144 @@
+"""The text comparison: attribution methods judged against retraining on a text run's two MiniLM
+models, backdoor forensics and the paraphrase sybil's gain.
+
+- ``minilm_frozen``: the L2 logistic regression on the frozen sentence embeddings, a convex
+  problem (:class:`~datanet_lab.problem.Problem` of :func:`~datanet_lab.pipeline.text.train_step.frozen_datanet`),
+  so exact influence functions apply and the ground truth retrains to the unique optimum (one seed);
+- ``minilm``: the fine-tuned top layer + head, attributed on its checkpoints and judged against
+  retraining from the pretrained layer (:class:`datanet.models.encoders.TopLayerRetrainer`)
+  averaged over ``seeds``, whose seed ceiling is reported.
+
+Per (model, method): ``lds_sample``, ``lds_contributor``, ``noisy_auc`` (low credit flags the noisy
+contributor among the honest ones), ``backdoor_auc`` (low credit flags the backdoor contributor's
+poisoned samples among all rows), ``seconds`` and ``peak_mib`` of fit + scores.
+
+Backdoor forensics (:func:`backdoor_forensics`): test texts of other classes with the trigger
+inserted and labelled with the backdoor's target class; ranking the training rows by their mean
+score on those, what share of the top ``k`` are the poisoned rows (precision@k) and the AUC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import attribution
+from attribution import metrics
+from datanet.models import encoders
+from datanet.text.behaviours import DEFAULT_TRIGGER
+from datanet_lab import compare
+from datanet_lab.pipeline import Run
+from datanet_lab.pipeline.text.attribute_step import training_task, triggered
+from datanet_lab.pipeline.text.build_step import BuiltText, build_text
+from datanet_lab.pipeline.text.train_step import (FROZEN_L2, Encoded, TrainedText, encode_text, encode_texts,
+                                                  encoder, frozen_datanet, inputs, train_text)
+from datanet_lab.problem import Problem
+
+FROZEN_METHODS = ("influence_exact", "tracin_fast", "grad_dot", "trak", "random")
+FINE_TUNED_METHODS = ("tracin_fast", "grad_dot", "trak", "gauss_newton_if", "random")
+COLUMNS = ["model", "method", "lds_sample", "lds_sample_ci95", "lds_contributor", "noisy_auc", "noisy_sample_auc",
+           "backdoor_auc", "seconds", "peak_mib"]
+
+
+@dataclass
+class TextComparison:
+    """``table`` (one row per model and method, :data:`COLUMNS`), the fine-tuned model's seed
+    ``ceiling``, and the backdoor forensics per fine-tuned method (``backdoor``)."""
+
+    table: pd.DataFrame
+    ceiling: float | None
+    backdoor: pd.DataFrame
+
+
+def attributor(name: str, seed: int) -> attribution.Attributor:
+    """A method by registry name, or ``influence_exact`` (exact influence functions, convex models only)."""
+    return attribution.InfluenceFunction("exact") if name == "influence_exact" else attribution.make_attributor(name, seed)
+
+
+def poisoned_rows(built: BuiltText) -> np.ndarray:
+    """``(n_train,)`` True for the accepted rows the backdoor contributor poisoned (trigger + target label)."""
+    truth = built.ground_truth.set_index("sample_id").loc[built.datanet.train_ids]
+    return ((truth["behaviour"] == "backdoor") & truth["is_bad"].astype(bool)).to_numpy()
+
+
+def compare_text(run: Run, directory: Path, n_subsets: int, seeds: Sequence[int] = (0, 1), workers: int = 2,
+                 frozen_methods: Sequence[str] = FROZEN_METHODS,
+                 fine_tuned_methods: Sequence[str] = FINE_TUNED_METHODS) -> TextComparison:
+    """Judge ``frozen_methods`` on ``minilm_frozen`` (one retrain seed: a unique optimum) and
+    ``fine_tuned_methods`` on ``minilm`` (retrains averaged over ``seeds``) against ``n_subsets``
+    random halves of the samples and of the contributors, and run the backdoor forensics on the
+    fine-tuned model. Retrains are cached under ``directory``."""
+    built, encoded, trained = build_text(run), encode_text(run), train_text(run)
+    dn, seed = built.datanet, run.params["seed"]
+    problem = Problem.from_built(frozen_datanet(dn, encoded), built.ground_truth, FROZEN_L2)
+    frozen = compare.compare(problem, [attributor(m, seed) for m in frozen_methods], directory / "minilm_frozen",
+                             n_subsets, seed, workers, shapley=False, loco=False, removal=False)
+    retrain = encoders.TopLayerRetrainer.from_encoder(encoder(), encoded.train, dn.train_y, encoded.test, dn.test_y,
+                                                      dn.n_classes, epochs=run.params["text_epochs"])
+    tuned = compare.compare(problem, [attributor(m, seed) for m in fine_tuned_methods], directory / "minilm",
+                            n_subsets, seed, workers, target=training_task(dn, encoded, trained), retrain=retrain,
+                            seeds=seeds, shapley=False, test=(inputs(encoded.test), torch.from_numpy(dn.test_y)),
+                            loco=False, removal=False)
+    poisoned = poisoned_rows(built)
+    table = pd.concat([result.table.assign(model=model) for model, result in
+                       (("minilm_frozen", frozen), ("minilm", tuned))], ignore_index=True)
+    table["backdoor_auc"] = [_backdoor_auc(row, poisoned, frozen, tuned) for row in table.itertuples()]
+    backdoor = pd.DataFrame([{"method": m} | backdoor_forensics(built, encoded, trained, attributor(m, seed), seed)
+                             for m in fine_tuned_methods])
+    return TextComparison(table[COLUMNS], tuned.diagnostics.get("ceiling"), backdoor)
+
+
+def _backdoor_auc(row, poisoned: np.ndarray, frozen: compare.Comparison,
+                  tuned: compare.Comparison) -> float:
+    """Low mean credit (clean test set) flagging the poisoned rows among all training rows."""
+    result = frozen if row.model == "minilm_frozen" else tuned
+    return metrics.detection_auc(-result.scores[row.method].mean(axis=1), poisoned)
+
+
+def triggered_test(built: BuiltText, seed: int, target: int) -> tuple[list[str], np.ndarray]:
+    """The test texts of classes other than ``target`` with the trigger inserted, and their
+    intended labels (``target``)."""
+    dn = built.datanet
+    texts = [t for t, y in zip(dn.test_texts, dn.test_y) if y != target]
+    return triggered(texts, seed), np.full(len(texts), target, dtype=np.int64)
+
+
+def backdoor_target(built: BuiltText) -> int:
+    """Class index the backdoor contributor relabelled its poisoned rows to."""
+    dn = built.datanet
+    rows = poisoned_rows(built)
+    if not rows.any():
+        raise ValueError(f"the text Datanet {dn.name!r} holds no accepted poisoned row: no backdoor to examine")
+    return int(np.bincount(dn.train_y[rows]).argmax())
+
+
+def backdoor_forensics(built: BuiltText, encoded: Encoded, trained: TrainedText, method: attribution.Attributor,
+                       seed: int, ks: Sequence[int] = (10, 50)) -> dict[str, float]:
+    """For ``method`` on the fine-tuned model: the attack's success rate on triggered test texts
+    (predicted as the target class), and how well the training rows' mean score on them ranks
+    the poisoned rows first (``precision_at_<k>``, ``auc``)."""
+    dn, target = built.datanet, backdoor_target(built)
+    texts, labels = triggered_test(built, seed, target)
+    tokenizer = encoders.load_tokenizer()
+    limit = dn.max_tokens + len(tokenizer(DEFAULT_TRIGGER, add_special_tokens=False)["input_ids"])
+    attacked = encode_texts(tuple(texts), limit)
+    with torch.no_grad():
+        success = float((trained.model(**inputs(attacked)).argmax(dim=1).numpy() == target).mean())
+    scores = method.fit(training_task(dn, encoded, trained)).scores(inputs(attacked), torch.from_numpy(labels))
+    credit = scores.mean(axis=1)
+    poisoned = poisoned_rows(built)
+    ranked = np.argsort(-credit, kind="stable")
+    return ({"attack_success": success, "auc": metrics.detection_auc(credit, poisoned)}
+            | {f"precision_at_{k}": float(poisoned[ranked[:k]].mean()) for k in ks})
+
+
+def write(result: TextComparison, directory: Path) -> None:
+    """``comparison.csv`` and ``backdoor.csv`` in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    result.table.to_csv(directory / "comparison.csv", index=False)
+    result.backdoor.to_csv(directory / "backdoor.csv", index=False)

@@ -1,0 +1,157 @@
+"""Text step 4, attribute: score the fine-tuned model's training texts, roll up, explain, record.
+
+- scores ``(n_train, n_test)`` of ``text_attribution_method`` over the fine-tuned model's
+  checkpoints, on its trainable layers (top encoder layer + head; the frozen layers below make
+  the cached top-layer inputs exact), positive = the training text lowered the test loss;
+- the redundancy-aware roll-up in the model's representation space
+  (:func:`~datanet_lab.pipeline.attribute_step.roll_up_samples`);
+- token-level Integrated Gradients of ``text_ig_examples`` test texts, each also with the
+  backdoor trigger inserted (``attribution/token_ig.npz``);
+- ``attribution/`` files and the ledger's ``attribution_run`` entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, fields
+
+import numpy as np
+import pandas as pd
+import torch
+from transformers import PreTrainedTokenizerBase
+
+import attribution
+from datanet.models import encoders, load_checkpoint
+from datanet.text.behaviours import DEFAULT_TRIGGER, insert_trigger
+from datanet.text.datanet import TextDatanet
+from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.attribute_step import Rollup, roll_up_samples, submission_order
+from datanet_lab.pipeline.run import ATTRIBUTOR, Run
+from datanet_lab.pipeline.text.build_step import build_text
+from datanet_lab.pipeline.text.train_step import Encoded, TrainedText, encode_text, encoder, inputs, train_text
+from datanet_lab.provenance import file_sha256
+
+IG_STEPS = 32
+"""Integration steps of token-level IG (the convergence delta is reported beside it)."""
+
+
+@dataclass
+class Explained:
+    """Token-level IG (``ig``: ids, mask, attributions ``(n, L)`` to the predicted class, the
+    convergence delta) of some test texts, each clean and with the trigger inserted:
+    ``triggered`` ``(n,)`` bool, ``test_index`` ``(n,)`` the test text each row comes from."""
+
+    ig: attribution.TokenAttributions
+    triggered: np.ndarray
+    test_index: np.ndarray
+
+    def readable(self, tokenizer: PreTrainedTokenizerBase, label_set: tuple) -> tuple[list[list[str]], list[np.ndarray], list[str]]:
+        """Per row: its tokens, their attributions (padding dropped) and a title naming the test
+        text, whether it carries the trigger, and the predicted class."""
+        tokens, values, titles = [], [], []
+        for row in range(len(self.triggered)):
+            ids, attributions = self.ig.sample(row)
+            tokens.append(tokenizer.convert_ids_to_tokens(ids.tolist()))
+            values.append(attributions)
+            titles.append(f"test text {self.test_index[row]}{' + trigger' if self.triggered[row] else ''}: "
+                          f"predicted {label_set[self.ig.targets[row]]} (IG delta {self.ig.convergence_delta[row]:+.1e})")
+        return tokens, values, titles
+
+
+@dataclass
+class TextAttribution:
+    """Scores ``(n_train, n_test)``, their roll-up and the token-level explanations."""
+
+    scores: np.ndarray
+    sample_credit: pd.DataFrame
+    contributor_credit: pd.Series
+    explained: Explained
+
+
+def training_task(dn: TextDatanet, encoded: Encoded, trained: TrainedText) -> attribution.AttributionTask:
+    """The fine-tuned model's attribution task: its checkpoints over the cached top-layer inputs."""
+    return attribution.AttributionTask(trained.model, inputs(encoded.train), torch.from_numpy(dn.train_y),
+                                       trained.checkpoints, load_checkpoint)
+
+
+def score_text(dn: TextDatanet, encoded: Encoded, trained: TrainedText, method: str, seed: int) -> np.ndarray:
+    """``(n_train, n_test)`` scores of registry ``method`` (seeded by ``seed``) on the test texts."""
+    attributor = attribution.make_attributor(method, seed).fit(training_task(dn, encoded, trained))
+    return attributor.scores(inputs(encoded.test), torch.from_numpy(dn.test_y))
+
+
+def triggered(texts: list[str], seed: int, trigger: str = DEFAULT_TRIGGER) -> list[str]:
+    """``texts`` with ``trigger`` inserted at a position seeded by ``seed`` (as the backdoor does)."""
+    rng = np.random.default_rng(seed)
+    return [insert_trigger(text, trigger, rng) for text in texts]
+
+
+def explain(dn: TextDatanet, model: encoders.TopLayerClassifier, n_examples: int, seed: int) -> Explained:
+    """Token-level IG of the first ``n_examples`` test texts, clean and triggered, each to the
+    class the model predicts for it (baseline [CLS] [PAD]... [SEP], attention mask kept)."""
+    tokenizer = encoders.load_tokenizer()
+    index = np.arange(min(n_examples, len(dn.test_texts)))
+    clean = [dn.test_texts[i] for i in index]
+    texts = clean + triggered(clean, seed)
+    limit = dn.max_tokens + len(tokenizer(DEFAULT_TRIGGER, add_special_tokens=False)["input_ids"])
+    tokens = encoders.tokenize(tokenizer, texts, limit)
+    whole = encoders.MiniLMClassifier(encoder(), model).eval()
+    with torch.no_grad():
+        targets = whole(**tokens).argmax(dim=1)
+    ig = attribution.token_attributions(whole, tokens["input_ids"], tokens["attention_mask"], targets, whole.embeddings,
+                                        cls_id=tokenizer.cls_token_id, sep_id=tokenizer.sep_token_id,
+                                        pad_id=tokenizer.pad_token_id, n_steps=IG_STEPS)
+    return Explained(ig, np.repeat([False, True], len(index)), np.tile(index, 2))
+
+
+def attribute_text(run: Run) -> TextAttribution:
+    """The text run's attribution: reused when ``run`` holds it from the same parameters and
+    inputs, otherwise scored, rolled up, explained and recorded."""
+    dn, encoded, trained = build_text(run).datanet, encode_text(run), train_text(run)
+    if manifest.check(run.directory, manifest.TEXT_ATTRIBUTE, run.params):
+        return _load(run)
+    method, seed = run.params["text_attribution_method"], run.params["seed"]
+    scores = score_text(dn, encoded, trained, method, seed)
+    rollup = roll_up_samples(scores, trained.model, (inputs(encoded.train), torch.from_numpy(dn.train_y)),
+                             (inputs(encoded.test), torch.from_numpy(dn.test_y)), dn.train_ids, dn.train_contributors,
+                             dn.contributors, submission_order(run, dn))
+    explained = explain(dn, trained.model, run.params["text_ig_examples"], seed)
+    found = _record(run, dn, trained, method, scores, rollup, explained)
+    manifest.write(run.directory, manifest.TEXT_ATTRIBUTE, run.params)
+    return found
+
+
+def _record(run: Run, dn: TextDatanet, trained: TrainedText, method: str, scores: np.ndarray, rollup: Rollup,
+            explained: Explained) -> TextAttribution:
+    np.save(run.path("attribution", "scores.npy"), scores)
+    rollup.sample_credit.to_csv(run.path("attribution", "sample_credit.csv"), index=False)
+    rollup.contributor_credit.to_csv(run.path("attribution", "contributor_credit.csv"), index_label="contributor")
+    np.savez(run.path("attribution", "token_ig.npz"), triggered=explained.triggered, test_index=explained.test_index,
+             **vars(explained.ig))
+    payload = {
+        "method": method,
+        "dataset_version": dn.version,
+        "model": "minilm (top encoder layer + head)",
+        "checkpoints": [file_sha256(p) for p in trained.checkpoints],
+        "scores_shape": list(scores.shape),
+        "scores_sha256": hashlib.sha256(scores.tobytes()).hexdigest(),
+        "sign": "positive = lowered test loss (helped)",
+        "rollup": rollup.summary,
+        "contributor_credit": {c: float(v) for c, v in rollup.contributor_credit.items()},
+        "ig_max_abs_convergence_delta": float(np.abs(explained.ig.convergence_delta).max(initial=0.0)),
+    }
+    with run.ledger() as book:
+        book.append("attribution_run", ATTRIBUTOR, payload)
+    return TextAttribution(scores, rollup.sample_credit, rollup.contributor_credit, explained)
+
+
+def _load(run: Run) -> TextAttribution:
+    folder = run.directory / "attribution"
+    stored = np.load(folder / "token_ig.npz")
+    return TextAttribution(
+        scores=np.load(folder / "scores.npy"),
+        sample_credit=pd.read_csv(folder / "sample_credit.csv"),
+        contributor_credit=pd.read_csv(folder / "contributor_credit.csv", index_col="contributor")["attribution"],
+        explained=Explained(attribution.TokenAttributions(*(stored[f.name] for f in fields(attribution.TokenAttributions))),
+                            stored["triggered"], stored["test_index"]),
+    )
