@@ -46,7 +46,7 @@ DEFAULTS: dict[str, Any] = {
     "text_scenario": DEFAULT_TEXT_SCENARIO,
     "text_per_package": 220,
     "text_max_tokens": 64,
-    "text_epochs": 4,
+    "text_epochs": 2,
     "text_attribution_method": "tracin_fast",
     "text_ig_examples": 4,
     "text_lds_subsets": 16,
