@@ -109,18 +109,26 @@ class FastTracIn(Attributor):
     """TracIn ``Σ_t lr_t ∇ℓ(train_i; θ_t) · ∇ℓ_test(test_j; θ_t)`` over all trainable parameters.
 
     Args:
-        batch_size: training rows per block (default 2048).
+        batch_size: training rows per block (default 2048), fewer when a block's factors would
+            pass ``block_mb``.
         test_batch_size: test columns per Gram product (default 2048).
         cache_mb: keep every checkpoint's training factors after the first ``scores`` when they fit
             in this many MiB (default 256), so later calls only compute test factors.
+        block_mb: the most MiB one block of training factors may take (default 512). Layers whose
+            gradients are materialised (a transformer layer's Linears see every position) take
+            ``4 × in × out`` bytes per sample, 7 MiB for a MiniLM layer: 1,244 rows at once
+            would need 9 GiB. The test factors of every checkpoint are held besides.
     """
 
     name = "tracin_fast"
 
-    def __init__(self, batch_size: int = 2048, test_batch_size: int = 2048, cache_mb: float = 256.0) -> None:
+    def __init__(self, batch_size: int = 2048, test_batch_size: int = 2048, cache_mb: float = 256.0,
+                 block_mb: float = 512.0) -> None:
         if batch_size < 1 or test_batch_size < 1:
             raise ValueError(f"batch sizes must be >= 1, got {batch_size} and {test_batch_size}")
-        self.batch_size, self.test_batch_size, self.cache_mb = batch_size, test_batch_size, cache_mb
+        if not block_mb > 0:
+            raise ValueError(f"block_mb must be > 0, got {block_mb}")
+        self.batch_size, self.test_batch_size, self.cache_mb, self.block_mb = batch_size, test_batch_size, cache_mb, block_mb
         self._task: AttributionTask | None = None
         self._states: list[tuple[dict[str, torch.Tensor], float]] = []
         self._loaded = -1
@@ -195,12 +203,13 @@ class FastTracIn(Attributor):
         n_test = n_samples(test_x)
         tests = [[self.factors(take(test_x, slice(s, s + self.test_batch_size)), test_y[s : s + self.test_batch_size], t, test=True)
                   for s in range(0, n_test, self.test_batch_size)] for t in range(len(self._states))]
-        starts = range(0, task.n_train, self.batch_size)
+        size = self._block_rows()
+        starts = range(0, task.n_train, size)
         cache = self._train_cache
         keep = cache is None and self._train_bytes() <= self.cache_mb * 2**20
         fresh: list[list[GradientFactors]] = [[] for _ in self._states]
         for b, start in enumerate(starts):
-            rows = slice(start, start + self.batch_size)
+            rows = slice(start, start + size)
             block = torch.zeros(len(task.train_y[rows]), n_test, dtype=self._dtype)
             for t, ((_, lr), test_chunks) in enumerate(zip(self._states, tests)):
                 train = cache[t][b] if cache is not None else self.factors(take(task.train_x, rows), task.train_y[rows], t)
@@ -214,20 +223,29 @@ class FastTracIn(Attributor):
         if keep:
             self._train_cache = fresh
 
-    def _train_bytes(self) -> int:
-        """Bytes of every checkpoint's training factors."""
+    def _sample_bytes(self) -> int:
+        """Bytes of one sample's factors at one checkpoint."""
         width = sum((h.module.in_features * h.weight + h.bias + h.module.out_features) if h.gram
                     else h.module.weight.numel() * h.weight + h.module.out_features * h.bias for h in self._hooked)
         width += self._other.n_params if self._other is not None else 0
-        return self._dtype.itemsize * width * self._fitted().n_train * len(self._states)
+        return self._dtype.itemsize * width
+
+    def _train_bytes(self) -> int:
+        """Bytes of every checkpoint's training factors."""
+        return self._sample_bytes() * self._fitted().n_train * len(self._states)
+
+    def _block_rows(self) -> int:
+        """Training rows per block: ``batch_size``, or fewer so one block's factors fit ``block_mb``."""
+        return max(1, min(self.batch_size, int(self.block_mb * 2**20 // self._sample_bytes())))
 
     def self_influence(self) -> np.ndarray:
         """``(n_train,)`` ``Σ_t lr_t |∇ℓ(train_i; θ_t)|²``."""
         task = self._fitted()
         out = np.zeros(task.n_train)
         for t, (_, lr) in enumerate(self._states):
-            for start in range(0, task.n_train, self.batch_size):
-                rows = slice(start, start + self.batch_size)
+            size = self._block_rows()
+            for start in range(0, task.n_train, size):
+                rows = slice(start, start + size)
                 out[rows] += lr * self.factors(take(task.train_x, rows), task.train_y[rows], t).squared_norms().double().numpy()
         return out
 

@@ -122,6 +122,20 @@ def test_scoring_again_reuses_the_training_factors_and_gives_the_reference(tmp_p
 
 
 @pytest.mark.parametrize("model_name", ["mixed", "mlp"])
+def test_a_small_block_budget_splits_the_training_rows_and_changes_no_score(tmp_path, model_name):
+    train_x, train_y = _data(13, seed=8)
+    test_x, test_y = _data(5, seed=9)
+    model, paths = _checkpoints(model_name, train_x, tmp_path)
+    sinks = []
+    tiny = FastTracIn(block_mb=1e-4).fit(_task(model, paths, train_x, train_y))  # ~100 bytes: one row per block
+    tiny.stream(test_x, test_y, lambda start, block: sinks.append((start, len(block))))
+    assert sinks == [(i, 1) for i in range(13)]
+    _close(tiny.scores(test_x, test_y), _autograd_reference(model, paths, train_x, train_y, test_x, test_y))
+    with pytest.raises(ValueError, match="block_mb"):
+        FastTracIn(block_mb=0)
+
+
+@pytest.mark.parametrize("model_name", ["mixed", "mlp"])
 def test_self_influence_is_the_diagonal(tmp_path, model_name):
     train_x, train_y = _data(9, seed=5)
     model, paths = _checkpoints(model_name, train_x, tmp_path)
