@@ -15,7 +15,6 @@ attribution that sits on a trigger phrase's tokens.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,7 +46,8 @@ class TokenAttributions:
         return self.input_ids[i, :length], self.attributions[i, :length]
 
 
-def baseline_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, *, cls_id: int, sep_id: int, pad_id: int) -> torch.Tensor:
+def baseline_ids(input_ids: torch.Tensor, attention_mask: torch.Tensor, *, cls_id: int, sep_id: int,
+                 pad_id: int) -> torch.Tensor:
     """``(n, L)`` baselines: ``[CLS]`` + ``[PAD]`` … + ``[SEP]`` at each sample's real length
     (``attention_mask`` row sum), ``[PAD]`` after it."""
     lengths = attention_mask.sum(dim=1)  # (n,)
@@ -89,7 +89,8 @@ def token_attributions(
     _check(model, input_ids, attention_mask, targets, cls_id, sep_id, n_steps, internal_batch_size)
     n_classes = _n_classes(model, input_ids[:1], attention_mask[:1])
     if int(targets.min()) < 0 or int(targets.max()) >= n_classes:
-        raise ValueError(f"targets must be class indices in [0, {n_classes}), got values from {int(targets.min())} to {int(targets.max())}")
+        raise ValueError(f"targets must be class indices in [0, {n_classes}), got values from {int(targets.min())} "
+                         f"to {int(targets.max())}")
     baseline = baseline_ids(input_ids, attention_mask, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id)
     lig = LayerIntegratedGradients(model, embeddings)
     # Chunks of samples such that Captum evaluates all their steps in passes of <= internal_batch_size rows.
@@ -97,14 +98,10 @@ def token_attributions(
     parts, deltas = [], []
     for start in range(0, len(input_ids), chunk):
         rows = slice(start, start + chunk)
-        with warnings.catch_warnings():
-            # Captum warns when a pass holds fewer than all samples; here that is the intent.
-            warnings.filterwarnings("ignore", message="Internal batch size cannot be less than the number of input examples")
-            attributions, delta = lig.attribute(
-                input_ids[rows], baselines=baseline[rows], target=targets[rows],
-                additional_forward_args=(attention_mask[rows],), n_steps=n_steps,
-                internal_batch_size=internal_batch_size, return_convergence_delta=True,
-            )
+        attributions, delta = lig.attribute(
+            input_ids[rows], baselines=baseline[rows], target=targets[rows], additional_forward_args=(attention_mask[rows],),
+            n_steps=n_steps, internal_batch_size=internal_batch_size, return_convergence_delta=True,
+        )
         parts.append(attributions.detach().sum(dim=-1).double())  # (chunk, L, d) -> (chunk, L)
         deltas.append(delta.detach().double())
     return TokenAttributions(

@@ -13,7 +13,8 @@
    max relative difference of the scores. Captum's loop differentiates each sample's loss through
    the graph of its whole batch, so its cost per sample grows with its batch size (up to the
    number of samples): 256 is CaptumTracIn's default, 1 its fastest setting here.
-4. FastTracIn on the whole ``--train`` x ``--test`` task: seconds.
+4. FastTracIn on the whole ``--train`` x ``--test`` task: seconds, the memory its test factors
+   take (every test sample at every checkpoint, about 4 bytes per trainable parameter) and peak RSS.
 5. Token Integrated Gradients (``attribution.token_attributions``, ``--n-steps`` points,
    internal_batch_size 16) on the whole ``MiniLMClassifier`` for the ``--ig-samples`` longest test
    texts, one per call: seconds per example (fastest and median) and the completeness gap.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from collections.abc import Callable
@@ -90,7 +92,8 @@ def main() -> None:
     corpus_s, corpus = timed(lambda: docstring_corpus(max_tokens=MAX_TOKENS, count_tokens=counter))
     pool, held_out = split_text(corpus, 0, counter, MAX_TOKENS)
     rng = np.random.default_rng(0)
-    rows = {"train": rng.choice(pool, sizes["train"], replace=False), "test": rng.choice(held_out, sizes["test"], replace=False)}
+    rows = {"train": rng.choice(pool, sizes["train"], replace=False),
+            "test": rng.choice(held_out, sizes["test"], replace=False)}
     label = {name: k for k, name in enumerate(corpus.label_set)}
     tokens = {split: tokenize(tokenizer, [corpus.texts[i] for i in r], MAX_TOKENS) for split, r in rows.items()}
     y = {split: torch.tensor([label[corpus.labels[i]] for i in r]) for split, r in rows.items()}
@@ -145,8 +148,13 @@ def main() -> None:
 
         # 4. FastTracIn on the whole task
         whole = AttributionTask(model, split_inputs("train", sizes["train"]), y["train"], checkpoints, load_checkpoint)
-        whole_s, _ = timed(lambda: FastTracIn(batch_size=64).fit(whole).scores(split_inputs("test", sizes["test"]), y["test"]))
-        print(f"FastTracIn, all {sizes['train']} train x {sizes['test']} test, {len(checkpoints)} checkpoints: {whole_s:.1f} s")
+        whole_test = split_inputs("test", sizes["test"])
+        whole_s, _ = timed(lambda: FastTracIn(batch_size=64).fit(whole).scores(whole_test, y["test"]))
+        # stream() holds every test sample's factors at every checkpoint: n_test x checkpoints x 4 bytes x (most of) P
+        held = sizes["test"] * len(checkpoints) * 4 * n_params / 2**20
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"FastTracIn, all {sizes['train']} train x {sizes['test']} test, {len(checkpoints)} checkpoints: {whole_s:.1f} s; "
+              f"test factors held {held:.0f} MiB, process peak RSS {rss:.0f} MiB")
 
     # 5. token IG on the whole classifier, the longest test texts
     full = MiniLMClassifier(encoder, model).eval()

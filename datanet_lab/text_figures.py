@@ -28,7 +28,8 @@ CHAR_WIDTH = 0.602
 """Advance width of a DejaVu Sans Mono character, in em: lays the figure's cells out exactly."""
 
 
-def _checked(tokens: Sequence[Sequence[str]], attributions: Sequence[np.ndarray], titles: Sequence[str] | None) -> list[np.ndarray]:
+def _checked(tokens: Sequence[Sequence[str]], attributions: Sequence[np.ndarray],
+             titles: Sequence[str] | None) -> list[np.ndarray]:
     values = [np.asarray(a, dtype=np.float64) for a in attributions]
     if len(tokens) != len(values) or not tokens:
         raise ValueError(f"need one attribution row per token row (at least one), got {len(tokens)} and {len(values)}")
@@ -63,7 +64,8 @@ def merge_wordpieces(tokens: Sequence[str], attributions: np.ndarray) -> tuple[l
     return words, np.array(sums)
 
 
-def token_html(tokens: Sequence[Sequence[str]], attributions: Sequence[np.ndarray], titles: Sequence[str] | None = None) -> str:
+def token_html(tokens: Sequence[Sequence[str]], attributions: Sequence[np.ndarray],
+               titles: Sequence[str] | None = None) -> str:
     """An HTML block: a legend line, then per sample its (optional) title and its tokens, each on
     its colour with its value on hover. Continuation pieces are joined to the previous piece (their
     ``##`` in the hover text). Every string is HTML-escaped."""
