@@ -7,7 +7,7 @@ positive = helped.
 from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, n_samples, per_sample_losses, require_finite, take
 from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity, TrainingLoss
 from attribution.ensemble import Ensemble
-from attribution.fast_tracin import FastTracIn
+from attribution.fast_tracin import FastGradientDot, FastTracIn
 from attribution.gauss_newton import GaussNewtonInfluence
 from attribution.influence import InfluenceFunction
 from attribution.integrated_gradients import FeatureAttributions, integrated_gradients
@@ -37,6 +37,7 @@ __all__ = [
     "Attributor",
     "CaptumTracIn",
     "Ensemble",
+    "FastGradientDot",
     "FastTracIn",
     "Float16Memmap",
     "FeatureAttributions",

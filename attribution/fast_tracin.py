@@ -29,6 +29,7 @@ bias), hence this module; :class:`~attribution.tracin.CaptumTracIn` is the refer
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -342,3 +343,17 @@ def _hooked_linears(model: nn.Module, x: Inputs) -> list[_Hooked]:
         if all(calls) and len({len(c) for c in calls}) == 1:
             hooked.append(_Hooked(m, gram=all(len(c) == 1 and len(c[0]) == 2 for c in calls)))
     return hooked
+
+
+class FastGradientDot(FastTracIn):
+    """``∇ℓ_i · ∇ℓ_j`` at the trained model (the task's last checkpoint, unweighted), from
+    :class:`FastTracIn`'s factors: the scores of :class:`~attribution.baselines.GradientDot`, with
+    training rows in blocks bounded by ``block_mb`` where GradientDot holds every per-sample
+    gradient at once (7 MiB per sample for a MiniLM layer)."""
+
+    name = "grad_dot_fast"
+
+    def fit(self, task: AttributionTask) -> FastGradientDot:
+        super().fit(dataclasses.replace(task, checkpoints=list(task.checkpoints)[-1:]))
+        self._states = [(self._states[0][0], 1.0)]
+        return self

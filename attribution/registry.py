@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from attribution.base import Attributor
 from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity
-from attribution.fast_tracin import FastTracIn
+from attribution.fast_tracin import FastGradientDot, FastTracIn
 from attribution.gauss_newton import GaussNewtonInfluence
 from attribution.projection import ProjectedTracIn
 from attribution.tracin import CaptumTracIn
@@ -22,6 +22,7 @@ METHODS: dict[str, Callable[[int], Attributor]] = {
     "tracin_fast": lambda seed: FastTracIn(),
     "tracin_projected": lambda seed: ProjectedTracIn(seed=seed),
     "grad_dot": lambda seed: GradientDot(),
+    "grad_dot_fast": lambda seed: FastGradientDot(),
     "grad_cosine": lambda seed: GradientDot(cosine=True),
     "representation_similarity": lambda seed: RepresentationSimilarity(),
     "knn_shapley": lambda seed: KNNShapley(),

@@ -44,12 +44,12 @@ DEFAULTS: dict[str, Any] = {
     "text_column": "text",
     "text_label_column": "label",
     "text_scenario": DEFAULT_TEXT_SCENARIO,
-    "text_per_package": 220,
+    "text_per_package": 60,
     "text_max_tokens": 64,
     "text_epochs": 2,
     "text_attribution_method": "tracin_fast",
-    "text_ig_examples": 4,
-    "text_lds_subsets": 16,
+    "text_ig_examples": 2,
+    "text_lds_subsets": 8,
 }
 MINILM_POSITIONS = 512
 """The longest input MiniLM's position embeddings cover."""

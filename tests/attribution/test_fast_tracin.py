@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from attribution import AttributionTask, CaptumTracIn, FastTracIn, Float16Memmap, GroupSums
+from attribution import AttributionTask, CaptumTracIn, FastGradientDot, FastTracIn, GradientDot, Float16Memmap, GroupSums
 from datanet.models import Standardize, build_model, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -133,6 +133,18 @@ def test_a_small_block_budget_splits_the_training_rows_and_changes_no_score(tmp_
     _close(tiny.scores(test_x, test_y), _autograd_reference(model, paths, train_x, train_y, test_x, test_y))
     with pytest.raises(ValueError, match="block_mb"):
         FastTracIn(block_mb=0)
+
+
+@pytest.mark.parametrize("model_name", ["mixed", "shared", "mlp"])
+def test_fast_gradient_dot_equals_gradient_dot_at_the_last_checkpoint(tmp_path, model_name):
+    train_x, train_y = _data(12, seed=10)
+    test_x, test_y = _data(5, seed=11)
+    model, paths = _checkpoints(model_name, train_x, tmp_path)
+    fast = FastGradientDot(block_mb=1e-3).fit(_task(model, paths, train_x, train_y)).scores(test_x, test_y)
+    plain = GradientDot().fit(_task(model, paths, train_x, train_y)).scores(test_x, test_y)
+    _close(fast, plain)
+    load_checkpoint(model, paths[-1])  # the reference: unweighted gradient dots at the last checkpoint only
+    _close(fast, _autograd_reference(model, paths[-1:], train_x, train_y, test_x, test_y) / LEARNING_RATES[-1])
 
 
 @pytest.mark.parametrize("model_name", ["mixed", "mlp"])
