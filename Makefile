@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 STAMP := $(VENV)/.datanet-lab-installed
 
-.PHONY: help install run test test-fast lab notebooks bench clean-venv
+.PHONY: help install run run-text test test-fast lab notebooks bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -27,6 +27,9 @@ install: $(STAMP) ## create .venv and install torch, then the project with its d
 
 run: $(STAMP) ## run the default papermill batch on the digits Datanet into results/
 	$(BIN)/datanet-lab run
+
+run-text: $(STAMP) ## run the text batch (notebook 07) on the full docstrings Datanet (1,540 texts) into results/
+	$(BIN)/datanet-lab run --text -p text_per_package 220 -p text_lds_subsets 12 -p text_ig_examples 4
 
 test: $(STAMP) ## run the whole test suite, nbval over notebooks/ included (the CI command)
 	$(BIN)/python -m pytest

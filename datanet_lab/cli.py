@@ -14,7 +14,7 @@ import pandas as pd
 import ledger
 from datanet import DatanetError
 from datanet_lab.params import ParameterError, coerce
-from datanet_lab.runner import run_batch
+from datanet_lab.runner import NOTEBOOKS, TEXT_NOTEBOOKS, run_batch
 from datanet_lab.sweep_cli import add_commands as add_sweep_commands
 from ledger.cli import add_commands as add_ledger_commands
 
@@ -38,10 +38,13 @@ def _run(args: argparse.Namespace) -> int:
         values = [value for name, value in args.param if name == repeated]
         raise ParameterError(f"parameter {repeated!r} given {len(values)} times ({', '.join(map(repr, values))}): give it once")
     params = {name: coerce(name, value) for name, value in args.param}
-    run_dir = run_batch(params, out=args.out)
+    run_dir = run_batch(params, out=args.out, names=TEXT_NOTEBOOKS if args.text else NOTEBOOKS)
+    print(f"run written to {run_dir}")
+    if args.text:
+        run_dir = run_dir / "text"
+        print(pd.read_csv(run_dir / "comparison.csv").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     payouts = pd.read_csv(run_dir / "payouts.csv", keep_default_na=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    print(f"run written to {run_dir}")
     print(f"test accuracy {metrics['test_accuracy']:.4f}; ledger: {metrics['ledger']['entries']} entries, "
           f"head {metrics['ledger']['head_hash']}")
     print(payouts.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -55,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="set a notebook parameter (repeatable)")
     run.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: results)")
+    run.add_argument("--text", action="store_true",
+                     help="run the text batch (a text Datanet on MiniLM, into <run>/text/) instead of the default batch")
     run.set_defaults(handler=_run)
     add_sweep_commands(commands)
     ledger_cmd = commands.add_parser("ledger", help="ledger tools").add_subparsers(required=True, metavar="TOOL")

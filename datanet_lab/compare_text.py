@@ -131,20 +131,21 @@ def backdoor_target(built: BuiltText) -> int:
 def backdoor_forensics(built: BuiltText, encoded: Encoded, trained: TrainedText, method: attribution.Attributor,
                        seed: int, ks: Sequence[int] = (10, 50)) -> dict[str, float]:
     """For ``method`` on the fine-tuned model: the attack's success rate on triggered test texts
-    (predicted as the target class), and how well the training rows' mean score on them ranks
-    the poisoned rows first (``precision_at_<k>``, ``auc``)."""
+    of other classes (predicted as the target class), and how well the training rows' mean score
+    on them, labelled with the target class, ranks the poisoned rows first (``precision_at_<k>``,
+    ``auc``). (Ranking by that score minus the score on the same texts without the trigger was
+    tried on the default Datanet and ranked the poisoned rows no better than chance.)"""
     dn, target = built.datanet, backdoor_target(built)
     texts, labels = triggered_test(built, seed, target)
     tokenizer = encoders.load_tokenizer()
     limit = dn.max_tokens + len(tokenizer(DEFAULT_TRIGGER, add_special_tokens=False)["input_ids"])
-    attacked = encode_texts(tuple(texts), limit)
+    attacked = inputs(encode_texts(tuple(texts), limit))
     with torch.no_grad():
-        success = float((trained.model(**inputs(attacked)).argmax(dim=1).numpy() == target).mean())
-    scores = method.fit(training_task(dn, encoded, trained)).scores(inputs(attacked), torch.from_numpy(labels))
-    credit = scores.mean(axis=1)
+        success = float((trained.model(**attacked).argmax(dim=1).numpy() == target).mean())
+    credit = method.fit(training_task(dn, encoded, trained)).scores(attacked, torch.from_numpy(labels)).mean(axis=1)
     poisoned = poisoned_rows(built)
     ranked = np.argsort(-credit, kind="stable")
-    return ({"attack_success": success, "auc": metrics.detection_auc(credit, poisoned)}
+    return ({"attack_success": success, "poisoned_rows": int(poisoned.sum()), "auc": metrics.detection_auc(credit, poisoned)}
             | {f"precision_at_{k}": float(poisoned[ranked[:k]].mean()) for k in ks})
 
 
@@ -153,3 +154,18 @@ def write(result: TextComparison, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(directory / "comparison.csv", index=False)
     result.backdoor.to_csv(directory / "backdoor.csv", index=False)
+
+
+def sybil_gain(built: BuiltText, credit: pd.Series) -> pd.DataFrame:
+    """Per paraphrase sybil: the contributor it copied, how many of its copies validation
+    accepted, and its gain, ``(credit[copied] + credit[sybil]) / credit[copied]`` from contributor
+    ``credit`` (1 = the copies earned nothing; 2 = they doubled what the copied data earns)."""
+    truth = built.ground_truth
+    sybils = truth[truth["behaviour"] == "paraphrase_sybil"]
+    accepted = built.datanet.decisions.set_index("sample_id")["accepted"].astype(bool)
+    rows = []
+    for sybil, copies in sybils.groupby("contributor"):
+        copied = truth.set_index("sample_id").loc[copies["source"].iloc[0], "contributor"]
+        rows.append({"sybil": sybil, "copied": copied, "accepted_copies": int(accepted[copies["sample_id"]].sum()),
+                     "gain": float((credit[copied] + credit[sybil]) / credit[copied])})
+    return pd.DataFrame(rows, columns=["sybil", "copied", "accepted_copies", "gain"])

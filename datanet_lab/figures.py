@@ -15,6 +15,9 @@ BEHAVIOUR_COLOURS = {
     "duplicate": "#ccbb44",
     "out_of_domain": "#aa3377",
     "malformed": "#bbbbbb",
+    "paraphrase_sybil": "#66ccee",
+    "off_topic": "#228833",
+    "backdoor": "#222222",
 }
 
 

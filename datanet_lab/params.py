@@ -22,8 +22,11 @@ from datanet.datanet import TEST_FRACTION
 from datanet.models import MODELS
 from datanet.scenario import scaled_scenario, scenario_counts
 from datanet.text.behaviours import DEFAULT_TEXT_SCENARIO, TEXT_BEHAVIOURS
+from datanet.text.files import load_text_file
 
 RUN_DIR = "run_dir"
+DOCSTRINGS = "docstrings"
+"""``text_dataset`` naming the docstrings of the installed scientific packages (else a file path)."""
 DEFAULTS: dict[str, Any] = {
     "dataset": "digits",
     "label_column": "",
@@ -40,7 +43,7 @@ DEFAULTS: dict[str, Any] = {
     "lds_subsets": 100,
     "mlp_seeds": 3,
     "mlp_models": 10,
-    "text_dataset": "docstrings",
+    "text_dataset": DOCSTRINGS,
     "text_column": "text",
     "text_label_column": "label",
     "text_scenario": DEFAULT_TEXT_SCENARIO,
@@ -200,4 +203,6 @@ def check(params: dict[str, Any]) -> dict[str, Any]:
     """
     full = resolve(params)
     check_fits(full, training_rows(load_table(full["dataset"], full["label_column"])))
+    if full["text_dataset"] != DOCSTRINGS:  # the user's text file: readable, with its two columns
+        load_text_file(full["text_dataset"], full["text_column"], full["text_label_column"])
     return full

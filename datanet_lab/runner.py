@@ -21,13 +21,16 @@ import papermill
 import yaml
 
 from datanet import BUILTIN_DATASETS, DatanetError
-from datanet_lab.params import RUN_DIR, ParameterError, check
+from datanet_lab.params import DOCSTRINGS, RUN_DIR, ParameterError, check
 
 log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ("01_build_datanet.ipynb", "02_train.ipynb", "03_attribute.ipynb", "04_ledger_and_payouts.ipynb",
              "05_compare_methods.ipynb", "06_compare_mlp.ipynb")
+"""The default batch (tabular Datanets)."""
+TEXT_NOTEBOOKS = ("07_text_datanet.ipynb",)
+"""The text batch (``datanet-lab run --text``): a text Datanet on MiniLM, in ``<run>/text/``."""
 
 
 class RunFailed(DatanetError):
@@ -50,14 +53,16 @@ def declared_parameters(notebook: Path) -> dict[str, Any]:
     return {name: spec["default"] for name, spec in papermill.inspect_notebook(str(notebook)).items()}
 
 
-def run_batch(params: dict[str, Any], out: str | Path = "results", notebook_dir: Path = NOTEBOOK_DIR) -> Path:
-    """Check ``params``, execute every notebook into a new run directory and return its path.
+def run_batch(params: dict[str, Any], out: str | Path = "results", notebook_dir: Path = NOTEBOOK_DIR,
+              names: Sequence[str] = NOTEBOOKS) -> Path:
+    """Check ``params``, execute the notebooks ``names`` (default: the default batch) in order
+    into a new run directory and return its path.
 
     ``params`` (already typed, e.g. by :func:`datanet_lab.params.coerce`), completed by
     :func:`datanet_lab.params.check`, go to each notebook that declares them; ``out/latest`` is
     pointed at the finished run.
     """
-    notebooks = [notebook_dir / name for name in NOTEBOOKS]
+    notebooks = [notebook_dir / name for name in names]
     declared = {nb: declared_parameters(nb) for nb in notebooks}
     known = set().union(*declared.values()) - {RUN_DIR}
     unknown = sorted(set(params) - known)
@@ -66,6 +71,8 @@ def run_batch(params: dict[str, Any], out: str | Path = "results", notebook_dir:
     full = check(params)
     if full["dataset"] not in BUILTIN_DATASETS:  # a file path: notebooks run in another directory
         full["dataset"] = str(Path(full["dataset"]).resolve())
+    if full["text_dataset"] != DOCSTRINGS:
+        full["text_dataset"] = str(Path(full["text_dataset"]).resolve())
     out = make_directory(Path(out), "results")
     run_id = _new_run_id(out, full)
     partial = out / f".partial-{run_id}"

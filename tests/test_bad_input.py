@@ -45,6 +45,14 @@ RUN_CASES = {
     "seed beyond scikit-learn": (["-p", "seed", str(2**32)], f"seed must be in [0, 4294967295] (scikit-learn's random_state), got {2**32}"),
     "scenario for another count": (["-p", "n_contributors", "6", "-p", "scenario", "honest:5"],
                                    "scenario 'honest:5' names 5 contributors but n_contributors is 6"),
+    "a text parameter in the default batch": (["-p", "text_epochs", "3"],
+                                              "unknown parameter(s) ['text_epochs']: no notebook declares them"),
+    "text_max_tokens beyond MiniLM": (["--text", "-p", "text_max_tokens", "600"],
+                                      "text_max_tokens must be in [8, 512] (MiniLM's position limit), got 600"),
+    "unknown text behaviour": (["--text", "-p", "text_scenario", "honest:2,sybil:1"],
+                               "unknown behaviour 'sybil' in scenario 'honest:2,sybil:1'"),
+    "missing text file": (["--text", "-p", "text_dataset", "missing.jsonl"], "text file not found: missing.jsonl"),
+    "unknown text method": (["--text", "-p", "text_attribution_method", "magic"], "unknown text_attribution_method 'magic'"),
 }
 
 

@@ -7,10 +7,12 @@ import nbformat
 import pytest
 
 from datanet_lab.params import DEFAULTS, RUN_DIR
-from datanet_lab.runner import NOTEBOOK_DIR, NOTEBOOKS, declared_parameters
+from datanet_lab.runner import NOTEBOOK_DIR, NOTEBOOKS, TEXT_NOTEBOOKS, declared_parameters
+
+ALL = (*NOTEBOOKS, *TEXT_NOTEBOOKS)
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_parameters_cell_uses_the_batch_defaults(name):
     declared = declared_parameters(NOTEBOOK_DIR / name)
     assert RUN_DIR in declared
@@ -18,19 +20,23 @@ def test_parameters_cell_uses_the_batch_defaults(name):
     assert defaults == {k: DEFAULTS[k] for k in defaults}
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_parameters_cell_is_the_first_code_cell(name):
     notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
     first_code = next(cell for cell in notebook.cells if cell.cell_type == "code")
     assert "parameters" in first_code.metadata.get("tags", [])
 
 
+def test_the_notebook_directory_holds_exactly_the_two_batches():
+    assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == sorted(ALL)
+
+
 def test_every_parameter_is_declared_by_some_notebook():
-    declared = set().union(*(declared_parameters(NOTEBOOK_DIR / n) for n in NOTEBOOKS))
+    declared = set().union(*(declared_parameters(NOTEBOOK_DIR / n) for n in ALL))
     assert declared == set(DEFAULTS) | {RUN_DIR}
 
 
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize("name", ALL)
 def test_stored_outputs_hold_no_paths_or_timings(name):
     text = Path(NOTEBOOK_DIR / name).read_text()
     for leak in ("/tmp/", "/work/", "datanet-lab-", "0x7f"):

@@ -120,26 +120,44 @@ def roll_up_samples(scores: np.ndarray, model: nn.Module, train: tuple[attributi
 def record(run: Run, dn: Datanet, trained: TrainResult, scored: Scores, rollup: Rollup) -> Attribution:
     """Write ``attribution/`` (``scores.npy``, ``sample_credit.csv``, ``contributor_credit.csv``,
     ``integrated_gradients.npz``) and append the ``attribution_run`` entry to the ledger."""
-    scores, features = scored.scores, scored.features
+    features = scored.features
+    write_scores(run, scored.scores, rollup)
+    np.savez(run.path("attribution", "integrated_gradients.npz"), attributions=features.attributions,
+             targets=features.targets, convergence_delta=features.convergence_delta)
+    payload = run_payload(scored.method, dn.version, trained.checkpoints, scored.scores, rollup)
+    payload["ig_max_abs_convergence_delta"] = float(np.abs(features.convergence_delta).max())
+    with run.ledger() as book:
+        book.append("attribution_run", ATTRIBUTOR, payload)
+    return Attribution(scored.scores, rollup.sample_credit, rollup.contributor_credit, features)
+
+
+def write_scores(run: Run, scores: np.ndarray, rollup: Rollup) -> None:
+    """``attribution/scores.npy``, ``sample_credit.csv`` and ``contributor_credit.csv``."""
     np.save(run.path("attribution", "scores.npy"), scores)
     rollup.sample_credit.to_csv(run.path("attribution", "sample_credit.csv"), index=False)
     rollup.contributor_credit.to_csv(run.path("attribution", "contributor_credit.csv"), index_label="contributor")
-    np.savez(run.path("attribution", "integrated_gradients.npz"), attributions=features.attributions,
-             targets=features.targets, convergence_delta=features.convergence_delta)
-    payload = {
-        "method": scored.method,
-        "dataset_version": dn.version,
-        "checkpoints": [file_sha256(p) for p in trained.checkpoints],
+
+
+def read_scores(run: Run) -> tuple[np.ndarray, pd.DataFrame, pd.Series]:
+    """What :func:`write_scores` wrote: scores, sample credit, contributor credit."""
+    folder = run.directory / "attribution"
+    return (np.load(folder / "scores.npy"), pd.read_csv(folder / "sample_credit.csv"),
+            pd.read_csv(folder / "contributor_credit.csv", index_col="contributor")["attribution"])
+
+
+def run_payload(method: str, dataset_version: str, checkpoints: list, scores: np.ndarray, rollup: Rollup) -> dict[str, Any]:
+    """The ``attribution_run`` ledger payload: the method, the data and checkpoints it read, the
+    scores' shape and hash, the sign convention, the roll-up and the contributor credit."""
+    return {
+        "method": method,
+        "dataset_version": dataset_version,
+        "checkpoints": [file_sha256(p) for p in checkpoints],
         "scores_shape": list(scores.shape),
         "scores_sha256": hashlib.sha256(scores.tobytes()).hexdigest(),
         "sign": "positive = lowered test loss (helped)",
         "rollup": rollup.summary,
         "contributor_credit": {c: float(v) for c, v in rollup.contributor_credit.items()},
-        "ig_max_abs_convergence_delta": float(np.abs(features.convergence_delta).max()),
     }
-    with run.ledger() as book:
-        book.append("attribution_run", ATTRIBUTOR, payload)
-    return Attribution(scores, rollup.sample_credit, rollup.contributor_credit, features)
 
 
 def attribute(run: Run) -> Attribution:
@@ -156,11 +174,7 @@ def attribute(run: Run) -> Attribution:
 
 
 def _load(run: Run) -> Attribution:
-    folder = run.directory / "attribution"
-    ig = np.load(folder / "integrated_gradients.npz")
-    return Attribution(
-        scores=np.load(folder / "scores.npy"),
-        sample_credit=pd.read_csv(folder / "sample_credit.csv"),
-        contributor_credit=pd.read_csv(folder / "contributor_credit.csv", index_col="contributor")["attribution"],
-        features=attribution.FeatureAttributions(ig["attributions"], ig["targets"], ig["convergence_delta"]),
-    )
+    ig = np.load(run.directory / "attribution" / "integrated_gradients.npz")
+    scores, sample_credit, contributor_credit = read_scores(run)
+    return Attribution(scores, sample_credit, contributor_credit,
+                       attribution.FeatureAttributions(ig["attributions"], ig["targets"], ig["convergence_delta"]))

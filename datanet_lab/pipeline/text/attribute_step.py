@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -25,11 +24,10 @@ from datanet.models import encoders, load_checkpoint
 from datanet.text.behaviours import DEFAULT_TRIGGER, insert_trigger
 from datanet.text.datanet import TextDatanet
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.attribute_step import Rollup, roll_up_samples, submission_order
+from datanet_lab.pipeline.attribute_step import Rollup, read_scores, roll_up_samples, run_payload, submission_order, write_scores
 from datanet_lab.pipeline.run import ATTRIBUTOR, Run
 from datanet_lab.pipeline.text.build_step import build_text
 from datanet_lab.pipeline.text.train_step import Encoded, TrainedText, encode_text, encoder, inputs, train_text
-from datanet_lab.provenance import file_sha256
 
 IG_STEPS = 32
 """Integration steps of token-level IG (the convergence delta is reported beside it)."""
@@ -123,35 +121,18 @@ def attribute_text(run: Run) -> TextAttribution:
 
 def _record(run: Run, dn: TextDatanet, trained: TrainedText, method: str, scores: np.ndarray, rollup: Rollup,
             explained: Explained) -> TextAttribution:
-    np.save(run.path("attribution", "scores.npy"), scores)
-    rollup.sample_credit.to_csv(run.path("attribution", "sample_credit.csv"), index=False)
-    rollup.contributor_credit.to_csv(run.path("attribution", "contributor_credit.csv"), index_label="contributor")
+    write_scores(run, scores, rollup)
     np.savez(run.path("attribution", "token_ig.npz"), triggered=explained.triggered, test_index=explained.test_index,
              **vars(explained.ig))
-    payload = {
-        "method": method,
-        "dataset_version": dn.version,
-        "model": "minilm (top encoder layer + head)",
-        "checkpoints": [file_sha256(p) for p in trained.checkpoints],
-        "scores_shape": list(scores.shape),
-        "scores_sha256": hashlib.sha256(scores.tobytes()).hexdigest(),
-        "sign": "positive = lowered test loss (helped)",
-        "rollup": rollup.summary,
-        "contributor_credit": {c: float(v) for c, v in rollup.contributor_credit.items()},
-        "ig_max_abs_convergence_delta": float(np.abs(explained.ig.convergence_delta).max(initial=0.0)),
-    }
+    payload = run_payload(method, dn.version, trained.checkpoints, scores, rollup)
+    payload |= {"model": "minilm (top encoder layer + head)",
+                "ig_max_abs_convergence_delta": float(np.abs(explained.ig.convergence_delta).max(initial=0.0))}
     with run.ledger() as book:
         book.append("attribution_run", ATTRIBUTOR, payload)
     return TextAttribution(scores, rollup.sample_credit, rollup.contributor_credit, explained)
 
 
 def _load(run: Run) -> TextAttribution:
-    folder = run.directory / "attribution"
-    stored = np.load(folder / "token_ig.npz")
-    return TextAttribution(
-        scores=np.load(folder / "scores.npy"),
-        sample_credit=pd.read_csv(folder / "sample_credit.csv"),
-        contributor_credit=pd.read_csv(folder / "contributor_credit.csv", index_col="contributor")["attribution"],
-        explained=Explained(attribution.TokenAttributions(*(stored[f.name] for f in fields(attribution.TokenAttributions))),
-                            stored["triggered"], stored["test_index"]),
-    )
+    stored = np.load(run.directory / "attribution" / "token_ig.npz")
+    ig = attribution.TokenAttributions(*(stored[f.name] for f in fields(attribution.TokenAttributions)))
+    return TextAttribution(*read_scores(run), Explained(ig, stored["triggered"], stored["test_index"]))

@@ -23,11 +23,8 @@ from datanet.text.files import load_text_file
 from datanet.text.table import TextTable
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.build_step import record_datanet
+from datanet_lab.params import DOCSTRINGS
 from datanet_lab.pipeline.run import Run
-
-DOCSTRINGS = "docstrings"
-"""``text_dataset`` naming the docstrings of the installed scientific packages (else a file path)."""
-
 
 @dataclass
 class BuiltText:
