@@ -6,8 +6,8 @@ import pytest
 import rfc8785
 
 from datanet_lab.cli import main
-from datanet_lab.params import DEFAULTS, ParameterError
-from datanet_lab.runner import NOTEBOOKS
+from datanet_lab.params import DEFAULTS, RUN_DIR, ParameterError
+from datanet_lab.runner import NOTEBOOK_DIR, NOTEBOOKS, declared_parameters
 from datanet_lab.sweep_config import load
 
 FIXED = {"dataset": "wine", "n_contributors": 5, "scenario": "honest:5"}
@@ -32,7 +32,8 @@ def test_product_and_zip_axes_expand_in_order(write_sweep):
 def test_run_ids_are_hashes_of_the_full_parameters(write_sweep):
     path = write_sweep({"name": "ids", "fixed": FIXED, "grid": {"product": {"seed": [0, 1]}}})
     runs = load(path).runs
-    full = {**DEFAULTS, **FIXED, "seed": 0}
+    chain = set().union(*(declared_parameters(NOTEBOOK_DIR / n) for n in NOTEBOOKS)) - {RUN_DIR}
+    full = {k: v for k, v in {**DEFAULTS, **FIXED, "seed": 0}.items() if k in chain}  # the default batch's parameters
     assert runs[0].params == full
     assert runs[0].run_id == hashlib.sha256(rfc8785.dumps(full)).hexdigest()[:12]
     assert runs[0].run_id != runs[1].run_id
