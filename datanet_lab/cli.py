@@ -42,7 +42,8 @@ def _run(args: argparse.Namespace) -> int:
     print(f"run written to {run_dir}")
     if args.text:
         run_dir = run_dir / "text"
-        print(pd.read_csv(run_dir / "comparison.csv").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        for table in ("comparison.csv", "backdoor.csv"):
+            print(pd.read_csv(run_dir / table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     payouts = pd.read_csv(run_dir / "payouts.csv", keep_default_na=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"test accuracy {metrics['test_accuracy']:.4f}; ledger: {metrics['ledger']['entries']} entries, "

@@ -51,8 +51,8 @@ def cost_vs_lds(table: pd.DataFrame) -> Figure:
 def text_comparison(table: pd.DataFrame, ceiling: float | None, backdoor: pd.DataFrame) -> Figure:
     """Left: sample-level LDS per method on each text model (whiskers: 95% CI over test texts;
     dashed: the fine-tuned model's retrain-seed ceiling). Right: backdoor forensics per method on
-    the fine-tuned model (precision@10 and AUC of the poisoned rows ranked by credit on triggered
-    test texts)."""
+    the fine-tuned model (precision@10 of the poisoned rows ranked by credit on triggered test
+    texts, and by credit over the training gradient's norm (0 where a method has none); AUC)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     models = list(dict.fromkeys(table["model"]))
     methods = list(dict.fromkeys(table["method"]))
@@ -69,8 +69,10 @@ def text_comparison(table: pd.DataFrame, ceiling: float | None, backdoor: pd.Dat
     left.legend(fontsize=8)
     left.grid(axis="y", alpha=0.3)
     positions = range(len(backdoor))
-    right.bar([p - 0.2 for p in positions], backdoor["precision_at_10"], 0.4, label="precision@10", color="#aa3377")
-    right.bar([p + 0.2 for p in positions], backdoor["auc"], 0.4, label="AUC", color="#66ccee")
+    bars = (("precision_at_10", "precision@10, score", "#aa3377"), ("normalized_precision_at_10",
+            "precision@10, score / gradient norm", "#ee6677"), ("auc", "AUC, score", "#66ccee"))
+    for k, (column, label, colour) in enumerate(bars):
+        right.bar([p + (k - 1) * 0.27 for p in positions], backdoor[column].fillna(0), 0.27, label=label, color=colour)
     right.set_xticks(list(positions), backdoor["method"], rotation=20, ha="right")
     right.set(ylim=(0, 1.05), ylabel="poisoned rows ranked first", title="Backdoor forensics (triggered test texts)")
     right.legend(fontsize=8)

@@ -133,8 +133,11 @@ def backdoor_forensics(built: BuiltText, encoded: Encoded, trained: TrainedText,
     """For ``method`` on the fine-tuned model: the attack's success rate on triggered test texts
     of other classes (predicted as the target class), and how well the training rows' mean score
     on them, labelled with the target class, ranks the poisoned rows first (``precision_at_<k>``,
-    ``auc``). (Ranking by that score minus the score on the same texts without the trigger was
-    tried on the default Datanet and ranked the poisoned rows no better than chance.)"""
+    ``auc``). Methods with a ``self_influence`` (TracIn, gradient dot) are also ranked by that
+    score over the training gradient's norm, ``√self-influence`` (``normalized_``: a row's pull
+    towards the target per unit of gradient, so large-gradient rows such as flipped labels no
+    longer crowd the top); NaN for the others. (Ranking by the score minus the score on the same
+    texts without the trigger ranked the poisoned rows no better than chance.)"""
     dn, target = built.datanet, backdoor_target(built)
     texts, labels = triggered_test(built, seed, target)
     tokenizer = encoders.load_tokenizer()
@@ -142,11 +145,18 @@ def backdoor_forensics(built: BuiltText, encoded: Encoded, trained: TrainedText,
     attacked = inputs(encode_texts(tuple(texts), limit))
     with torch.no_grad():
         success = float((trained.model(**attacked).argmax(dim=1).numpy() == target).mean())
-    credit = method.fit(training_task(dn, encoded, trained)).scores(attacked, torch.from_numpy(labels)).mean(axis=1)
+    fitted = method.fit(training_task(dn, encoded, trained))
+    credit = fitted.scores(attacked, torch.from_numpy(labels)).mean(axis=1)
+    norms = np.sqrt(fitted.self_influence()) if hasattr(fitted, "self_influence") else np.full(len(credit), np.nan)
     poisoned = poisoned_rows(built)
-    ranked = np.argsort(-credit, kind="stable")
-    return ({"attack_success": success, "poisoned_rows": int(poisoned.sum()), "auc": metrics.detection_auc(credit, poisoned)}
-            | {f"precision_at_{k}": float(poisoned[ranked[:k]].mean()) for k in ks})
+    found = {"attack_success": success, "poisoned_rows": int(poisoned.sum())}
+    for prefix, ranking in (("", credit), ("normalized_", credit / norms)):
+        ranked = np.argsort(-ranking, kind="stable")
+        usable = bool(np.isfinite(ranking).all())
+        found |= ({f"{prefix}auc": metrics.detection_auc(ranking, poisoned) if usable else float("nan")}
+                  | {f"{prefix}precision_at_{k}": float(poisoned[ranked[:k]].mean()) if usable else float("nan")
+                     for k in ks})
+    return found
 
 
 def write(result: TextComparison, directory: Path) -> None:

@@ -97,7 +97,7 @@ def test_a_users_jsonl_file_is_a_text_datanet(tmp_path):
                                           text_label_column="tag", text_scenario="honest:2,noisy:1"))
     dn = text.build_text(run).datanet
     assert dn.label_set == ("alpha", "beta") and dn.provenance["kind"] == "file"
-    assert len(dn.train_texts) + len(dn.test_texts) == 60
+    assert len(dn.decisions) + len(dn.test_texts) == 60  # every row submitted or held out
     with run.ledger() as book:
         (version,) = [e.payload for e in book.entries("dataset_version")]
     assert version["source"]["corpus_sha256"] == dn.provenance["corpus_sha256"]
@@ -131,4 +131,4 @@ def test_the_backdoor_is_learned_and_its_poisoned_rows_rank_first(small_run):
     assert poisoned.any() and (truth["behaviour"][poisoned] == "backdoor").all()
     found = compare_text.backdoor_forensics(built, encoded, trained, attribution.FastTracIn(), seed=0, ks=(3,))
     assert found["poisoned_rows"] == poisoned.sum()
-    assert found["auc"] > 0.8, found
+    assert found["auc"] > 0.8 and found["normalized_auc"] > 0.9, found
