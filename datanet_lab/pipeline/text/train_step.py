@@ -104,9 +104,9 @@ def train_text(run: Run) -> TrainedText:
     the fine-tuned model's run recorded in the ledger."""
     dn, encoded = build_text(run).datanet, encode_text(run)
     folder = run.directory / "training"
-    model = encoders.TopLayerClassifier.from_encoder(encoder(), dn.n_classes, run.params["seed"])
     if manifest.check(run.directory, manifest.TEXT_TRAIN, run.params):
         checkpoints = sorted((folder / "checkpoints").glob("epoch_*.pt"))
+        model = encoders.TopLayerClassifier.from_encoder(encoder(), dn.n_classes, run.params["seed"])
         load_checkpoint(model, checkpoints[-1])
         return TrainedText(model.eval(), checkpoints, pd.read_csv(folder / "history.csv"),
                            pd.read_csv(folder / "models.csv"))
