@@ -31,10 +31,9 @@ import torch
 import attribution
 from attribution import metrics
 from datanet.models import encoders
-from datanet.text.behaviours import DEFAULT_TRIGGER
 from datanet_lab import compare
 from datanet_lab.pipeline import Run
-from datanet_lab.pipeline.text.attribute_step import training_task, triggered
+from datanet_lab.pipeline.text.attribute_step import training_task, triggered, triggered_limit
 from datanet_lab.pipeline.text.build_step import BuiltText, build_text
 from datanet_lab.pipeline.text.train_step import (FROZEN_L2, Encoded, TrainedText, encode_text, encode_texts,
                                                   encoder, frozen_datanet, inputs, train_text)
@@ -96,26 +95,22 @@ def compare_text(run: Run, directory: Path, n_subsets: int, seeds: Sequence[int]
                             seeds=seeds, shapley=False, test=(inputs(encoded.test), torch.from_numpy(dn.test_y)),
                             loco=False, removal=False)
     poisoned = poisoned_rows(built)
-    table = pd.concat([result.table.assign(model=model) for model, result in
-                       (("minilm_frozen", frozen), ("minilm", tuned))], ignore_index=True)
-    table["backdoor_auc"] = [_backdoor_auc(row, poisoned, frozen, tuned) for row in table.itertuples()]
+    tables = []
+    for model, result in (("minilm_frozen", frozen), ("minilm", tuned)):
+        # low mean credit on the clean test set flagging the poisoned rows among all training rows
+        auc = [metrics.detection_auc(-result.scores[m].mean(axis=1), poisoned) for m in result.table["method"]]
+        tables.append(result.table.assign(model=model, backdoor_auc=auc))
+    table = pd.concat(tables, ignore_index=True)
     backdoor = pd.DataFrame([{"method": m} | backdoor_forensics(built, encoded, trained, attributor(m, seed), seed)
                              for m in fine_tuned_methods])
     return TextComparison(table[COLUMNS], tuned.diagnostics.get("ceiling"), backdoor)
 
 
-def _backdoor_auc(row, poisoned: np.ndarray, frozen: compare.Comparison,
-                  tuned: compare.Comparison) -> float:
-    """Low mean credit (clean test set) flagging the poisoned rows among all training rows."""
-    result = frozen if row.model == "minilm_frozen" else tuned
-    return metrics.detection_auc(-result.scores[row.method].mean(axis=1), poisoned)
-
-
 def triggered_test(built: BuiltText, seed: int, target: int) -> tuple[list[str], np.ndarray]:
-    """The first :data:`COMPARE_TEST` test texts of classes other than ``target`` with the trigger
-    inserted, and their intended labels (``target``)."""
+    """The test texts of classes other than ``target`` with the trigger inserted, and their
+    intended labels (``target``)."""
     dn = built.datanet
-    texts = [t for t, y in zip(dn.test_texts, dn.test_y) if y != target][:COMPARE_TEST]
+    texts = [t for t, y in zip(dn.test_texts, dn.test_y) if y != target]
     return triggered(texts, seed), np.full(len(texts), target, dtype=np.int64)
 
 
@@ -140,9 +135,7 @@ def backdoor_forensics(built: BuiltText, encoded: Encoded, trained: TrainedText,
     texts without the trigger ranked the poisoned rows no better than chance.)"""
     dn, target = built.datanet, backdoor_target(built)
     texts, labels = triggered_test(built, seed, target)
-    tokenizer = encoders.load_tokenizer()
-    limit = dn.max_tokens + len(tokenizer(DEFAULT_TRIGGER, add_special_tokens=False)["input_ids"])
-    attacked = inputs(encode_texts(tuple(texts), limit))
+    attacked = inputs(encode_texts(tuple(texts), triggered_limit(encoders.load_tokenizer(), dn.max_tokens)))
     with torch.no_grad():
         success = float((trained.model(**attacked).argmax(dim=1).numpy() == target).mean())
     fitted = method.fit(training_task(dn, encoded, trained))

@@ -84,6 +84,11 @@ def triggered(texts: list[str], seed: int, trigger: str = DEFAULT_TRIGGER) -> li
     return [insert_trigger(text, trigger, rng) for text in texts]
 
 
+def triggered_limit(tokenizer: PreTrainedTokenizerBase, max_tokens: int) -> int:
+    """The token limit of texts of at most ``max_tokens`` tokens with the trigger inserted."""
+    return max_tokens + len(tokenizer(DEFAULT_TRIGGER, add_special_tokens=False)["input_ids"])
+
+
 def explain(dn: TextDatanet, model: encoders.TopLayerClassifier, n_examples: int, seed: int) -> Explained:
     """Token-level IG of the first ``n_examples`` test texts, clean and triggered, each to the
     class the model predicts for it (baseline [CLS] [PAD]... [SEP], attention mask kept)."""
@@ -91,8 +96,7 @@ def explain(dn: TextDatanet, model: encoders.TopLayerClassifier, n_examples: int
     index = np.arange(min(n_examples, len(dn.test_texts)))
     clean = [dn.test_texts[i] for i in index]
     texts = clean + triggered(clean, seed)
-    limit = dn.max_tokens + len(tokenizer(DEFAULT_TRIGGER, add_special_tokens=False)["input_ids"])
-    tokens = encoders.tokenize(tokenizer, texts, limit)
+    tokens = encoders.tokenize(tokenizer, texts, triggered_limit(tokenizer, dn.max_tokens))
     whole = encoders.MiniLMClassifier(encoder(), model).eval()
     with torch.no_grad():
         targets = whole(**tokens).argmax(dim=1)
