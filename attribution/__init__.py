@@ -24,6 +24,7 @@ from attribution.rollup import (
     shared_credit,
     similarity_clusters,
 )
+from attribution.spans import ReferenceSpanMatcher, Span, SpanCredit, SpanIndex, build_span_index, reference_spans, span_credit, unigram_logprobs
 from attribution.streaming import Float16Memmap, GroupSums
 from attribution.token_ig import TokenAttributions, token_attributions, trigger_mass
 from attribution.tracin import CaptumTracIn

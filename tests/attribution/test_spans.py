@@ -1,0 +1,247 @@
+"""Tests for span attribution: the infini-gram index against the reference matcher and a brute-force
+matcher, document lookup, refusals, and the span credit rule on hand-computed examples."""
+
+from __future__ import annotations
+
+import math
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from attribution import (
+    ReferenceSpanMatcher,
+    Span,
+    SpanIndex,
+    build_span_index,
+    reference_spans,
+    span_credit,
+    unigram_logprobs,
+)
+from attribution.base import AttributionError
+
+def examples(n: int) -> settings:
+    """Few examples: each builds an index in a subprocess (about 0.2 s)."""
+    return settings(max_examples=n, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def brute_force_spans(documents: list[list[int]], query: list[int], min_len: int, max_count: int) -> list[Span]:
+    """The span rule read literally: every start, every length, every document position."""
+    def occurrences(needle: list[int]) -> list[tuple[int, int]]:
+        return [(d, o) for d, doc in enumerate(documents) for o in range(len(doc) - len(needle) + 1)
+                if doc[o:o + len(needle)] == needle]
+
+    kept, last_end = [], 0
+    for start in range(len(query)):
+        length = max((n for n in range(1, len(query) - start + 1) if occurrences(query[start:start + n])), default=0)
+        found = occurrences(query[start:start + length])
+        if length >= min_len and len(found) <= max_count and start + length > last_end:
+            kept.append(Span(start, start + length, len(found), tuple(d for d, _ in found), tuple(o for _, o in found)))
+            last_end = start + length
+    return kept
+
+
+def corpus(tokens: st.SearchStrategy[int]) -> st.SearchStrategy[tuple[list[list[int]], list[list[int]]]]:
+    """(documents, queries); queries mix copied document slices and fresh tokens, so spans occur."""
+    documents = st.lists(st.lists(tokens, max_size=12), min_size=1, max_size=5)
+    return documents.flatmap(lambda docs: st.tuples(st.just(docs), st.lists(
+        st.lists(st.one_of(tokens, st.sampled_from([t for d in docs for t in d] or [0])), max_size=14)
+        .map(lambda q: q + [t for d in docs[:1] for t in d[2:8]]),
+        min_size=1, max_size=4)))
+
+
+@pytest.fixture(scope="module")
+def small_index(tmp_path_factory: pytest.TempPathFactory) -> SpanIndex:
+    """The documents ``[[1, 2, 3]]`` over a vocabulary of 5."""
+    return build_span_index([[1, 2, 3]], tmp_path_factory.mktemp("small") / "index", vocab_size=5)
+
+
+@pytest.fixture
+def index_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A fresh not-yet-existing index path per call (hypothesis reuses the function's fixture)."""
+    parent = tmp_path_factory.mktemp("spans")
+    return lambda: parent / f"index{len(list(parent.iterdir()))}"
+
+
+@examples(12)
+@given(data=corpus(st.integers(0, 2)), min_len=st.integers(2, 4), max_count=st.integers(1, 6))
+def test_engine_matches_reference_and_brute_force(index_dir, data, min_len, max_count):
+    documents, queries = data
+    index = build_span_index(documents, index_dir(), vocab_size=3)
+    matcher = ReferenceSpanMatcher(documents, vocab_size=3)
+    for query in queries:
+        expected = brute_force_spans(documents, query, min_len, max_count)
+        assert matcher.spans(query, min_len, max_count) == expected
+        assert index.spans(query, min_len, max_count) == expected
+
+
+@examples(6)
+@given(data=corpus(st.sampled_from([0, 1, 255, 256, 257, 511, 512, 65534])))
+def test_engine_matches_reference_when_tokens_differ_in_the_high_byte(index_dir, data):
+    # the engine compares little-endian bytes, the reference compares token ids
+    documents, queries = data
+    index = build_span_index(documents, index_dir(), vocab_size=65535)
+    for query in queries:
+        assert index.spans(query, 2, 10) == reference_spans(documents, query, 2, 10)
+
+
+def test_query_sorting_before_every_suffix_still_matches(tmp_path):
+    # [1, 1, 2] sorts before [1, 1, 5], the smallest suffix of the documents; the engine alone finds nothing
+    index = build_span_index([[1, 1, 5]], tmp_path / "index", vocab_size=8)
+    assert index.spans([1, 1, 2], 2, 10) == [Span(0, 2, 1, (0,), (0,))]
+
+
+def test_occurrences_locate_the_span_and_documents_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    documents = [rng.integers(0, 50, size=40).tolist() for _ in range(29)] + [[]]
+    documents[7] = documents[3][5:25] + documents[12][:10]  # copies give multi-document spans
+    index = build_span_index(documents, tmp_path / "index", vocab_size=50)
+    assert [d.tolist() for d in index.documents()] == documents
+    assert (index.n_docs, index.n_tokens, index.vocab_size) == (30, sum(map(len, documents)), 50)
+    query = documents[3][5:25] + rng.integers(0, 50, size=10).tolist() + documents[20][2:14]
+    spans = index.spans(query, 4, 100)
+    assert {(s.start, s.end) for s in spans} >= {(0, 20), (30, 42)}
+    for span in spans:
+        assert len(span.documents) == len(span.offsets) == span.count
+        assert list(zip(span.documents, span.offsets)) == sorted(zip(span.documents, span.offsets))
+        for d, o in zip(span.documents, span.offsets):
+            assert documents[d][o:o + span.length] == query[span.start:span.end]
+    reopened = SpanIndex.open(tmp_path / "index")
+    assert reopened.spans(query, 4, 100) == spans
+
+
+def test_max_count_drops_frequent_spans_and_kept_spans_extend_the_coverage(tmp_path):
+    documents = [[1, 2, 3, 4], [1, 2, 3, 9], [2, 3, 4, 5, 6]]
+    index = build_span_index(documents, tmp_path / "index", vocab_size=10)
+    # start 0: [1, 2, 3, 4] in document 0; start 1: [2, 3, 4, 5, 6] in document 2; later starts end inside
+    assert index.spans([1, 2, 3, 4, 5, 6], 2, 5) == [Span(0, 4, 1, (0,), (0,)), Span(1, 6, 1, (2,), (0,))]
+    # start 0: [1, 2, 3] twice; start 1: [2, 3] three times, inside [0, 3) unless [1, 2, 3] is dropped
+    assert index.spans([1, 2, 3, 7], 2, 3) == [Span(0, 3, 2, (0, 1), (0, 0))]
+    assert index.spans([1, 2, 3, 7], 2, 2) == [Span(0, 3, 2, (0, 1), (0, 0))]
+    assert index.spans([1, 2, 3, 7], 2, 1) == []  # too frequent spans are dropped, not shortened
+    assert index.spans([9, 2, 3, 7], 2, 3) == [Span(1, 3, 3, (0, 1, 2), (1, 1, 0))]
+    assert index.spans([1, 2, 3, 7], 3, 3) == [Span(0, 3, 2, (0, 1), (0, 0))]
+    assert index.spans([1, 2, 3, 7], 4, 3) == []
+    assert index.spans([7, 8, 9], 2, 5) == [] and index.spans([], 2, 5) == []
+
+
+@pytest.mark.parametrize("documents, vocab_size, message", [
+    ([[1, 2]], 65536, "vocab_size"),
+    ([[1, 2]], 0, "vocab_size"),
+    ([[1, 2], [3, 65535]], 65535, "document 1: token id 65535 at position 1"),
+    ([[1, 2], [3, 10]], 10, "document 1: token id 10 at position 1"),
+    ([[1, -1]], 10, "document 0: token id -1"),
+    ([[1.5]], 10, "integer token ids"),
+    ([], 10, "documents is empty"),
+])
+def test_bad_documents_are_refused_and_nothing_is_written(tmp_path, documents, vocab_size, message):
+    with pytest.raises(ValueError, match=message):
+        build_span_index(documents, tmp_path / "index", vocab_size=vocab_size)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_existing_directory_is_never_rebuilt(tmp_path):
+    build_span_index([[1, 2, 3]], tmp_path / "index", vocab_size=5)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "index").iterdir()}
+    with pytest.raises(FileExistsError, match="already exists"):
+        build_span_index([[4, 4, 4]], tmp_path / "index", vocab_size=5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileExistsError, match="already exists"):
+        build_span_index([[4, 4, 4]], tmp_path / "empty", vocab_size=5)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "index").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "index"]
+
+
+def test_paths_the_engine_would_misread_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="table"):
+        build_span_index([[1, 2]], tmp_path / "timetable", vocab_size=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr("attribution.span_index.sys.executable", "/bin/false")
+    with pytest.raises(AttributionError, match="span index build failed"):
+        build_span_index([[1, 2, 3]], tmp_path / "index", vocab_size=5)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_open_checks_the_corpus(tmp_path):
+    index = build_span_index([[1, 2, 3], [3, 2, 1]], tmp_path / "index", vocab_size=5)
+    with pytest.raises(IndexError, match="document 2"):
+        index.document(2)
+    corpus_file = tmp_path / "index" / "tokenized.0"
+    data = bytearray(corpus_file.read_bytes())
+    data[2] = 4  # document 0's first token: 1 -> 4
+    corpus_file.write_bytes(bytes(data))
+    with pytest.raises(AttributionError, match="SHA-256"):
+        SpanIndex.open(tmp_path / "index")
+    (tmp_path / "index" / "table.0").unlink()
+    with pytest.raises(FileNotFoundError, match="table.0"):
+        SpanIndex.open(tmp_path / "index")
+
+
+@pytest.mark.parametrize("query, min_len, max_count, message", [
+    ([1, 5], 2, 3, "query: token id 5 at position 1"),
+    ([1, 2], 1, 3, "min_len"),
+    ([1, 2], 2, 0, "max_count"),
+])
+def test_bad_queries_are_refused(small_index, query, min_len, max_count, message):
+    for matcher in (small_index, ReferenceSpanMatcher([[1, 2, 3]], vocab_size=5)):
+        with pytest.raises(ValueError, match=message):
+            matcher.spans(query, min_len, max_count)
+
+
+def test_unigram_logprobs_by_hand():
+    # counts of ids 0..3 in 5 tokens: 2, 0, 1, 2; add-one over 5 + 4
+    assert np.allclose(unigram_logprobs([[0, 3, 0], [2, 3]], 4), np.log([3 / 9, 1 / 9, 2 / 9, 3 / 9]))
+
+
+def test_span_credit_by_hand():
+    # documents: 0 alice (h1), 1 bob (h1, a later copy of 0), 2 carol (h2), 3 bob (h3), 4 alice (h4)
+    contributors, order, hashes = ["alice", "bob", "carol", "bob", "alice"], [10, 20, 5, 30, 40], ["h1", "h1", "h2", "h3", "h4"]
+    token_logprob = np.log([0.5, 0.25, 0.5, 0.125, 0.5])
+    spans = [Span(0, 2, 3, (0, 1, 2), (0, 0, 4)),  # weight log 2 + log 4 = 3 log 2: alice (doc 0) and carol
+             Span(1, 4, 1, (3,), (3,)),  # 2 + 1 + 3 = 6 log 2 to bob
+             Span(3, 5, 3, (3, 4, 4), (0, 2, 7))]  # 3 + 1 = 4 log 2 split by bob and alice (doc 4 twice counts once)
+    result = span_credit(spans, contributors, order, hashes, token_logprob)
+    ln2 = math.log(2)
+    assert result.credit.to_dict() == pytest.approx({"alice": 3.5 * ln2, "bob": 8 * ln2, "carol": 1.5 * ln2})
+    rows = result.breakdown
+    assert rows[["span", "contributor"]].values.tolist() == [[0, "alice"], [0, "carol"], [1, "bob"], [2, "bob"], [2, "alice"]]
+    assert rows["documents"].tolist() == [(0,), (2,), (3,), (3,), (4,)]
+    assert rows["weight"].tolist() == pytest.approx([3 * ln2, 3 * ln2, 6 * ln2, 4 * ln2, 4 * ln2])
+
+
+def test_copies_are_credited_to_the_earliest_and_credit_sums_to_the_weights(tmp_path):
+    rng = np.random.default_rng(1)
+    original = rng.integers(0, 40, size=30).tolist()
+    documents = [rng.integers(0, 40, size=30).tolist(), original, original, rng.integers(0, 40, size=30).tolist()]
+    contributors, order = ["ann", "copier", "author", "dan"], [0, 5, 2, 1]  # the author submitted first
+    hashes = [str(d) for d in documents]
+    query = original[3:20] + documents[3][:12]
+    spans = build_span_index(documents, tmp_path / "index", vocab_size=40).spans(query, 4, 10)
+    logprob = unigram_logprobs(documents, 40)[query]
+    result = span_credit(spans, contributors, order, hashes, logprob)
+    assert result.credit["copier"] == 0 and result.credit["author"] > 0 and result.credit["dan"] > 0
+    assert result.credit.sum() == pytest.approx(sum(-logprob[s.start:s.end].sum() for s in spans))
+    assert (result.breakdown.groupby("contributor")["share"].sum().reindex(result.credit.index, fill_value=0)
+            == result.credit).all()
+    assert span_credit([], contributors, order, hashes, logprob).credit.tolist() == [0.0] * 4
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"doc_order": [0, 0]}, "ranks repeat"),
+    ({"doc_hashes": ["a"]}, "same documents"),
+    ({"token_logprob": np.array([0.1, -1.0, -1.0])}, "token_logprob"),
+    ({"token_logprob": np.array([-1.0])}, "outside the 1 tokens"),
+    ({"spans": [Span(0, 2, 1, (2,), (0,))]}, r"documents in \[0, 2\)"),
+])
+def test_span_credit_refuses_bad_input(change, message):
+    arguments = {"spans": [Span(0, 2, 1, (0,), (0,))], "doc_contributors": ["a", "b"], "doc_order": [0, 1],
+                 "doc_hashes": ["x", "y"], "token_logprob": np.array([-1.0, -1.0, -1.0])} | change
+    with pytest.raises(ValueError, match=message):
+        span_credit(**arguments)
