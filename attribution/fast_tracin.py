@@ -161,6 +161,13 @@ class FastTracIn(Attributor):
         names = {m: n for n, m in self._fitted().model.named_modules()}
         return {names[h.module]: "gram" if h.gram else "positions" for h in self._hooked}
 
+    @property
+    def checkpoint_weights(self) -> list[float]:
+        """The weight of each checkpoint's gradient dots in :meth:`scores`, in the order
+        :meth:`factors` indexes them: ``lr_t`` (1.0 for :class:`FastGradientDot`'s one checkpoint)."""
+        self._fitted()
+        return [lr for _, lr in self._states]
+
     def _sample_gradients(self) -> SampleGradients | None:
         """vmap gradients of the trainable parameters outside the hooked Linears, if any."""
         task = self._fitted()
