@@ -222,10 +222,14 @@ class SpanIndex:
         for name in (METADATA, "tokenized.0", "offset.0", "table.0"):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"span index {directory}: {name} is missing")
-        metadata = json.loads((directory / METADATA).read_text())
-        if metadata.get("format") != FORMAT:
-            raise AttributionError(f"span index {directory / METADATA}: format {metadata.get('format')!r}, "
-                                   f"expected {FORMAT!r}")
+        try:
+            metadata = json.loads((directory / METADATA).read_text())
+        except ValueError as error:
+            raise AttributionError(f"span index {directory / METADATA}: not JSON ({error})") from None
+        fields = ("format", "n_docs", "n_tokens", "vocab_size", "corpus_sha256")
+        if not isinstance(metadata, dict) or metadata.get("format") != FORMAT or not set(fields) <= set(metadata):
+            raise AttributionError(f"span index {directory / METADATA}: expected format {FORMAT!r} with fields "
+                                   f"{fields}, got {metadata!r}"[:500])
         tokens = np.memmap(directory / "tokenized.0", dtype="<u2", mode="r")
         offsets = np.fromfile(directory / "offset.0", dtype="<u8").astype(np.int64)
         expected = {"tokenized.0 tokens": (len(tokens), metadata["n_tokens"] + metadata["n_docs"] + len(SENTINEL)),

@@ -179,6 +179,9 @@ def test_open_checks_the_corpus(tmp_path):
     corpus_file.write_bytes(bytes(data))
     with pytest.raises(AttributionError, match="SHA-256"):
         SpanIndex.open(tmp_path / "index")
+    (tmp_path / "index" / "datanet-span-index.json").write_text("{")
+    with pytest.raises(AttributionError, match="datanet-span-index.json: not JSON"):
+        SpanIndex.open(tmp_path / "index")
     (tmp_path / "index" / "table.0").unlink()
     with pytest.raises(FileNotFoundError, match="table.0"):
         SpanIndex.open(tmp_path / "index")
