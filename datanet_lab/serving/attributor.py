@@ -137,7 +137,7 @@ def rollup_matrix(sample_contributors: Sequence[str], contributors: Sequence[str
     earliest member (found by :func:`attribution.shared_credit`), zeros elsewhere."""
     sample_contributors, clusters = np.asarray(sample_contributors), np.asarray(clusters)
     row = {c: k for k, c in enumerate(contributors)}
-    unknown = sorted(set(sample_contributors) - set(row))
+    unknown = sorted(set(sample_contributors.tolist()) - set(row))
     if unknown:
         raise ValueError(f"training rows of contributors {unknown} outside the contributor list {list(contributors)}")
     earliest = np.flatnonzero(shared_credit(np.ones(len(clusters)), clusters, order))  # one member per cluster

@@ -80,7 +80,7 @@ def check_batch(x: np.ndarray, n_features: int, source: str = "inputs", names: S
     bad = ~np.isfinite(x)
     if bad.any():
         row, column = np.argwhere(bad)[0]
-        raise RequestError(f"{source}: data row {row + 1}, {_field(int(column), names)} is {x[row, column]!r}, "
+        raise RequestError(f"{source}: data row {row + 1}, {_field(int(column), names)} is {float(x[row, column])!r}, "
                            "expected a finite number")
     return x
 
