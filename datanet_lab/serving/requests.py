@@ -119,16 +119,19 @@ def _read_table(path: Path, n_features: int) -> np.ndarray:
                            "fields; add a header row")
     if len(names) != n_features:
         raise RequestError(f"request file {path}: wrong width: {len(names)} columns {names}, expected {n_features}")
-    if any(frame[c].dtype.kind not in "iuf" for c in frame.columns):  # text, bool, dates: find the first such cell
-        for row, values in enumerate(frame.itertuples(index=False), start=1):
-            try:
-                check_input(list(values), n_features, names)
-            except RequestError as error:
-                raise RequestError(f"request file {path}: data row {row}, {error}") from None
-    return check_batch(frame.to_numpy(dtype=np.float64, na_value=np.nan), n_features, f"request file {path}", names)
+    if all(frame[c].dtype.kind in "iuf" for c in frame.columns):
+        return check_batch(frame.to_numpy(dtype=np.float64, na_value=np.nan), n_features, f"request file {path}", names)
+    rows = []  # a column of text, bools or dates: judge cell by cell (read_csv makes a column text for one text cell)
+    for row, values in enumerate(frame.itertuples(index=False), start=1):
+        try:
+            rows.append(check_input([_as_number(v) if isinstance(v, str) else v for v in values], n_features, names))
+        except RequestError as error:
+            raise RequestError(f"request file {path}: data row {row}, {error}") from None
+    return np.array(rows, dtype=np.float64)
 
 
 def _as_number(text: str) -> Any:
+    """``text`` as a float when it reads as one, else unchanged."""
     try:
         return float(text)
     except ValueError:
