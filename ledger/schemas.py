@@ -5,28 +5,39 @@ written) and the verifier reports the first stored entry that does, so the two c
 
 * :func:`payload_problem` checks one payload against its kind's :class:`Schema`: required fields,
   their types and ranges (``bool`` is not an integer; money is an integer number of units in
-  ``[0, 2**53 - 1]``, the canonical-JSON safe range), and, for the money kinds, no unknown field.
+  ``[0, 2**53 - 1]``, the canonical-JSON safe range), and, for the money kinds and receipt
+  batches, no unknown field.
   The record kinds (contribution, runs, ...) name only the fields their readers rely on; the rest
   of such a payload is the record's own detail.
-* :class:`PayoutRules` follows the money kinds (``stake``, ``slash``, ``payout``, ``payout_epoch``)
-  in sequence order: every contributor staked, slashed or paid has a registered key; a slash never
-  exceeds what its contributor has left at stake; epochs are numbered 1, 2, 3, ... and open one at
-  a time (an epoch's first slash or payment opens it, its ``payout_epoch`` entry closes it), so a
-  payment into a closed epoch (a replay) or into one that was never opened is refused; an epoch
-  opens and closes within one append batch (:func:`ledger.epoch_records` writes it whole); a
-  contributor is paid once per epoch; the epoch entry's ``paid`` and ``slashed`` equal the sums of
-  its entries and ``paid + unallocated == pool + slashed``.
+* :class:`PayoutRules` follows the money kinds (``stake``, ``slash``, ``payout``, ``payout_epoch``,
+  ``generation_payment``) in sequence order: every contributor staked, slashed or paid has a
+  registered key; a slash never exceeds what its contributor has left at stake; epochs are
+  numbered 1, 2, 3, ... and open one at a time (an epoch's first slash or payment opens it, its
+  ``payout_epoch`` entry closes it), so a payment into a closed epoch (a replay) or into one that
+  was never opened is refused; an epoch opens and closes within one append batch
+  (:func:`ledger.epoch_records` writes it whole); a contributor is paid once per epoch; the epoch
+  entry's ``paid`` and ``slashed`` equal the sums of its entries and
+  ``paid + unallocated == pool + slashed``. A ``generation_payment`` stands outside the epochs: it
+  pays its own fee, to registered contributors only.
+
+A schema may add a rule across its fields (:attr:`Schema.rule`): a ``generation_payment``'s
+``payouts`` plus ``unallocated`` equal its ``fee``; a ``receipt_batch``'s role totals sum to its
+``fee_total``. :func:`schema_problem` applies a schema to other documents too (the receipts of
+:mod:`ledger.receipts`).
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ledger.keys import ACTOR_PATTERN
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 SAFE_INT = 2**53 - 1
 """The largest integer canonical JSON (RFC 8785, I-JSON) carries exactly."""
@@ -52,15 +63,38 @@ OBJECT = Field("a JSON object", lambda v: type(v) is dict)
 NUMBER = Field("a finite number", lambda v: type(v) in (int, float) and math.isfinite(v))
 ACTOR = Field(f"an actor id matching {ACTOR_PATTERN.pattern}", lambda v: type(v) is str and ACTOR_PATTERN.fullmatch(v) is not None)
 STATUS = Field("'ok' or 'failed'", lambda v: type(v) is str and v in ("ok", "failed"))
+DIGEST = Field("a SHA-256 digest, 64 lower-case hex digits", lambda v: type(v) is str and _HEX64.fullmatch(v) is not None)
+COUNT = _integer(1, SAFE_INT, "a count")
+POSITION = _integer(0, SAFE_INT, "a position (0 is the first)")
+ANY = Field("any JSON value", lambda v: True)
+UNITS_BY_ACTOR = Field(
+    f"a JSON object mapping ids (matching {ACTOR_PATTERN.pattern}) to money units",
+    lambda v: type(v) is dict and all(ACTOR.accepts(k) and UNITS.accepts(a) for k, a in v.items()),
+)
 
 
 @dataclass(frozen=True)
 class Schema:
-    """The fields of one kind's payload; ``closed``: no other field is allowed."""
+    """The fields of one kind's payload; ``closed``: no other field is allowed; ``rule``: what is
+    wrong across the fields of a payload whose fields passed (or ``None``)."""
 
     required: Mapping[str, Field]
     optional: Mapping[str, Field] = field(default_factory=dict)
     closed: bool = True
+    rule: Callable[[Mapping[str, Any]], str | None] | None = None
+
+
+def _sums_to(parts: str, whole: str, extra: str | None = None) -> Callable[[Mapping[str, Any]], str | None]:
+    """Rule: the values of the object ``parts`` (plus the field ``extra``) sum to the field ``whole``."""
+    def rule(payload: Mapping[str, Any]) -> str | None:
+        if parts not in payload:
+            return None
+        total = sum(payload[parts].values()) + (payload[extra] if extra else 0)
+        if total != payload[whole]:
+            named = f"{parts} + {extra}" if extra else parts
+            return f"{named} total {total} units, {whole} is {payload[whole]}"
+        return None
+    return rule
 
 
 SCHEMAS: dict[str, Schema] = {
@@ -77,9 +111,18 @@ SCHEMAS: dict[str, Schema] = {
     "training_run": Schema({"dataset_version": TEXT}, closed=False),
     "attribution_run": Schema({"method": TEXT, "dataset_version": TEXT}, closed=False),
     "sweep_run": Schema({"run_id": TEXT, "status": STATUS, "params": OBJECT}, closed=False),
+    "generation_payment": Schema(
+        {"generation_id": TEXT, "fee": UNITS, "payouts": UNITS_BY_ACTOR, "unallocated": UNITS, "rule": TEXT, "evidence": OBJECT},
+        rule=_sums_to("payouts", "fee", extra="unallocated"),
+    ),
+    "receipt_batch": Schema(
+        {"batch_id": TEXT, "root": DIGEST, "count": COUNT, "fee_total": UNITS},
+        {"fee_by_role": UNITS_BY_ACTOR},
+        rule=_sums_to("fee_by_role", "fee_total"),
+    ),
 }
 KINDS = frozenset(SCHEMAS)
-MONEY_KINDS = frozenset({"stake", "slash", "payout", "payout_epoch"})
+MONEY_KINDS = frozenset({"stake", "slash", "payout", "payout_epoch", "generation_payment"})
 
 
 def payload_problem(kind: str, payload: Any) -> str | None:
@@ -87,6 +130,12 @@ def payload_problem(kind: str, payload: Any) -> str | None:
     schema = SCHEMAS.get(kind)
     if schema is None:
         return f"unknown kind {kind!r}; expected one of {sorted(KINDS)}"
+    return schema_problem(kind, schema, payload)
+
+
+def schema_problem(kind: str, schema: Schema, payload: Any) -> str | None:
+    """What is wrong with ``payload`` (decoded JSON) under ``schema``, or ``None``; messages start
+    with ``kind`` (what the payload is)."""
     if type(payload) is not dict:
         return f"{kind} payload must be a JSON object, got {_show(payload)}"
     for name, rule in schema.required.items():
@@ -102,7 +151,8 @@ def payload_problem(kind: str, payload: Any) -> str | None:
         if unknown:
             allowed = sorted([*schema.required, *schema.optional])
             return f"{kind} payload: unknown field(s) {unknown}; a {kind} holds only {allowed}"
-    return None
+    problem = schema.rule(payload) if schema.rule else None
+    return f"{kind} payload: {problem}" if problem else None
 
 
 def _show(value: Any) -> str:
@@ -137,6 +187,11 @@ class PayoutRules:
 
     def step(self, seq: int, kind: str, payload: Mapping[str, Any], registered: Container[str]) -> str | None:
         """Apply entry ``seq``; ``registered``: the actors with a registered key (who may be paid)."""
+        if kind == "generation_payment":  # outside the epochs: it pays its own fee
+            unknown = sorted(c for c in payload["payouts"] if c not in registered)
+            if unknown:
+                return f"generation_payment pays {unknown}, who have no registered key (unregistered payee)"
+            return None
         contributor = payload.get("contributor")
         if contributor is not None and contributor not in registered:
             return f"{kind} of contributor {contributor!r}, who has no registered key (unregistered payee)"

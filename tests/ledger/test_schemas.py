@@ -42,6 +42,16 @@ def _epoch(epoch, payouts, pool=None):
         ("payout_epoch", "pa", {"epoch": epoch, "pool": total if pool is None else pool, "slashed": 0, "paid": total, "unallocated": 0})]
 
 
+def _generation(payouts, unallocated=0, fee=10):
+    return {"generation_id": "g-1", "fee": fee, "payouts": payouts, "unallocated": unallocated,
+            "rule": "span credit", "evidence": {"spans": [[0, 4]], "documents": ["d1"]}}
+
+
+def _receipt_batch(**change):
+    return {"batch_id": "b-1", "root": "ab" * 32, "count": 2, "fee_total": 10,
+            "fee_by_role": {"contributors": 5, "platform": 5}, **change}
+
+
 CASES = {
     # name: (batch appended after entry 5, record index the store names, what both say)
     "a second epoch numbered '1' (a string) paying 10**15": (
@@ -74,6 +84,25 @@ CASES = {
                                       "field 'status' must be 'ok' or 'failed', got 'maybe' (str)"),
     "a contribution without a sample id": ([("contribution", "c00", {"content_hash": "ab"})], 0,
                                            "contribution payload: required field 'sample_id' is missing"),
+    "a generation payment whose payouts and unallocated miss its fee": (
+        [("generation_payment", "pa", _generation({"c00": 6}, unallocated=3))], 0,
+        "generation_payment payload: payouts + unallocated total 9 units, fee is 10"),
+    "a generation payment to an unregistered payee": (
+        [("stake", "c00", {"contributor": "c00", "amount": 1}), ("generation_payment", "pa", _generation({"c00": 5, "mallory": 5}))], 1,
+        "generation_payment pays ['mallory'], who have no registered key (unregistered payee)"),
+    "a generation payment of negative units": (
+        [("generation_payment", "pa", _generation({"c00": 11, "c01": -1}))], 0, "field 'payouts' must be a JSON object mapping ids"),
+    "a generation payment without evidence": (
+        [("generation_payment", "pa", {k: v for k, v in _generation({"c00": 10}).items() if k != "evidence"})], 0,
+        "required field 'evidence' is missing"),
+    "a receipt batch whose role totals miss its fee total": (
+        [("receipt_batch", "pa", _receipt_batch(fee_by_role={"contributors": 5, "platform": 4}))], 0,
+        "receipt_batch payload: fee_by_role total 9 units, fee_total is 10"),
+    "a receipt batch whose root is no digest": (
+        [("receipt_batch", "pa", _receipt_batch(root="AB" * 32))], 0, "field 'root' must be a SHA-256 digest, 64 lower-case hex digits"),
+    "a receipt batch of no receipts": ([("receipt_batch", "pa", _receipt_batch(count=0))], 0, "field 'count' must be a count"),
+    "a receipt batch with an unknown field": (
+        [("receipt_batch", "pa", _receipt_batch(paid=3))], 0, "receipt_batch payload: unknown field(s) ['paid']"),
 }
 
 
@@ -98,6 +127,15 @@ def test_a_whole_second_epoch_is_accepted(paid, keys):
                           ("payout", "pa", {"epoch": 2, "contributor": "c00", "amount": 60}),
                           ("payout", "pa", {"epoch": 2, "contributor": "c01", "amount": 40}),
                           ("payout_epoch", "pa", {"epoch": 2, "pool": 0, "slashed": 100, "paid": 100, "unallocated": 0})])
+    assert verify(paid).ok and verify(paid).entries == 9
+
+
+def test_generation_payments_and_receipt_batches_are_accepted(paid, keys):
+    with Ledger(paid, keystore=keys, clock=fixed_clock()) as book:
+        book.append_many([("generation_payment", "pa", _generation({"c00": 7, "c01": 2}, unallocated=1)),
+                          ("generation_payment", "pa", _generation({}, unallocated=10)),
+                          ("receipt_batch", "pa", _receipt_batch()),
+                          ("receipt_batch", "pa", {k: v for k, v in _receipt_batch().items() if k != "fee_by_role"})])
     assert verify(paid).ok and verify(paid).entries == 9
 
 

@@ -167,6 +167,9 @@ ONE_OF_EACH_KIND = [
     ("slash", "treasury", {"epoch": 1, "contributor": "c00", "amount": 10, "reason": "rejected data"}),
     ("payout", "treasury", {"epoch": 1, "contributor": "c00", "amount": 5}),
     ("payout_epoch", "treasury", {"epoch": 1, "pool": 0, "slashed": 10, "paid": 5, "unallocated": 5}),
+    ("generation_payment", "treasury", {"generation_id": "g1", "fee": 3, "payouts": {"c00": 2}, "unallocated": 1,
+                                        "rule": "span credit", "evidence": {}}),
+    ("receipt_batch", "someone", {"batch_id": "b1", "root": "ab" * 32, "count": 1, "fee_total": 3}),
 ]
 
 
