@@ -1,6 +1,6 @@
 """Ledger tools, usable without the ML stack: ``python -m ledger.cli TOOL ...`` or ``datanet-lab ledger TOOL ...``.
 
-Exit codes: 0 ok, 1 the ledger, proof or checkpoint does not verify, 2 bad input (missing file...).
+Exit codes: 0 ok, 1 the ledger, proof, receipt or checkpoint does not verify, 2 bad input (missing file...).
 Every tool but ``export --out`` and ``--out`` files only reads: the ledger is opened read-only and
 left byte-identical (:func:`ledger.store.open_read_only`).
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger import proofs
+from ledger import proofs, receipts
 from ledger.errors import LedgerError, LedgerIntegrityError
 from ledger.export import export
 from ledger.store import Ledger
@@ -54,6 +54,9 @@ def add_commands(tools: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path)
     p = tool("verify-proof", _verify_proof, "check an inclusion or consistency proof offline")
     p.add_argument("proof", type=Path)
+    p.add_argument("--log-key", help="pin the log's public key (hex)")
+    p = tool("verify-receipt", _verify_receipt, "check an inference receipt's two-level proof offline (receipt in its batch, batch in the log)")
+    p.add_argument("receipt", type=Path, help="a receipt proof document (ledger.receipts.receipt_proof)")
     p.add_argument("--log-key", help="pin the log's public key (hex)")
     p = tool("check-head", _check_head, "prove the log still extends a saved head; report rollback or equivocation")
     p.add_argument("path", type=Path)
@@ -130,6 +133,12 @@ def _consistency(args: argparse.Namespace) -> int:
 
 def _verify_proof(args: argparse.Namespace) -> int:
     check = proofs.check_document(_read_json(args.proof), args.log_key)
+    print(check)
+    return 0 if check.ok else 1
+
+
+def _verify_receipt(args: argparse.Namespace) -> int:
+    check = receipts.check_receipt(_read_json(args.receipt), args.log_key)
     print(check)
     return 0 if check.ok else 1
 

@@ -1,0 +1,329 @@
+"""Per-inference receipts: leaves of a per-batch Merkle tree whose root is one signed ledger entry.
+
+A receipt (a JSON object, :data:`RECEIPT`) says what one served inference was and who it pays:
+model and dataset version, a hash of the input, the output, the fee split by role, each
+contributor's exact share of the contributors' part (``"n/d"`` units), the top contributors with
+their scores, the attribution method, the request id, and its batch id and index. A batch of
+receipts is committed as ONE ``receipt_batch`` entry (batch id, RFC 9162 root of the receipts'
+canonical JSON, count, fee totals by role), so committing costs one signature and one
+transaction per batch, and each receipt is hashed once.
+
+A receipt is proven with two levels of inclusion (:func:`receipt_proof`): the receipt in its
+batch's tree, and the batch entry in the log's tree under a signed head (the document of
+:func:`ledger.proofs.inclusion_document`). :func:`check_receipt` checks both offline.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from math import isfinite, lcm
+from typing import Any
+
+from ledger import merkle
+from ledger.canonical import canonical_json, plain_json
+from ledger.errors import LedgerError
+from ledger.fees import CONTRIBUTORS, FRACTION, fraction_text
+from ledger.proofs import ProofCheck, check_document, inclusion_document
+from ledger.schemas import ACTOR, ANY, DIGEST, POSITION, TEXT, UNITS, UNITS_BY_ACTOR, Field, Schema, schema_problem
+from ledger.store import Entry, Ledger
+
+KIND = "receipt_batch"
+
+
+def _top_ok(value: Any) -> bool:
+    return type(value) is list and all(
+        type(item) is dict and set(item) == {"contributor", "score"} and ACTOR.accepts(item["contributor"])
+        and type(item["score"]) in (int, float) and isfinite(item["score"]) for item in value)
+
+
+def _receipt_rule(receipt: Mapping[str, Any]) -> str | None:
+    """Each share is ``"n/d"``; the fee split sums to the fee; the shares sum to the contributors'
+    part of it (exactly, over a common denominator), unless there are none (the part is unallocated)."""
+    parts = []
+    for contributor, text in receipt["shares"].items():
+        match = FRACTION.fullmatch(text) if type(text) is str else None
+        if match is None or not ACTOR.accepts(contributor):
+            return f"shares: {contributor!r}: {text!r} must be a contributor id mapped to 'n/d' units"
+        parts.append((int(match[1]), int(match[2])))
+    split = sum(receipt["fee_split"].values())
+    if split != receipt["fee"]:
+        return f"fee_split sums to {split} units, fee is {receipt['fee']}"
+    part = receipt["fee_split"].get(CONTRIBUTORS, 0)
+    if parts:
+        common = lcm(*(d for _, d in parts))
+        numerator = sum(n * (common // d) for n, d in parts)
+        if numerator != part * common:
+            return (f"shares sum to {fraction_text(Fraction(numerator, common))} units, the {CONTRIBUTORS!r} part "
+                    f"of fee_split is {part}")
+    return None
+
+
+RECEIPT = Schema(
+    {
+        "request_id": TEXT,
+        "batch_id": TEXT,
+        "index": POSITION,
+        "model_version": TEXT,
+        "dataset_version": TEXT,
+        "input_hash": DIGEST,
+        "output": ANY,
+        "fee": UNITS,
+        "fee_split": UNITS_BY_ACTOR,
+        "shares": Field("a JSON object mapping contributor ids to 'n/d' units", lambda v: type(v) is dict),
+        "top": Field("a list of {'contributor': id, 'score': finite number}", _top_ok),
+        "method": TEXT,
+    },
+    closed=False,  # a serving layer may add its own detail (latency, token counts, ...)
+    rule=_receipt_rule,
+)
+"""The fields of a receipt (see the module docstring); :func:`make_receipt` builds one."""
+
+
+def make_receipt(
+    *,
+    request_id: str,
+    batch_id: str,
+    index: int,
+    model_version: str,
+    dataset_version: str,
+    input_hash: str,
+    output: Any,
+    fee_split: Mapping[str, int],
+    shares: Mapping[str, Fraction],
+    top: Sequence[tuple[str, float]],
+    method: str,
+) -> dict[str, Any]:
+    """A checked receipt: ``shares`` are exact units (e.g. :meth:`ledger.fees.Accrual.accrue`),
+    ``top`` is ``(contributor, score)`` pairs, best first; the fee is ``sum(fee_split)``.
+
+    Raises:
+        LedgerError: a field breaks :data:`RECEIPT`, naming it.
+    """
+    if not all(isinstance(s, (Fraction, int)) and type(s) is not bool for s in shares.values()):
+        raise LedgerError(f"receipt shares must be Fractions or integers of units, got {dict(shares)!r}")
+    if not all(isinstance(pair, Sequence) and len(pair) == 2 for pair in top):
+        raise LedgerError(f"receipt top must be (contributor, score) pairs, got {list(top)!r}")
+    receipt = {
+        "request_id": request_id, "batch_id": batch_id, "index": index, "model_version": model_version,
+        "dataset_version": dataset_version, "input_hash": input_hash, "output": output,
+        "fee": sum(fee_split.values()), "fee_split": dict(fee_split),
+        "shares": {c: fraction_text(Fraction(s)) for c, s in shares.items()},
+        "top": [{"contributor": c, "score": s} for c, s in top], "method": method,
+    }
+    check_receipt_fields(receipt)
+    return receipt
+
+
+def check_receipt_fields(receipt: Any) -> None:
+    """Raise :class:`LedgerError` naming what breaks :data:`RECEIPT` in ``receipt``."""
+    problem = schema_problem("receipt", RECEIPT, receipt)
+    if problem:
+        raise LedgerError(problem)
+
+
+def receipt_leaf(receipt: Mapping[str, Any]) -> bytes:
+    """The bytes a receipt's Merkle leaf hashes: its RFC 8785 canonical JSON
+    (:func:`ledger.canonical.canonical_json`'s bytes, written faster: :func:`_canonical`)."""
+    return _canonical(receipt)
+
+
+def _canonical(value: Any) -> bytes:
+    """``canonical_json(value)``, faster for a value whose only non-plain parts are finite floats.
+
+    A receipt's only floats are a few scores, yet one float sends all of it through the pure-Python
+    ``rfc8785`` encoder (most of a commit's time). Here each float becomes a placeholder string
+    ``"\\u0000<i>\\u0000"``, the now plain value goes through the C encoder
+    (:func:`ledger.canonical.plain_json`, same bytes as RFC 8785), and each placeholder is replaced
+    by the float as RFC 8785 writes it (:func:`_float`). A value holding a NUL character (which
+    could fake a placeholder) or anything else not plain goes to ``canonical_json`` itself. The
+    bytes are ``canonical_json``'s (the tests compare them on generated values).
+    """
+    floats: list[float] = []
+    swapped = _swap_floats(value, floats)
+    encoded = None if swapped is _NOT_PLAIN else plain_json(swapped)
+    if encoded is None:
+        return canonical_json(value)
+    if not floats:
+        return encoded
+    return _PLACEHOLDER.sub(lambda m: _float(floats[int(m[1])]), encoded)
+
+
+_NOT_PLAIN = object()
+_PLACEHOLDER = re.compile(rb'"\\u0000([0-9]+)\\u0000"')
+
+
+def _swap_floats(value: Any, floats: list[float]) -> Any:
+    """``value`` with each finite float replaced by a placeholder string (appended to ``floats``),
+    or ``_NOT_PLAIN`` when a string holds a NUL character."""
+    kind = type(value)
+    if kind is float and isfinite(value):
+        floats.append(value)
+        return f"\0{len(floats) - 1}\0"
+    if kind is str:
+        return _NOT_PLAIN if "\0" in value else value
+    if kind is dict:
+        swapped = {}
+        for key, item in value.items():
+            if type(key) is str and "\0" in key:
+                return _NOT_PLAIN
+            swapped[key] = _swap_floats(item, floats)
+            if swapped[key] is _NOT_PLAIN:
+                return _NOT_PLAIN
+        return swapped
+    if kind is list:
+        items = [_swap_floats(item, floats) for item in value]
+        return _NOT_PLAIN if any(item is _NOT_PLAIN for item in items) else items
+    return value
+
+
+def _float(number: float) -> bytes:
+    """A finite float as ECMAScript's Number::toString writes it (RFC 8785 §3.2.2.3), from the
+    same shortest round-trip digits as ``repr`` (which ``rfc8785`` also starts from; its own
+    function is private): integers up to 21 digits in full, down to 1e-6 as decimals, the rest as
+    ``d.ddde±x``."""
+    if number == 0:
+        return b"0"
+    mantissa, _, exponent = repr(abs(number)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    point = len(whole) + int(exponent or 0) - (len(whole) + len(fraction) - len(digits))  # value = 0.digits * 10**point
+    digits = digits.rstrip("0")
+    sign = "-" if number < 0 else ""
+    if len(digits) <= point <= 21:
+        text = digits + "0" * (point - len(digits))
+    elif 0 < point <= 21:
+        text = f"{digits[:point]}.{digits[point:]}"
+    elif -6 < point <= 0:
+        text = "0." + "0" * -point + digits
+    else:
+        rest = f".{digits[1:]}" if len(digits) > 1 else ""
+        text = f"{digits[0]}{rest}e{'+' if point > 0 else '-'}{abs(point - 1)}"
+    return (sign + text).encode()
+
+
+@dataclass(frozen=True)
+class ReceiptBatch:
+    """A batch's receipts, their RFC 9162 leaf hashes (each receipt hashed once) and root."""
+
+    batch_id: str
+    receipts: tuple[dict[str, Any], ...]
+    leaf_hashes: tuple[bytes, ...]
+    root: bytes
+
+    def payload(self) -> dict[str, Any]:
+        """The ``receipt_batch`` entry's payload: id, root (hex), count, fee totals by role."""
+        by_role: dict[str, int] = {}
+        for receipt in self.receipts:
+            for role, units in receipt["fee_split"].items():
+                by_role[role] = by_role.get(role, 0) + units
+        return {"batch_id": self.batch_id, "root": self.root.hex(), "count": len(self.receipts),
+                "fee_total": sum(r["fee"] for r in self.receipts), "fee_by_role": dict(sorted(by_role.items()))}
+
+    def path(self, index: int) -> list[bytes]:
+        """RFC 9162 inclusion path of receipt ``index`` in the batch's tree."""
+        return merkle.inclusion_proof_from_hashes(self.leaf_hashes, index)
+
+
+def build_batch(receipts: Sequence[Mapping[str, Any]]) -> ReceiptBatch:
+    """Check ``receipts`` (one batch id, indices 0, 1, ...) and hash each once into a tree.
+
+    Raises:
+        LedgerError: no receipt, a receipt breaking :data:`RECEIPT`, or a batch id or index out
+            of place, naming the receipt.
+    """
+    if not receipts:
+        raise LedgerError("a receipt batch needs at least one receipt")
+    batch_id = receipts[0].get("batch_id") if isinstance(receipts[0], Mapping) else None
+    leaves = []
+    for position, receipt in enumerate(receipts):
+        problem = schema_problem(f"receipt {position}", RECEIPT, receipt)
+        if problem is None and receipt["batch_id"] != batch_id:
+            problem = f"receipt {position}: batch_id {receipt['batch_id']!r}, the batch is {batch_id!r}"
+        if problem is None and receipt["index"] != position:
+            problem = f"receipt {position}: index {receipt['index']}, its position in the batch is {position}"
+        if problem:
+            raise LedgerError(f"{problem}; nothing committed")
+        leaves.append(merkle.leaf_hash(receipt_leaf(receipt)))
+    return ReceiptBatch(batch_id, tuple(dict(r) for r in receipts), tuple(leaves), merkle.root_from_hashes(leaves))
+
+
+def commit_receipts(book: Ledger, receipts: Sequence[Mapping[str, Any]], actor: str) -> tuple[Entry, ReceiptBatch]:
+    """Append one ``receipt_batch`` entry, signed by ``actor``, committing ``receipts``.
+
+    Raises:
+        LedgerError: as :func:`build_batch` or :meth:`ledger.Ledger.append`; nothing is written.
+    """
+    batch = build_batch(receipts)
+    return book.append(KIND, actor, batch.payload()), batch
+
+
+def receipt_proof(book: Ledger, batch: ReceiptBatch | Sequence[Mapping[str, Any]], index: int,
+                  seq: int | None = None) -> dict[str, Any]:
+    """The document proving receipt ``index`` of ``batch`` (a :class:`ReceiptBatch` or the
+    batch's receipts) against ``book``'s latest signed head, checked by :func:`check_receipt`.
+
+    ``seq``: the batch's entry, when known (else the ``receipt_batch`` entries are searched for
+    the batch's root).
+
+    Raises:
+        LedgerError: ``index`` outside the batch, or no ``receipt_batch`` entry of ``book``
+            commits this batch (at ``seq``, when given).
+    """
+    if not isinstance(batch, ReceiptBatch):
+        batch = build_batch(batch)
+    count = len(batch.receipts)
+    if type(index) is not int or not 0 <= index < count:
+        raise LedgerError(f"receipt index {index!r} is outside batch {batch.batch_id!r} of {count} receipts")
+    payload = batch.payload()
+    if seq is None:
+        seq = next((e.seq for e in book.entries(kind=KIND) if e.payload == payload), None)
+    elif book.entry(seq).kind != KIND or book.entry(seq).payload != payload:
+        seq = None
+    if seq is None:
+        raise LedgerError(f"{book.path}: no receipt_batch entry commits batch {batch.batch_id!r} (root {payload['root'][:16]}…)")
+    return {
+        "type": "receipt",
+        "receipt": copy.deepcopy(batch.receipts[index]),  # the document is the caller's to change
+        "index": index,
+        "batch_path": [h.hex() for h in batch.path(index)],
+        "batch_entry": inclusion_document(book, seq),
+    }
+
+
+def check_receipt(doc: Mapping[str, Any], log_key: str | None = None) -> ProofCheck:
+    """Check a :func:`receipt_proof` document offline: first the batch entry in the signed head
+    (statuses of :func:`ledger.proofs.check_document`: ``bad-head``, ``bad-entry``,
+    ``bad-signature``, ``bad-proof``), then ``not-a-batch`` (the entry is no ``receipt_batch``),
+    ``bad-receipt`` (the receipt breaks :data:`RECEIPT` or names another batch or index) and
+    ``wrong-root`` (the receipt and its path do not lead to the batch's root: the receipt was
+    altered or belongs to another batch). ``log_key`` pins the log's public key."""
+    try:
+        if doc["type"] != "receipt":
+            return ProofCheck(False, "malformed", f"not a receipt proof: type {doc['type']!r}")
+        level2 = check_document(doc["batch_entry"], log_key)
+        if not level2.ok:
+            return level2
+        entry, receipt, index = doc["batch_entry"]["entry"], doc["receipt"], doc["index"]
+        if entry["kind"] != KIND:
+            return ProofCheck(False, "not-a-batch", f"entry {entry['seq']} is a {entry['kind']} entry, not a {KIND}")
+        batch = entry["payload"]
+        problem = schema_problem("receipt", RECEIPT, receipt)
+        if problem is None and (receipt["batch_id"], receipt["index"]) != (batch["batch_id"], index):
+            problem = (f"the receipt says batch {receipt['batch_id']!r} index {receipt['index']}, the proof is for "
+                       f"batch {batch['batch_id']!r} index {index}")
+        if problem:
+            return ProofCheck(False, "bad-receipt", problem)
+        path = [bytes.fromhex(h) for h in doc["batch_path"]]
+        if type(index) is not int or not 0 <= index < batch["count"] or not merkle.verify_inclusion(
+                receipt_leaf(receipt), index, batch["count"], path, bytes.fromhex(batch["root"])):
+            return ProofCheck(False, "wrong-root", f"receipt {index} and its path do not lead to the root of batch "
+                                                   f"{batch['batch_id']!r} (entry {entry['seq']}): altered, or of another batch")
+    except (KeyError, TypeError, ValueError, AttributeError, LedgerError) as exc:
+        return ProofCheck(False, "malformed", f"unreadable receipt proof: {exc!r}")
+    head = doc["batch_entry"]["head"]
+    return ProofCheck(True, "included", f"receipt {index} of batch {batch['batch_id']!r} (request {receipt['request_id']!r}) "
+                                        f"is in entry {entry['seq']}, in the signed tree of size {head['size']}, root {head['root']}")
