@@ -5,8 +5,9 @@ parts per role (largest remainders, so the parts sum to the fee). The contributo
 divided by that inference's positive credit per contributor, a share that is rarely a whole
 number of units. Rounding each inference on its own loses the fractions (floor: the dust is never
 paid) or moves them between contributors (largest remainders per inference). An :class:`Accrual`
-instead keeps each contributor's balance as an exact :class:`~fractions.Fraction` and pays the
-whole units when an epoch closes, carrying the remainder (< 1 unit each) into the next epoch:
+instead keeps each contributor's balance exactly (each share to ``1 / RESOLUTION`` unit, or as
+the exact :class:`~fractions.Fraction`, see :class:`Accrual`) and pays the whole units when an
+epoch closes, carrying the remainder (< 1 unit each) into the next epoch:
 nothing is lost and nobody is paid another's share. :func:`measure_dust` puts numbers on the
 three for a stream of inferences.
 """
@@ -18,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
 from math import isfinite, lcm
+from numbers import Real
 from typing import Any
 
 from ledger.errors import LedgerError
@@ -174,10 +176,10 @@ class Accrual:
                 check_actor(contributor)
             except LedgerError as exc:
                 raise LedgerError(f"credit: contributor {exc}") from exc
-            if type(value) not in (int, float) or not isfinite(value):
+            if not isinstance(value, Real) or type(value) is bool or not isfinite(value):
                 raise LedgerError(f"credit of {contributor!r} must be a finite number, got {value!r}")
             if value > 0:
-                positive[contributor] = value
+                positive[contributor] = float(value)
         self._accrued += pool
         if not positive:
             self._unallocated += pool

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from math import isfinite, lcm
+from numbers import Real
 from typing import Any
 
 from ledger import merkle
@@ -98,7 +99,8 @@ def make_receipt(
     method: str,
 ) -> dict[str, Any]:
     """A checked receipt: ``shares`` are exact units (e.g. :meth:`ledger.fees.Accrual.accrue`),
-    ``top`` is ``(contributor, score)`` pairs, best first; the fee is ``sum(fee_split)``.
+    ``top`` is ``(contributor, score)`` pairs, best first (real scores are written as floats);
+    the fee is ``sum(fee_split)``.
 
     Raises:
         LedgerError: a field breaks :data:`RECEIPT`, naming it.
@@ -112,17 +114,13 @@ def make_receipt(
         "dataset_version": dataset_version, "input_hash": input_hash, "output": output,
         "fee": sum(fee_split.values()), "fee_split": dict(fee_split),
         "shares": {c: fraction_text(Fraction(s)) for c, s in shares.items()},
-        "top": [{"contributor": c, "score": s} for c, s in top], "method": method,
+        "top": [{"contributor": c, "score": float(s) if isinstance(s, Real) and type(s) is not bool else s} for c, s in top],
+        "method": method,
     }
-    check_receipt_fields(receipt)
-    return receipt
-
-
-def check_receipt_fields(receipt: Any) -> None:
-    """Raise :class:`LedgerError` naming what breaks :data:`RECEIPT` in ``receipt``."""
     problem = schema_problem("receipt", RECEIPT, receipt)
     if problem:
         raise LedgerError(problem)
+    return receipt
 
 
 def receipt_leaf(receipt: Mapping[str, Any]) -> bytes:
@@ -247,7 +245,10 @@ def build_batch(receipts: Sequence[Mapping[str, Any]]) -> ReceiptBatch:
             problem = f"receipt {position}: index {receipt['index']}, its position in the batch is {position}"
         if problem:
             raise LedgerError(f"{problem}; nothing committed")
-        leaves.append(merkle.leaf_hash(receipt_leaf(receipt)))
+        try:
+            leaves.append(merkle.leaf_hash(receipt_leaf(receipt)))
+        except LedgerError as exc:  # e.g. an integer beyond 2**53 in its output
+            raise LedgerError(f"receipt {position}: {exc}; nothing committed") from exc
     return ReceiptBatch(batch_id, tuple(dict(r) for r in receipts), tuple(leaves), merkle.root_from_hashes(leaves))
 
 
@@ -281,8 +282,9 @@ def receipt_proof(book: Ledger, batch: ReceiptBatch | Sequence[Mapping[str, Any]
     payload = batch.payload()
     if seq is None:
         seq = next((e.seq for e in book.entries(kind=KIND) if e.payload == payload), None)
-    elif book.entry(seq).kind != KIND or book.entry(seq).payload != payload:
-        seq = None
+    else:
+        entry = book.entry(seq)
+        seq = seq if (entry.kind, entry.payload) == (KIND, payload) else None
     if seq is None:
         raise LedgerError(f"{book.path}: no receipt_batch entry commits batch {batch.batch_id!r} (root {payload['root'][:16]}…)")
     return {

@@ -193,6 +193,7 @@ def test_a_bad_batch_is_refused_and_nothing_is_written(own, keys):
         ([{**good[0], "top": [{"contributor": "c0", "score": float("nan")}]}], "field 'top' must be a list of"),
         ([{**good[0], "fee": -1}], "field 'fee' must be money units"),
         ([{k: v for k, v in good[0].items() if k != "method"}], "required field 'method' is missing"),
+        ([{**good[0], "output": {"n": 2**60}}], "receipt 0: payload is not canonical-JSON encodable"),
     ]
     with Ledger(path, keystore=keys, clock=fixed_clock()) as book:
         size = len(book)
