@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from matplotlib.ticker import StrMethodFormatter
 
 from datanet_lab.figures import BEHAVIOUR_COLOURS
 from datanet_lab.rounds import TURN_ROUND, RoundsResult
@@ -22,7 +23,8 @@ ROLE_STYLES = {
 def cumulative_earnings(with_reputation: RoundsResult, without: RoundsResult) -> Figure:
     """Two panels sharing the y axis, payouts split by credit alone (left) and by credit ×
     reputation weight (right): each contributor's cumulative earnings (units) after each round,
-    one line per contributor styled by its role, a dotted line where the sleeper turns.
+    one line per contributor styled by its role, a dotted line where the sleeper turns and the
+    upgrader's rows are superseded.
 
     Raises:
         ValueError: the runs are not one without and one with reputation.
@@ -38,9 +40,10 @@ def cumulative_earnings(with_reputation: RoundsResult, without: RoundsResult) ->
             ax.plot(rows["round"], rows["cumulative"], style, color=colour, marker="o", markersize=4,
                     label=f"{contributor} ({role})")
         ax.axvline(TURN_ROUND - 0.5, color="#888888", linestyle=":", linewidth=1)
-        ax.set(xlabel="round", title=title, xticks=sorted(result.earnings["round"].unique()))
+        ax.set(xlabel="round (dotted: the sleeper turns, the upgrade supersedes)", title=title, xticks=sorted(result.earnings["round"].unique()))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cumulative earnings (units)")
+    axes[0].yaxis.set_major_formatter(StrMethodFormatter("{x:,.0f}"))
     axes[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, title="contributor (role)")
     fig.tight_layout()
     return fig
