@@ -160,6 +160,9 @@ class QueryAttributor:
         contributors: every contributor, the rows of ``contributor_credit``.
         clusters: ``(n_train,)`` redundancy cluster per training row.
         order: ``(n_train,)`` submission rank per training row (earlier = smaller).
+
+    Not thread-safe: the gradient engine loads each checkpoint into one model in turn; serve
+    one micro-batch at a time per attributor.
     """
 
     def __init__(self, task: AttributionTask, method: str, sample_contributors: Sequence[str],
