@@ -62,7 +62,7 @@ from datanet_lab.pipeline.attribute_step import roll_up, run_payload, submission
 from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, TRAINER, VALIDATOR, Run
 from datanet_lab.provenance import file_sha256
 from ledger import proofs
-from ledger.reputation import RoundRecord, reputation_plan, reputation_weight
+from ledger.reputation import REPUTATION_RULE, RoundRecord, reputation_plan, reputation_weight
 
 
 @dataclass(frozen=True)
@@ -392,7 +392,8 @@ class _Grower:
                 weights[c] = reputation_weight(self.histories[c])
             if reputation:
                 plan = reputation_plan(plan, credit.to_dict(), weights)
-            book.append_many(ledger.epoch_records(plan, PAYOUT_AUTHORITY, dataset_version=self.versions[-1]))
+            rule = REPUTATION_RULE if reputation else ledger.epochs.RULE
+            book.append_many(ledger.epoch_records(plan, PAYOUT_AUTHORITY, rule, dataset_version=self.versions[-1]))
         live = pd.Series([s.contributor for s, _, _ in self.live.values()]).value_counts()
         gone = pd.Series([s.split("-")[1] for s in superseded], dtype=object).value_counts()
         return [{"round": r, "contributor": c, "role": _role(c), "behaviour": behaviour(_role(c), r),

@@ -98,8 +98,9 @@ def plan_epoch(
     return EpochPlan(epoch, pool, slashes, split_positive_credit(pool + sum(s.amount for s in slashes), credit))
 
 
-def epoch_records(plan: EpochPlan, authority: str, **context: Any) -> list[tuple[str, str, dict[str, Any]]]:
-    """The ledger records of an epoch: slashes, payments, then the epoch entry (with ``context``)."""
+def epoch_records(plan: EpochPlan, authority: str, rule: str = RULE, **context: Any) -> list[tuple[str, str, dict[str, Any]]]:
+    """The ledger records of an epoch: slashes, payments, then the epoch entry (with ``context``
+    and the split ``rule`` in words)."""
     records = [("slash", authority, {"epoch": plan.epoch, "contributor": s.contributor, "amount": s.amount, "reason": s.reason})
                for s in plan.slashes]
     records += [("payout", authority, {"epoch": plan.epoch, "contributor": c, "amount": a})
@@ -107,6 +108,6 @@ def epoch_records(plan: EpochPlan, authority: str, **context: Any) -> list[tuple
     records.append(("payout_epoch", authority, {
         **context, "epoch": plan.epoch, "pool": plan.pool, "slashed": plan.slashed,
         "paid": plan.split.pool - plan.split.unallocated, "unallocated": plan.split.unallocated,
-        "rule": RULE, "harm_threshold": HARM_THRESHOLD,
+        "rule": rule, "harm_threshold": HARM_THRESHOLD,
     }))
     return records

@@ -100,6 +100,11 @@ def reputation_weight(history: Sequence[RoundRecord], slash_penalty: float = SLA
     return acceptance * slash * harm
 
 
+REPUTATION_RULE = ("largest remainder over positive credit x reputation weight (ledger.reputation); "
+                   "slashes rest on the raw credit; slashed stakes join the pool")
+"""The split rule a reputation-weighted epoch records in its ``payout_epoch`` entry."""
+
+
 def reputation_plan(plan: EpochPlan, credit: Mapping[str, float], weights: Mapping[str, float]) -> EpochPlan:
     """``plan`` with ``pool + slashed`` split over ``credit[c] × weights[c]`` instead of credit.
 

@@ -54,6 +54,14 @@ def test_the_ledger_verifies_and_closes_epochs_1_to_r_once_each(runs):
         assert len(_entries(result, "dataset_version")) == len(_entries(result, "training_run")) == ROUNDS
 
 
+def test_each_epoch_records_the_split_rule_it_used(runs):
+    for reputation, result in runs[0].items():
+        rules = {e.payload["rule"] for e in _entries(result, "payout_epoch")}
+        assert rules == {"largest remainder over positive credit x reputation weight (ledger.reputation); "
+                         "slashes rest on the raw credit; slashed stakes join the pool"
+                         if reputation else "largest remainder over positive credit; slashed stakes join the pool"}
+
+
 def test_consistency_proofs_link_consecutive_heads_and_a_tampered_head_fails(runs):
     result = runs[0][True]
     assert len(result.consistency) == ROUNDS - 1 and all(check.ok for check in result.consistency)
