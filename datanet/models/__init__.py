@@ -27,3 +27,5 @@ __all__ = [
     "save_checkpoint",
     "standardization",
 ]
+# Causal LMs (a small GPT-2 from scratch, byte-level BPE, seeded generation): datanet.models.lm,
+# imported by name like the encoders, so that tabular users never load transformers.

@@ -255,7 +255,8 @@ def build_lm_datanet(packages: Sequence[str] = DEFAULT_LM_PACKAGES, scenario: st
     for contributor in (c for c, b in behaviours.items() if b == "off_topic"):
         written[contributor], off_topic = off_topic[:per_contributor], off_topic[per_contributor:]
     for contributor in (c for c, b in behaviours.items() if b == "memorised"):
-        written[contributor] = [(f"{passage}\n\n{line}", "passage") for line in _distinct_first_lines(spare, memorised_copies)]
+        lines = _distinct_first_lines(spare, memorised_copies)
+        written[contributor] = [(f"{passage}\n\n{line}", "passage") for line in lines]
     submissions = [(c, behaviours[c], f"{c}-{k:05d}", text, source)
                    for c in behaviours if behaviours[c] not in COPYING for k, (text, source) in enumerate(written[c])]
     for contributor in (c for c, b in behaviours.items() if b in COPYING):
@@ -283,10 +284,11 @@ def build_lm_datanet(packages: Sequence[str] = DEFAULT_LM_PACKAGES, scenario: st
               "n_validation": n_validation, "memorised_copies": memorised_copies, "edit_rate": edit_rate,
               "n_prompts": n_prompts, "prompt_words": prompt_words, "off_topic_packages": list(off_topic_packages),
               "max_chars": max_chars, "seed": seed}
+    provenance = {key: corpus.provenance[key] for key in ("versions", "corpus_sha256")}
     return LMDatanet(name="lm-docstrings", version=dataset_version(decisions), documents=documents,
-                     validation_texts=tuple(t for t, _ in validation), validation_sources=tuple(s for _, s in validation),
-                     prompts=tuple(prompts), memorised_passage=passage, behaviours=behaviours, params=params,
-                     provenance={"versions": corpus.provenance["versions"], "corpus_sha256": corpus.provenance["corpus_sha256"]})
+                     validation_texts=tuple(t for t, _ in validation),
+                     validation_sources=tuple(s for _, s in validation), prompts=tuple(prompts),
+                     memorised_passage=passage, behaviours=behaviours, params=params, provenance=provenance)
 
 
 def _check_params(packages: Sequence[str], counts: dict[str, int], per_contributor: int, n_validation: int,
