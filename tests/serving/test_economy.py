@@ -1,0 +1,323 @@
+"""The inference economy: every fee unit in one place, receipts that say what the attributor and an
+exact split say, committed before they are acknowledged, recovered after a crash, provable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+import threading
+from fractions import Fraction
+from math import floor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ledger
+from datanet_lab import pipeline
+from datanet_lab.serving import QueryAttributor, RequestError, ServingError, run_test_inputs
+from datanet_lab.serving.economy import (EARNINGS, FOLDER, HOST, RECEIPTS, STATE, FeeAccount, InferenceEconomy,
+                                         check_receipts, earnings_table)
+from ledger.fees import RESOLUTION, fraction_text
+from ledger.receipts import build_batch, check_receipt
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+IDS = st.sampled_from([f"c{i}" for i in range(5)])
+CREDIT = st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.just(0.0), st.floats(1e-300, 1e-290))
+ROLE_SHARES = st.dictionaries(st.sampled_from(["contributors", "host", "stakers"]), st.integers(0, 100), min_size=1).filter(
+    lambda s: sum(s.values()) > 0)
+OPS = st.lists(st.one_of(st.tuples(st.integers(0, 10**6), st.dictionaries(IDS, CREDIT, max_size=5)), st.just("close")),
+               max_size=30)
+
+
+def positive_shares(part: int, credit: dict[str, float]) -> dict[str, Fraction]:
+    """The naive reference: ``part * credit / total`` over positive credit, in exact fractions."""
+    positive = {c: Fraction(v) for c, v in credit.items() if v > 0}
+    total = sum(positive.values())
+    return {c: part * v / total for c, v in positive.items()}
+
+
+@settings(max_examples=80, deadline=None)
+@given(OPS, ROLE_SHARES)
+def test_every_unit_is_in_one_place_and_the_paid_units_are_the_floor_of_the_exact_shares(ops, role_shares):
+    account = FeeAccount(resolution=None)
+    exact: dict[str, Fraction] = {}
+    unallocated = charged = 0
+    roles: dict[str, int] = {}
+    for op in ops:
+        if op == "close":
+            account.close()
+            assert account.paid == {c: floor(v) for c, v in exact.items() if floor(v) > 0}
+            assert account.unallocated == unallocated
+            assert all(0 <= b < 1 for b in account.accrual.balances.values())
+            assert earnings_table(account, ["c0"])["units"].sum() == charged
+        else:
+            fee, credit = op
+            split = ledger.split_by_role(fee, role_shares)
+            account.charge(split, credit)
+            charged += fee
+            part = split.get("contributors", 0)
+            shares = positive_shares(part, credit)
+            unallocated += 0 if shares else part
+            for c, v in shares.items():
+                exact[c] = exact.get(c, 0) + v
+            for role, units in split.items():
+                if role != "contributors":
+                    roles[role] = roles.get(role, 0) + units
+        assert account.fees == charged == account.placed()
+        assert account.roles == roles
+
+
+@settings(max_examples=40, deadline=None)
+@given(OPS)
+def test_charging_receipts_again_gives_the_same_state_as_charging_credit(ops):
+    charged, replayed, pending = FeeAccount(), FeeAccount(), []
+    split = ledger.split_by_role(1000)
+    for op in [*ops, "close"]:
+        if op == "close":
+            replayed.charge_receipts(pending)
+            pending = []
+            assert replayed.to_state() == charged.to_state()
+            charged.close(), replayed.close()
+            continue
+        fee, credit = op
+        split = ledger.split_by_role(fee)
+        shares = charged.charge(split, credit)
+        pending.append({"fee_split": split, "shares": {c: fraction_text(s) for c, s in shares.items()}})
+    assert replayed.to_state() == charged.to_state()
+    assert FeeAccount.from_state(json.loads(json.dumps(charged.to_state()))).to_state() == charged.to_state()
+
+
+def test_a_bad_account_state_is_named():
+    state = FeeAccount().to_state()
+    with pytest.raises(ledger.LedgerError, match="'paid' must map ids to integers >= 0"):
+        FeeAccount.from_state({**state, "paid": {"c0": -1}})
+    with pytest.raises(ledger.LedgerError, match="must hold exactly"):
+        FeeAccount.from_state({**state, "extra": 1})
+    with pytest.raises(ValueError, match="the epoch is open"):
+        account = FeeAccount()
+        account.charge({"contributors": 5}, {"c0": 1.0})
+        earnings_table(account, [])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_params):
+    """A tiny finished logreg run (never served: tests serve copies)."""
+    run = pipeline.open_run(str(tmp_path_factory.mktemp("built")), **tiny_params)
+    pipeline.attribute(run)
+    return run.directory
+
+
+@pytest.fixture
+def run_dir(built, tmp_path) -> Path:
+    return Path(shutil.copytree(built, tmp_path / "run"))
+
+
+def _inputs(run_dir: Path, n: int) -> np.ndarray:
+    """The run's test inputs cycled to ``n`` rows."""
+    x = run_test_inputs(run_dir)
+    return x[np.arange(n) % len(x)]
+
+
+def _lines(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / FOLDER / RECEIPTS).read_text().splitlines()]
+
+
+def _host_entries(run_dir: Path, kind: str) -> list[ledger.Entry]:
+    with ledger.Ledger(run_dir / "ledger.sqlite") as book:
+        return list(book.entries(kind=kind, actor=HOST))
+
+
+def test_receipts_say_what_the_attributor_and_an_exact_split_say(run_dir):
+    x = _inputs(run_dir, 40)
+    with InferenceEconomy(run_dir, fee=999, top_k=3) as economy:
+        served = economy.serve(x[:25]) + economy.serve(x[25:])
+        assert economy.pending == 40 and not (run_dir / FOLDER / RECEIPTS).exists()
+        committed = economy.commit()
+    result = QueryAttributor.from_run(run_dir).attribute(x)
+    split = ledger.split_by_role(999)
+    for j, s in enumerate(served):
+        receipt = s.receipt
+        assert receipt == _lines(run_dir)[j] and receipt["request_id"] == f"req-{j:010d}"
+        assert (receipt["batch_id"], receipt["index"]) == ("batch-00000000", j)
+        assert receipt["input_hash"] == hashlib.sha256(struct.pack("<13d", *x[j])).hexdigest()
+        assert receipt["output"]["class"] == result.predictions[j]
+        np.testing.assert_allclose(receipt["output"]["probability"], result.probabilities[j].max(), rtol=1e-6)
+        np.testing.assert_allclose(list(s.credit.values()), result.contributor_credit[:, j], rtol=1e-5,
+                                   atol=1e-6 * np.abs(result.contributor_credit).max())
+        ranked = sorted(s.credit.items(), key=lambda item: -item[1])[:3]
+        assert [(t["contributor"], t["score"]) for t in receipt["top"]] == ranked
+        exact = positive_shares(split["contributors"], s.credit)
+        assert set(receipt["shares"]) == set(exact)
+        for c, text in receipt["shares"].items():
+            assert abs(Fraction(text) - exact[c]) <= Fraction(1, RESOLUTION)
+        assert receipt["fee_split"] == split and receipt["method"] == "tracin_captum"
+    assert committed.batch.payload() == build_batch(_lines(run_dir)).payload()
+    (entry,) = _host_entries(run_dir, "receipt_batch")
+    assert (entry.seq, entry.payload) == (committed.seq, committed.batch.payload())
+
+
+def test_every_unit_is_accounted_for_in_the_ledger_and_earnings_and_the_epoch_follows_the_paid_ones(run_dir):
+    pipeline.pay(pipeline.open_run(str(run_dir), **json.loads((run_dir / "manifests" / "attribute.json").read_text())["params"]))
+    x = run_test_inputs(run_dir)
+    with InferenceEconomy(run_dir, fee=1001, role_shares={"contributors": 3, "model_host": 1, "platform": 1}) as economy:
+        for first in range(0, len(x), 7):
+            economy.serve(x[first : first + 7])
+            economy.commit()
+        closed = economy.close_epoch()
+        assert economy.close_epoch() is None  # nothing accrued since
+        account = economy.account
+    fees = 1001 * len(x)
+    assert account.fees == fees == account.placed()
+    assert closed.epoch == 2  # the run's own payout is epoch 1
+    batches = _host_entries(run_dir, "receipt_batch")
+    by_role = pd.DataFrame([e.payload["fee_by_role"] for e in batches]).sum()
+    assert by_role.sum() == fees and by_role.drop("contributors").to_dict() == account.roles
+    payouts = {e.payload["contributor"]: e.payload["amount"] for e in _host_entries(run_dir, "payout")}
+    assert payouts == account.paid == closed.close.payouts
+    (epoch,) = _host_entries(run_dir, "payout_epoch")
+    assert epoch.payload["paid"] + epoch.payload["unallocated"] == epoch.payload["pool"]
+    carried = sum(account.accrual.balances.values(), Fraction(0))
+    assert epoch.payload["pool"] + carried == by_role["contributors"]  # nothing carried in to the first epoch
+    earnings = pd.read_csv(run_dir / FOLDER / EARNINGS)
+    assert earnings["units"].sum() == fees
+    assert earnings.set_index("id").loc["carried", "units"] == carried
+    assert ledger.verify(run_dir / "ledger.sqlite").ok
+
+
+def test_restarting_continues_ids_and_state(run_dir):
+    x = _inputs(run_dir, 30)
+    with InferenceEconomy(run_dir) as economy:
+        economy.serve(x[:10]), economy.commit()
+        economy.serve(x[10:20])  # committed by the clean exit
+    state = economy.account.to_state()
+    with InferenceEconomy(run_dir) as economy:
+        assert economy.account.to_state() == state
+        (again,) = economy.serve(x[:1])
+        assert (again.receipt["request_id"], again.receipt["batch_id"]) == ("req-0000000020", "batch-00000002")
+        economy.close_epoch()
+    with InferenceEconomy(run_dir) as economy:
+        assert economy.account.accrual.accrued == 0 and economy.serve(x[:1])[0].receipt["batch_id"] == "batch-00000003"
+        economy.close()
+    assert [r["request_id"] for r in _lines(run_dir)] == [f"req-{i:010d}" for i in range(22)]
+
+
+def test_a_crash_before_the_ledger_entry_leaves_nothing_acknowledged_behind(run_dir):
+    x = _inputs(run_dir, 12)
+    with InferenceEconomy(run_dir) as economy:
+        economy.serve(x[:6]), economy.commit()
+        state = economy.account.to_state()
+    committed = (run_dir / FOLDER / RECEIPTS).read_bytes()
+    with open(run_dir / FOLDER / RECEIPTS, "ab") as out:  # a batch written, the entry never appended, a torn line
+        out.write(committed + committed[:40])
+    with InferenceEconomy(run_dir) as economy:
+        assert economy.account.to_state() == state
+        assert (run_dir / FOLDER / RECEIPTS).read_bytes() == committed
+        assert economy.serve(x[:1])[0].receipt["request_id"] == "req-0000000006"
+
+
+@pytest.mark.parametrize("step", ["commit", "close"])
+def test_a_crash_after_the_ledger_entry_is_replayed_from_the_receipts(run_dir, step):
+    x = _inputs(run_dir, 20)
+    with InferenceEconomy(run_dir) as economy:
+        economy.serve(x[:8]), economy.commit()
+        before = (run_dir / FOLDER / STATE).read_bytes()
+        economy.serve(x[8:])
+        economy.commit() if step == "commit" else economy.close_epoch()
+        after = economy.account.to_state()
+    (run_dir / FOLDER / STATE).write_bytes(before)  # the state file never caught up
+    with InferenceEconomy(run_dir) as economy:
+        assert economy.account.to_state() == after
+        assert json.loads((run_dir / FOLDER / STATE).read_text())["account"] == after  # saved when recovered
+        assert economy.serve(x[:1])[0].receipt["request_id"] == "req-0000000020"
+
+
+def test_lost_committed_receipts_are_named(run_dir):
+    with InferenceEconomy(run_dir) as economy:
+        economy.serve(_inputs(run_dir, 5))
+    path = run_dir / FOLDER / RECEIPTS
+    path.write_bytes(path.read_bytes().split(b"\n", 1)[1])
+    with pytest.raises(ServingError, match="committed receipts are missing"):
+        InferenceEconomy(run_dir)
+    (run_dir / FOLDER / STATE).unlink()  # replaying from the start finds another batch than the entry's
+    with pytest.raises(ServingError, match="entry .* commits batch 'batch-00000000', which .* does not hold"):
+        InferenceEconomy(run_dir)
+
+
+def test_a_refused_commit_cuts_the_file_back_and_keeps_the_receipts_pending(run_dir, monkeypatch):
+    x = _inputs(run_dir, 9)
+    with InferenceEconomy(run_dir) as economy:
+        economy.serve(x[:4]), economy.commit()
+        size = (run_dir / FOLDER / RECEIPTS).stat().st_size
+        economy.serve(x[4:])
+
+        def refuse(*_):
+            raise ledger.LedgerError("disk full")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(ledger.Ledger, "append", refuse)
+            with pytest.raises(ledger.LedgerError, match="disk full"):
+                economy.commit()
+        assert (run_dir / FOLDER / RECEIPTS).stat().st_size == size and economy.pending == 5
+        assert economy.commit().batch.receipts[0]["request_id"] == "req-0000000004"
+
+
+def test_bad_input_and_arguments_change_nothing(run_dir):
+    with pytest.raises(ledger.LedgerError, match="inference fee -1 and role shares .*: reward pool must be >= 0"):
+        InferenceEconomy(run_dir, fee=-1)
+    with pytest.raises(ledger.LedgerError, match="role shares must sum to more than 0"):
+        InferenceEconomy(run_dir, role_shares={"contributors": 0})
+    with pytest.raises(ServingError, match="top_k must be an integer >= 1, got 0"):
+        InferenceEconomy(run_dir, top_k=0)
+    assert not (run_dir / FOLDER).exists()
+    x = _inputs(run_dir, 3)
+    x[2, 1] = np.inf
+    with InferenceEconomy(run_dir) as economy:
+        with pytest.raises(RequestError, match="data row 3, field 1 is inf"):
+            economy.serve(x)
+        assert economy.pending == 0 and economy.account.fees == 0 and economy.commit() is None
+        with pytest.raises(ServingError, match="another inference economy serves this run"):
+            InferenceEconomy(run_dir)
+
+
+def test_receipts_are_provable_and_a_tampered_one_is_not(run_dir):
+    x = _inputs(run_dir, 60)
+    with InferenceEconomy(run_dir) as economy:
+        for first in range(0, 60, 16):
+            economy.serve(x[first : first + 16]), economy.commit()
+        document = economy.proof("req-0000000037")
+        with pytest.raises(ServingError, match="no committed receipt has request id 'req-0000000099'"):
+            economy.proof("req-0000000099")
+    assert document["receipt"]["index"] == 37 - 32
+    assert check_receipt(document).ok
+    document["receipt"]["output"]["class"] += 1
+    assert check_receipt(document).status == "wrong-root"
+    found = check_receipts(run_dir, sample=10, seed=1)
+    assert (found.checked, found.total, found.ok) == (10, 60, True)
+
+
+def test_threads_share_one_economy(run_dir):
+    x = _inputs(run_dir, 96)
+    with InferenceEconomy(run_dir) as economy:
+        def client(offset: int) -> None:
+            for first in range(offset, offset + 24, 8):
+                economy.serve(x[first : first + 8])
+                economy.commit()
+
+        threads = [threading.Thread(target=client, args=(24 * k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert economy.account.fees == 96 * 1000 == economy.account.placed()
+    ids = [r["request_id"] for r in _lines(run_dir)]
+    assert ids == [f"req-{i:010d}" for i in range(96)]
+    assert check_receipts(run_dir).ok
+    assert ledger.verify(run_dir / "ledger.sqlite").ok
+
