@@ -15,6 +15,7 @@ import ledger
 from datanet import DatanetError
 from datanet_lab.params import ParameterError, coerce
 from datanet_lab.runner import NOTEBOOKS, TEXT_NOTEBOOKS, run_batch
+from datanet_lab.serving.cli import add_commands as add_serving_commands
 from datanet_lab.sweep_cli import add_commands as add_sweep_commands
 from ledger.cli import add_commands as add_ledger_commands
 
@@ -63,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="run the text batch (a text Datanet on MiniLM, into <run>/text/) instead of the default batch")
     run.set_defaults(handler=_run)
     add_sweep_commands(commands)
+    add_serving_commands(commands)
     ledger_cmd = commands.add_parser("ledger", help="ledger tools").add_subparsers(required=True, metavar="TOOL")
     add_ledger_commands(ledger_cmd)
     return parser
