@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +26,7 @@ import ledger
 from datanet_lab import pipeline
 from datanet_lab.serving import QueryAttributor, run_test_inputs
 from datanet_lab.serving.app import MAX_BODY_BYTES, MAX_ROWS
-from datanet_lab.serving.server import GroupCommit, ServerStopped, main
+from datanet_lab.serving.server import GroupCommit, Launched, ServerStopped, main
 from ledger.keys import public_hex
 from ledger.store import LOG_ACTOR
 from ledger.receipts import check_receipt
@@ -45,54 +41,9 @@ def run(tmp_path_factory, tiny_params) -> pipeline.Run:
     return made
 
 
-class Served:
-    """A server subprocess on a free loopback port, its log in ``log``."""
-
-    def __init__(self, run_dir: Path, log: Path, *options: str) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        self.url, self.log = f"http://127.0.0.1:{port}", log
-        with open(log, "ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "datanet_lab.serving.server", str(run_dir), "--port", str(port), "--log-level",
-                 "warning", *options], stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        self.client = httpx.Client(base_url=self.url, timeout=30)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(f"the server exited with {self.process.returncode}: {log.read_text()}")
-            try:
-                self.client.get("/head").raise_for_status()
-                return
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    self.__exit__()
-                    raise AssertionError(f"the server did not answer /head within 60 s: {log.read_text()}") from None
-                time.sleep(0.1)
-
-    def head(self) -> dict:
-        return self.client.get("/head").raise_for_status().json()
-
-    def stop(self) -> int:
-        """SIGTERM (a graceful stop) and the exit code."""
-        self.client.close()
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
-
-    def __enter__(self) -> Served:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        """Kill a server a failed test left running."""
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
 @pytest.fixture(scope="module")
-def server(run, tmp_path_factory) -> Iterator[Served]:
-    with Served(run.directory, tmp_path_factory.mktemp("log") / "server.log", "--batch-size", "8", "--max-wait-ms",
+def server(run, tmp_path_factory) -> Iterator[Launched]:
+    with Launched(run.directory, tmp_path_factory.mktemp("log") / "server.log", "--batch-size", "8", "--max-wait-ms",
                 "20") as served:
         yield served
         assert served.stop() == 0, served.log.read_text()
@@ -262,7 +213,7 @@ def test_after_kill_9_under_load_every_acknowledged_receipt_is_still_provable(tm
                 acknowledged.extend(r["receipt_id"] for r in answer.json()["results"])
                 k += 1
 
-    with Served(run.directory, tmp_path / "server.log", "--batch-size", "4", "--max-wait-ms", "2") as served:
+    with Launched(run.directory, tmp_path / "server.log", "--batch-size", "4", "--max-wait-ms", "2") as served:
         threads = [threading.Thread(target=client, args=(served.url, w)) for w in range(4)]
         for thread in threads:
             thread.start()
@@ -280,7 +231,7 @@ def test_after_kill_9_under_load_every_acknowledged_receipt_is_still_provable(tm
     with open(receipts, "ab") as torn:  # a receipt write cut short by the crash
         torn.write(b'{"request_id": "req-99999')
 
-    with Served(run.directory, tmp_path / "server.log") as again:
+    with Launched(run.directory, tmp_path / "server.log") as again:
         for receipt_id in acknowledged:
             assert_provable(again.client, receipt_id, log_key(run))
         new = again.client.post("/infer", json={"input": x[0].tolist()}).raise_for_status().json()["results"][0]
