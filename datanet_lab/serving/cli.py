@@ -1,4 +1,4 @@
-"""The ``serve-sim`` subcommand of ``datanet-lab``."""
+"""The ``serve-sim`` and ``serve`` subcommands of ``datanet-lab``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from pathlib import Path
 import torch
 
 from datanet_lab.serving.runs import ServingError
+from datanet_lab.serving.server import add_command as add_serve_command
 from datanet_lab.serving.sim import serve_sim
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Register ``serve-sim`` on the ``datanet-lab`` parser's subcommands."""
+    """Register ``serve-sim`` and ``serve`` on the ``datanet-lab`` parser's subcommands."""
     sim = commands.add_parser("serve-sim", help="serve a finished run as paid, receipted inferences and measure it")
     sim.add_argument("run_dir", type=Path, help="a run directory whose build, train and attribute steps are done")
     sim.add_argument("--requests", type=int, help="inferences to serve, inputs cycled (default: one pass over the inputs)")
@@ -24,6 +25,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     sim.add_argument("--threads", type=int, default=1,
                      help="torch threads (default: 1; micro-batches are small, and more threads thrash on a busy machine)")
     sim.set_defaults(handler=_serve_sim)
+    add_serve_command(commands)
 
 
 def _serve_sim(args: argparse.Namespace) -> int:

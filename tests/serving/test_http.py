@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 import ledger
-from datanet_lab import pipeline
+from datanet_lab import cli, pipeline
 from datanet_lab.serving import QueryAttributor, run_test_inputs
 from datanet_lab.serving.app import MAX_BODY_BYTES, MAX_ROWS
 from datanet_lab.serving.server import GroupCommit, Launched, ServerStopped, main
@@ -331,6 +331,8 @@ def test_bad_group_commit_settings_are_refused(batch_size, max_wait_ms):
 
 def test_serving_a_missing_run_or_with_bad_settings_exits_2_naming_it(run, tmp_path, capsys):
     assert main([str(tmp_path / "nowhere")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+    assert cli.main(["serve", str(tmp_path / "nowhere"), "--port", "1"]) == 2  # the datanet-lab subcommand
     assert "run directory not found" in capsys.readouterr().err
     assert main([str(run.directory), "--batch-size", "0"]) == 2
     assert "batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
