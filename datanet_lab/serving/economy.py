@@ -10,30 +10,31 @@ Stages (:class:`InferenceEconomy`, one per run directory):
    is accrued by positive credit (:class:`ledger.fees.Accrual`, exact to ``1 / RESOLUTION``
    unit) and a receipt is built (:func:`ledger.receipts.make_receipt`). The receipts are pending.
 2. :meth:`~InferenceEconomy.commit` the pending receipts as one batch: appended to
-   ``receipts.jsonl``, then one ``receipt_batch`` ledger entry signed by :data:`HOST`, then the
-   state file. A receipt is acknowledged (provable, its shares accrued) once ``commit`` returns.
+   ``receipts.jsonl``, then one ``receipt_batch`` ledger entry signed by :data:`HOST`. A receipt
+   is acknowledged (provable, its shares accrued) once ``commit`` returns.
 3. :meth:`~InferenceEconomy.close_epoch` pays the accrued whole units as the ledger's next payout
    epoch (``payout`` entries and a ``payout_epoch`` entry, as :func:`ledger.epoch_records` writes
    them); each contributor's remainder (< 1 unit) is carried into the next epoch.
 
 Files, under ``<run>/inference/``::
 
-    receipts.jsonl  one receipt per line (JSON; parsed back it is the receipt whose canonical
-                    JSON is its Merkle leaf), batch after batch in commit order
-    accrual.json    the state as of the ledger entry ``ledger_seq``: counters, the role totals,
-                    the contributors paid, the unallocated units and the accrual with its carried
-                    remainders (:class:`FeeAccount`)
+    receipts.jsonl  one receipt per line, its Merkle leaf's bytes (RFC 8785 canonical JSON),
+                    batch after batch in commit order
+    accrual.json    a checkpoint of the state as of ledger entry ``ledger_seq``: counters, the
+                    role totals, the contributors paid, the unallocated units and the accrual
+                    with its carried remainders (:class:`FeeAccount`); rewritten (atomically)
+                    every :data:`CHECKPOINT_RECEIPTS` receipts, at each close and on ``close``
     earnings.csv    ``id, role, units`` after the last close (:func:`earnings_table`)
     lock            held (``flock``) while an economy is open: one writer per run directory
 
-Write order. ``commit`` writes and fsyncs the batch's lines BEFORE the ledger entry, and the state
-file after it. A crash before the entry leaves lines that no entry commits: never acknowledged,
-they are cut off when the economy is next opened. A crash after the entry leaves the state
-behind: opening replays the ledger's later entries of :data:`HOST` against the file (each batch
-must rebuild the entry's root, else :class:`ServingError`). The other order could leave a ledger
-root whose receipts are lost, unprovable for ever. ``close_epoch`` writes the ledger first (one
-transaction), then the state; a close the state lacks is replayed (closing is deterministic) and
-its payouts checked against the ledger's.
+Write order. ``commit`` writes and fsyncs the batch's lines BEFORE the ledger entry. A crash
+before the entry leaves lines that no entry commits: never acknowledged, they are cut off when the
+economy is next opened. The other order could leave a ledger root whose receipts are lost,
+unprovable for ever. The state file is a checkpoint: opening replays the ledger's later entries of
+:data:`HOST` against the receipts file (each batch must rebuild its entry's root, else
+:class:`ServingError`), so a state left behind by a crash (or not yet rewritten) loses nothing.
+``close_epoch`` writes the ledger first (one transaction), then the state; a close the state lacks
+is replayed the same way (closing is deterministic) and its payouts checked against the ledger's.
 
 Receipt fields (:data:`ledger.receipts.RECEIPT`): ``request_id`` ``req-<n>`` and ``batch_id``
 ``batch-<n>`` numbered on from the committed ones, so never reused across restarts (ids of
@@ -74,7 +75,8 @@ import pandas as pd
 
 import ledger
 from ledger.fees import CONTRIBUTORS, DEFAULT_ROLE_SHARES, RESOLUTION, Accrual, AccrualClose, fraction_text, parse_fraction, split_by_role
-from ledger.receipts import KIND, ReceiptBatch, build_batch, check_receipt, make_receipt, receipt_proof
+from ledger import merkle
+from ledger.receipts import KIND, ReceiptBatch, build_batch, check_receipt, make_receipt, receipt_leaf, receipt_proof
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving.attributor import QueryAttributor
 from datanet_lab.serving.requests import check_batch
@@ -84,6 +86,9 @@ HOST, HOST_ROLE = "inference-host", "host"
 """The actor that signs receipt batches and inference payout epochs, and its registered role."""
 FOLDER, RECEIPTS, STATE, EARNINGS, LOCK = "inference", "receipts.jsonl", "accrual.json", "earnings.csv", "lock"
 STATE_FORMAT = "datanet-lab inference state 1"
+CHECKPOINT_RECEIPTS = 8192
+"""``commit`` rewrites ``accrual.json`` once this many receipts were committed since it was last
+written (and ``close_epoch`` and ``close`` always do): opening replays at most about as many."""
 PHASES = ("attribution", "split", "hashing", "commit")
 """Where serving time goes: attribution (predict + attribute + roll-up), split (fee split, accrual,
 receipt building), hashing (input hashes, receipt leaves and batch roots), commit (receipts file,
@@ -377,7 +382,7 @@ class InferenceEconomy:
             return served
 
     def commit(self) -> CommittedBatch | None:
-        """Commit the pending receipts as one batch (module docstring: file, ledger, state);
+        """Commit the pending receipts as one batch (module docstring: file, then ledger);
         ``None`` when none is pending. On a ledger error the file is cut back and the receipts
         stay pending.
 
@@ -388,9 +393,13 @@ class InferenceEconomy:
             if not self._pending:
                 return None
             start = perf_counter()
-            batch = build_batch(self._pending)
+            leaves = [receipt_leaf(r) for r in self._pending]
+            hashes = tuple(merkle.leaf_hash(leaf) for leaf in leaves)
+            # build_batch's tree without its second check of each receipt (make_receipt checked them,
+            # and their batch id and indices are this economy's); tests compare the two
+            batch = ReceiptBatch(self._pending[0]["batch_id"], tuple(self._pending), hashes, merkle.root_from_hashes(hashes))
             hashed = perf_counter()
-            data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in self._pending)
+            data = b"\n".join(leaves) + b"\n"
             offset = self._receipts_bytes
             _append_synced(self.folder / RECEIPTS, offset, data)
             try:
@@ -402,7 +411,8 @@ class InferenceEconomy:
             self._receipts_bytes += len(data)
             self._batches, self._requests, self._ledger_seq = self._batches + 1, self._requests + len(self._pending), entry.seq
             self._pending, self._pending_account = [], FeeAccount()
-            self._save_state()
+            if self._requests - self._saved_requests >= CHECKPOINT_RECEIPTS:
+                self._save_state()
             self.timings["hashing"] += hashed - start
             self.timings["commit"] += perf_counter() - hashed
             return CommittedBatch(batch, entry.seq)
@@ -452,14 +462,11 @@ class InferenceEconomy:
             ServingError: no committed receipt has this id.
         """
         with self._mutex:
-            for receipts, seq in committed_batches(self.folder / RECEIPTS, self._receipts_bytes, self._batch_seqs()):
+            for receipts, seq in committed_batches(self.folder / RECEIPTS, self._writer.book(batch_entries)):
                 for index, receipt in enumerate(receipts):
                     if receipt["request_id"] == request_id:
                         return self._writer.book(lambda book: receipt_proof(book, receipts, index, seq))
             raise ServingError(f"{self.folder / RECEIPTS}: no committed receipt has request id {request_id!r}")
-
-    def _batch_seqs(self) -> dict[str, int]:
-        return self._writer.book(batch_entries)
 
     # --- state --------------------------------------------------------------------------------
 
@@ -471,6 +478,7 @@ class InferenceEconomy:
         self._ledger_seq = state["ledger_seq"] if state else 0
         self._receipts_bytes = state["receipts_bytes"] if state else 0
         self._batches, self._requests = (state["batches"], state["requests"]) if state else (0, 0)
+        self._saved_requests = self._requests
         self.account = FeeAccount.from_state(state["account"]) if state else FeeAccount()
         receipts_path = self.folder / RECEIPTS
         size = receipts_path.stat().st_size if receipts_path.exists() else 0
@@ -508,6 +516,7 @@ class InferenceEconomy:
             self._save_state()
 
     def _save_state(self) -> None:
+        self._saved_requests = self._requests
         state = {"format": STATE_FORMAT, "ledger_seq": self._ledger_seq, "receipts_bytes": self._receipts_bytes,
                  "batches": self._batches, "requests": self._requests, "account": self.account.to_state()}
         _write_atomic(self.folder / STATE, (json.dumps(state, indent=1, sort_keys=True) + "\n").encode())
@@ -521,6 +530,8 @@ class InferenceEconomy:
                 return
             try:
                 self.commit()
+                if self._saved_requests != self._requests:
+                    self._save_state()
             finally:
                 self._release()
 
@@ -564,19 +575,18 @@ def batch_entries(book: ledger.Ledger) -> dict[str, int]:
     return {e.payload["batch_id"]: e.seq for e in book.entries(kind=KIND, actor=HOST)}
 
 
-def committed_batches(path: Path, end: int, seqs: Mapping[str, int]) -> Iterator[tuple[list[dict[str, Any]], int]]:
-    """Each committed batch of receipts file ``path`` (its first ``end`` bytes) with its entry's
-    sequence number from ``seqs`` (:func:`batch_entries`)."""
-    for receipts, _ in _read_batches(path, 0, end):
-        batch_id = receipts[0]["batch_id"]
-        if batch_id not in seqs:
-            raise ServingError(f"{path}: batch {batch_id!r} has no receipt_batch entry in the ledger")
-        yield receipts, seqs[batch_id]
+def committed_batches(path: Path, seqs: Mapping[str, int]) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """Each batch of receipts file ``path`` with the sequence number of its entry from ``seqs``
+    (:func:`batch_entries`), up to the first batch without one (lines not committed yet)."""
+    for receipts, _ in _read_batches(path, 0):
+        if receipts[0]["batch_id"] not in seqs:
+            return
+        yield receipts, seqs[receipts[0]["batch_id"]]
 
 
-def _read_batches(path: Path, start: int, end: int | None = None) -> Iterator[tuple[list[dict[str, Any]], int]]:
-    """The batches of receipts file ``path`` from byte ``start`` (to ``end``), each with the byte
-    offset after it; stops at a line that is not a whole receipt (a write cut short)."""
+def _read_batches(path: Path, start: int) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """The batches of receipts file ``path`` from byte ``start``, each with the byte offset after
+    it; stops at a line that is not a whole receipt (a write cut short)."""
     if not path.exists():
         return
     batch: list[dict[str, Any]] = []
@@ -584,8 +594,6 @@ def _read_batches(path: Path, start: int, end: int | None = None) -> Iterator[tu
     with open(path, "rb") as lines:
         lines.seek(start)
         for line in lines:
-            if end is not None and position >= end:
-                break
             try:
                 receipt = json.loads(line) if line.endswith(b"\n") else None
             except ValueError:
@@ -624,7 +632,7 @@ def check_receipts(run: str | Path | Run, sample: int | None = None, seed: int =
     failures, checked, total = [], 0, 0
     with ledger.Ledger(directory / "ledger.sqlite") as book:
         seqs, key = batch_entries(book), book.log_public_key
-        batches = list(committed_batches(path, _read_state(directory / FOLDER / STATE)["receipts_bytes"], seqs))
+        batches = list(committed_batches(path, seqs))
         sizes = [len(receipts) for receipts, _ in batches]
         total = sum(sizes)
         chosen = np.arange(total) if sample is None or sample >= total else np.sort(

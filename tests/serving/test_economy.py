@@ -20,9 +20,11 @@ from hypothesis import strategies as st
 
 import ledger
 from datanet_lab import pipeline
+from datanet_lab.serving import economy as economy_module
 from datanet_lab.serving import QueryAttributor, RequestError, ServingError, run_test_inputs
 from datanet_lab.serving.economy import (EARNINGS, FOLDER, HOST, RECEIPTS, STATE, FeeAccount, InferenceEconomy,
                                          check_receipts, earnings_table)
+from ledger.canonical import canonical_json
 from ledger.fees import RESOLUTION, fraction_text
 from ledger.receipts import build_batch, check_receipt
 
@@ -142,9 +144,11 @@ def test_receipts_say_what_the_attributor_and_an_exact_split_say(run_dir):
         committed = economy.commit()
     result = QueryAttributor.from_run(run_dir).attribute(x)
     split = ledger.split_by_role(999)
+    lines = (run_dir / FOLDER / RECEIPTS).read_bytes().splitlines()
     for j, s in enumerate(served):
         receipt = s.receipt
         assert receipt == _lines(run_dir)[j] and receipt["request_id"] == f"req-{j:010d}"
+        assert lines[j] == canonical_json(receipt)  # the file holds the Merkle leaves' bytes
         assert (receipt["batch_id"], receipt["index"]) == ("batch-00000000", j)
         assert receipt["input_hash"] == hashlib.sha256(struct.pack("<13d", *x[j])).hexdigest()
         assert receipt["output"]["class"] == result.predictions[j]
@@ -226,16 +230,31 @@ def test_a_crash_before_the_ledger_entry_leaves_nothing_acknowledged_behind(run_
 def test_a_crash_after_the_ledger_entry_is_replayed_from_the_receipts(run_dir, step):
     x = _inputs(run_dir, 20)
     with InferenceEconomy(run_dir) as economy:
-        economy.serve(x[:8]), economy.commit()
-        before = (run_dir / FOLDER / STATE).read_bytes()
+        economy.serve(x[:8])
+    before = (run_dir / FOLDER / STATE).read_bytes()  # written by the close
+    with InferenceEconomy(run_dir) as economy:
         economy.serve(x[8:])
         economy.commit() if step == "commit" else economy.close_epoch()
-        after = economy.account.to_state()
+    after = economy.account.to_state()
     (run_dir / FOLDER / STATE).write_bytes(before)  # the state file never caught up
     with InferenceEconomy(run_dir) as economy:
         assert economy.account.to_state() == after
         assert json.loads((run_dir / FOLDER / STATE).read_text())["account"] == after  # saved when recovered
         assert economy.serve(x[:1])[0].receipt["request_id"] == "req-0000000020"
+
+
+def test_the_state_is_saved_every_so_many_receipts(run_dir, monkeypatch):
+    monkeypatch.setattr(economy_module, "CHECKPOINT_RECEIPTS", 5)
+    x = _inputs(run_dir, 9)
+    with InferenceEconomy(run_dir) as economy:
+        economy.serve(x[:4]), economy.commit()
+        assert not (run_dir / FOLDER / STATE).exists()
+        assert check_receipts(run_dir).checked == 4  # committed receipts are provable before any checkpoint
+        economy.serve(x[4:6]), economy.commit()
+        assert json.loads((run_dir / FOLDER / STATE).read_text())["requests"] == 6
+        economy.serve(x[6:]), economy.commit()
+        assert json.loads((run_dir / FOLDER / STATE).read_text())["requests"] == 6
+    assert json.loads((run_dir / FOLDER / STATE).read_text())["requests"] == 9
 
 
 def test_lost_committed_receipts_are_named(run_dir):

@@ -1,0 +1,91 @@
+"""End-to-end payable inference: attributed, fee-split, receipted and committed inferences per second.
+
+    .venv/bin/python benchmarks/inference_bench.py [--logreg-requests 20000] [--mlp-requests 10000]
+        [--batch-size 256] [--proofs all|N] [--threads 1]
+
+Builds a default-parameter logreg run and an mlp run (digits, 10 contributors, 10 epochs,
+tracin_captum) in a temporary directory with the pipeline's own steps, then, per run:
+
+- the reference: the run's QueryAttributor alone over the same requests and micro-batches
+  (predict + attribute + roll-up, nothing paid or recorded);
+- serve-sim (:func:`datanet_lab.serving.sim.serve_sim`): the same requests served, split,
+  accrued, receipted and committed batch by batch, the epoch closed; inferences/s against the
+  target (>= 5,000/s logreg, >= 1,000/s mlp), met or missed, the ratio to the reference and the
+  per-request cost split;
+- every committed receipt proven against the ledger and checked offline (or ``--proofs N`` of
+  them, drawn at random; the line says how many).
+
+One process, one torch thread by default: the machine's other load counts, so say what else ran
+when quoting these figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from datanet_lab import pipeline
+from datanet_lab.serving import QueryAttributor
+from datanet_lab.serving.economy import check_receipts
+from datanet_lab.serving.sim import request_inputs, serve_sim
+
+TARGETS = {"logreg": 5_000.0, "mlp": 1_000.0}
+"""Inferences per second, end to end."""
+
+
+def attribution_only(run: pipeline.Run, requests: int, batch_size: int) -> float:
+    """Seconds the run's attributor alone takes over the requests serve-sim serves (seed 0) in
+    micro-batches of ``batch_size``."""
+    attributor = QueryAttributor.from_run(run)
+    x = request_inputs(run, attributor.n_features, requests, None, 0)
+    start = time.perf_counter()
+    for first in range(0, len(x), batch_size):
+        attributor.attribute(x[first : first + batch_size])
+    return time.perf_counter() - start
+
+
+def bench(directory: Path, model: str, requests: int, batch_size: int, proofs: int | None) -> bool:
+    """Build, measure and prove one model's run; print its lines; return whether the target was met."""
+    start = time.perf_counter()
+    run = pipeline.open_run(str(directory / model), model=model)
+    pipeline.attribute(run)
+    print(f"{model}: run built, trained and attributed in {time.perf_counter() - start:.1f} s")
+    reference = requests / attribution_only(run, requests, batch_size)
+    result = serve_sim(run, requests=requests, batch_size=batch_size, seed=0, draw=False, log=None)
+    met = result.throughput >= TARGETS[model]
+    split = ", ".join(f"{phase} {seconds / requests * 1e6:.0f} us ({share:.0%})"
+                      for (phase, seconds), share in zip(result.timings.items(), result.cost_split.values()))
+    print(f"{model}: {requests:,} inferences end to end in {result.seconds:.2f} s = {result.throughput:,.0f}/s, target "
+          f">= {TARGETS[model]:,.0f}/s: {'met' if met else 'missed'}; attribution alone {reference:,.0f}/s "
+          f"(end to end = {result.throughput / reference:.2f}x of it)")
+    print(f"{model}: per request {1e6 / result.throughput:.0f} us: {split}")
+    start = time.perf_counter()
+    found = check_receipts(run, sample=proofs)
+    print(f"{model}: receipts proven and checked offline: {found.checked:,} of {found.total:,} "
+          f"({'all' if found.checked == found.total else 'a random sample'}), {len(found.failures)} failed, "
+          f"{time.perf_counter() - start:.1f} s" + "".join(f"\n  {f}" for f in found.failures))
+    return met and found.ok
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--logreg-requests", type=int, default=20_000)
+    parser.add_argument("--mlp-requests", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--proofs", default="all", help="receipts to prove per run: all, or a number drawn at random")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    proofs = None if args.proofs == "all" else int(args.proofs)
+    with tempfile.TemporaryDirectory(prefix="inference-bench-") as out:
+        outcomes = [bench(Path(out), model, requests, args.batch_size, proofs)
+                    for model, requests in (("logreg", args.logreg_requests), ("mlp", args.mlp_requests))]
+    print(f"targets: {sum(outcomes)} of {len(outcomes)} met with every checked receipt provable")
+
+
+if __name__ == "__main__":
+    main()
