@@ -74,8 +74,8 @@ import numpy as np
 import pandas as pd
 
 import ledger
-from ledger.fees import CONTRIBUTORS, DEFAULT_ROLE_SHARES, RESOLUTION, Accrual, AccrualClose, fraction_text, parse_fraction, split_by_role
 from ledger import merkle
+from ledger.fees import CONTRIBUTORS, DEFAULT_ROLE_SHARES, RESOLUTION, Accrual, AccrualClose, fraction_text, parse_fraction, split_by_role
 from ledger.receipts import KIND, ReceiptBatch, build_batch, check_receipt, make_receipt, receipt_leaf, receipt_proof
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving.attributor import QueryAttributor

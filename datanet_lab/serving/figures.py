@@ -23,7 +23,7 @@ def earnings_bars(earnings: pd.DataFrame) -> Figure:
     places = pd.concat([pd.Series({"contributors (paid)": contributors["units"].sum()}), places])
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [3, 2]})
     left.bar(contributors["id"], contributors["units"], color="#4477aa")
-    left.set(xlabel="contributor", ylabel="units paid", title="inference earnings by contributor")
+    left.set(xlabel="contributor", ylabel="units paid", title="inference earnings by contributor (closed epochs)")
     right.bar(places.index, places.to_numpy(), color="#ccbb44")
     right.set(ylabel="units", title="fees by role")
     right.tick_params(axis="x", labelrotation=30)
