@@ -14,7 +14,7 @@ import pandas as pd
 import ledger
 from datanet import DatanetError
 from datanet_lab.params import ParameterError, coerce
-from datanet_lab.runner import NOTEBOOKS, TEXT_NOTEBOOKS, run_batch
+from datanet_lab.runner import GENERATION_NOTEBOOKS, NOTEBOOKS, TEXT_NOTEBOOKS, run_batch
 from datanet_lab.serving.cli import add_commands as add_serving_commands
 from datanet_lab.sweep_cli import add_commands as add_sweep_commands
 from ledger.cli import add_commands as add_ledger_commands
@@ -39,8 +39,13 @@ def _run(args: argparse.Namespace) -> int:
         values = [value for name, value in args.param if name == repeated]
         raise ParameterError(f"parameter {repeated!r} given {len(values)} times ({', '.join(map(repr, values))}): give it once")
     params = {name: coerce(name, value) for name, value in args.param}
-    run_dir = run_batch(params, out=args.out, names=TEXT_NOTEBOOKS if args.text else NOTEBOOKS)
+    if args.text and args.generation:
+        raise ParameterError("--text and --generation each choose a batch: give one")
+    names = TEXT_NOTEBOOKS if args.text else GENERATION_NOTEBOOKS if args.generation else NOTEBOOKS
+    run_dir = run_batch(params, out=args.out, names=names)
     print(f"run written to {run_dir}")
+    if args.generation:
+        return _print_generation(run_dir / "generation")
     if args.text:
         run_dir = run_dir / "text"
         for table in ("comparison.csv", "backdoor.csv"):
@@ -53,6 +58,28 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_generation(run_dir: Path) -> int:
+    """Print a generation run's training summary, comparison table and payments per contributor."""
+    summary = json.loads((run_dir / "training" / "summary.json").read_text())
+    print(f"GPT-2 trained in {summary['seconds']} s ({summary['tokens_per_second']} tokens/s); held-out perplexity "
+          f"{summary['validation_perplexity']:.1f} (unigram {summary['unigram_perplexity']:.1f})")
+    print(pd.read_csv(run_dir / "comparison.csv").to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    paid = pd.read_csv(run_dir / "credit" / "generation_credit.csv")
+    print(paid.groupby("contributor")[["credit", "units"]].sum().to_string(float_format=lambda v: f"{v:.2f}"))
+    return 0
+
+
+def _check_generation(args: argparse.Namespace) -> int:
+    from datanet_lab.generation_check import check_generations  # the LM stack, only for this tool
+
+    checks = check_generations(args.run_dir)
+    for check in checks:
+        print(check)
+    failed = sum(not c.ok for c in checks)
+    print(f"{len(checks) - failed} of {len(checks)} generation payments re-check" + (f"; {failed} FAILED" if failed else ""))
+    return 1 if failed else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="datanet-lab", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -62,11 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("results"), help="results directory (default: results)")
     run.add_argument("--text", action="store_true",
                      help="run the text batch (a text Datanet on MiniLM, into <run>/text/) instead of the default batch")
+    run.add_argument("--generation", action="store_true",
+                     help="run the generation batch (a GPT-2 on an LM Datanet, span credit per generation, into "
+                          "<run>/generation/) instead of the default batch")
     run.set_defaults(handler=_run)
     add_sweep_commands(commands)
     add_serving_commands(commands)
     ledger_cmd = commands.add_parser("ledger", help="ledger tools").add_subparsers(required=True, metavar="TOOL")
     add_ledger_commands(ledger_cmd)
+    check = ledger_cmd.add_parser("check-generation", help="re-check every generation payment of a generation run "
+                                                           "offline (spans, credit, units); exit 1 naming the first bad one")
+    check.add_argument("run_dir", type=Path, help="a generation run directory (<run>/generation)")
+    check.set_defaults(handler=_check_generation)
     return parser
 
 

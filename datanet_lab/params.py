@@ -23,6 +23,7 @@ from datanet.models import MODELS
 from datanet.scenario import scaled_scenario, scenario_counts
 from datanet.text.behaviours import DEFAULT_TEXT_SCENARIO, TEXT_BEHAVIOURS
 from datanet.text.files import load_text_file
+from datanet.text.lm_datanet import DEFAULT_LM_SCENARIO, LM_BEHAVIOURS
 
 RUN_DIR = "run_dir"
 DOCSTRINGS = "docstrings"
@@ -53,6 +54,18 @@ DEFAULTS: dict[str, Any] = {
     "text_attribution_method": "tracin_fast",
     "text_ig_examples": 2,
     "text_lds_subsets": 8,
+    "gen_scenario": DEFAULT_LM_SCENARIO,
+    "gen_per_contributor": 8,
+    "gen_epochs": 10,
+    "gen_width": 64,
+    "gen_vocab_size": 2048,
+    "gen_prompts": 8,
+    "gen_max_new_tokens": 48,
+    "gen_temperature": 0.7,
+    "gen_min_span": 6,
+    "gen_max_count": 100,
+    "generation_fee": 1000,
+    "gen_loco_seeds": 1,
 }
 MINILM_POSITIONS = 512
 """The longest input MiniLM's position embeddings cover."""
@@ -76,6 +89,16 @@ MINIMA: dict[str, tuple[int, str]] = {
     "text_epochs": (1, ""),
     "text_ig_examples": (0, ""),
     "text_lds_subsets": (2, ""),
+    "gen_per_contributor": (1, ""),
+    "gen_epochs": (1, ""),
+    "gen_width": (8, " (GPT-2 width, a multiple of its 4 heads)"),
+    "gen_vocab_size": (257, " (a byte-level BPE holds the 256 bytes and the end-of-text token)"),
+    "gen_prompts": (1, ""),
+    "gen_max_new_tokens": (1, ""),
+    "gen_min_span": (2, " tokens (one shared token is no evidence of copying)"),
+    "gen_max_count": (1, ""),
+    "generation_fee": (0, " units"),
+    "gen_loco_seeds": (1, ""),
     "reward_pool": (0, " units"),
 }
 """The integer parameters' lower bounds, each with the tail of its message."""
@@ -143,6 +166,12 @@ def _range_problem(name: str, value: Any) -> str | None:
         return f"{name} must be >= {MINIMA[name][0]}{MINIMA[name][1]}, got {value}"
     if name == "seed" and not 0 <= value <= MAX_SEED:
         return f"seed must be in [0, {MAX_SEED}] (scikit-learn's random_state), got {value}"
+    if name == "gen_width" and value % 4:
+        return f"gen_width must be a multiple of 4 (the GPT-2's 4 attention heads), got {value}"
+    if name == "gen_vocab_size" and value > 65535:
+        return f"gen_vocab_size must be <= 65535 (the span index stores u16 token ids), got {value}"
+    if name == "gen_temperature" and not 0.0 <= value <= 10.0:
+        return f"gen_temperature must be in [0, 10] (0 is greedy), got {value}"
     if name == "compare_l2" and not value > 0:
         return f"compare_l2 must be > 0 (a unique optimum), got {value}"
     return None
@@ -168,6 +197,7 @@ def resolve(params: dict[str, Any]) -> dict[str, Any]:
         full["scenario"] = scaled_scenario(DEFAULTS["scenario"], full["n_contributors"])
     scenario_counts(full["scenario"], full["n_contributors"])
     scenario_counts(full["text_scenario"], None, TEXT_BEHAVIOURS)
+    scenario_counts(full["gen_scenario"], None, LM_BEHAVIOURS)
     return full
 
 

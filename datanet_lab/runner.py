@@ -31,6 +31,9 @@ NOTEBOOKS = ("01_build_datanet.ipynb", "02_train.ipynb", "03_attribute.ipynb", "
 """The default batch (tabular Datanets)."""
 TEXT_NOTEBOOKS = ("07_text_datanet.ipynb",)
 """The text batch (``datanet-lab run --text``): a text Datanet on MiniLM, in ``<run>/text/``."""
+GENERATION_NOTEBOOKS = ("08_generation_credit.ipynb",)
+"""The generation batch (``datanet-lab run --generation``): a GPT-2 on an LM Datanet, credit for
+its generations by span matching, in ``<run>/generation/``."""
 
 
 class RunFailed(DatanetError):

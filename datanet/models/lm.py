@@ -44,6 +44,9 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch.nn import functional as F
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers.utils import logging as transformers_logging
+
+transformers_logging.disable_progress_bar()  # a bar per checkpoint saved or loaded is noise in notebooks and logs
 
 EOT = "<|endoftext|>"
 """The end-of-text token: separates documents, starts every window and every prompt."""
@@ -254,6 +257,75 @@ def train_lm(documents_token_ids: Sequence[Sequence[int]], config: LMConfig, *, 
     return TrainedLM(model, tokenizer, config, step_losses, epoch_losses, checkpoints, seconds, n_targets / seconds)
 
 
+def lr_factor(config: LMConfig, n_windows: int) -> Callable[[int], float]:
+    """The learning-rate multiplier of step ``s`` (0-based) when training on ``n_windows``
+    windows: a linear warm-up over the first ``warmup`` share of the steps, then cosine decay to 0."""
+    total = math.ceil(n_windows / config.batch_size) * config.epochs
+    warmup = max(1, round(config.warmup * total))
+    return lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
+
+
+def epoch_learning_rates(config: LMConfig, n_windows: int) -> list[float]:
+    """Mean learning rate of each epoch's steps, ``(epochs,)``: the weight TracIn gives the
+    checkpoint saved after that epoch (the steps since the previous checkpoint moved the weights
+    at these rates)."""
+    per_epoch = math.ceil(n_windows / config.batch_size)
+    factor = lr_factor(config, n_windows)
+    return [config.learning_rate * float(np.mean([factor(s) for s in range(e * per_epoch, (e + 1) * per_epoch)]))
+            for e in range(config.epochs)]
+
+
+class LogitsOnly(torch.nn.Module):
+    """``model(input_ids, attention_mask) -> logits (n, L, V)``: a causal LM as attribution methods
+    call it (a tensor out, no cache); the wrapped GPT-2 is ``self.lm``."""
+
+    def __init__(self, model: GPT2LMHeadModel) -> None:
+        super().__init__()
+        self.lm = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.lm(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL (nats) of a batch, a scalar: the loss :func:`lm_loss` sums per row,
+    from ``logits (n, L, V)`` and ``labels (n, L)`` (``IGNORE`` positions excluded)."""
+    targets = labels[:, 1:]
+    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets.clamp(min=0), reduction="none")
+    return (nll * (targets != IGNORE)).sum()
+
+
+def checkpoint_loader(config: LMConfig, n_windows: int) -> Callable[[LogitsOnly, str], float]:
+    """``load(model, checkpoint_dir) -> learning rate`` for attribution tasks over :func:`train_lm`'s
+    checkpoints (``.../epoch-NNN``): loads the weights into ``model.lm`` and returns that epoch's
+    mean learning rate (:func:`epoch_learning_rates`)."""
+    rates = epoch_learning_rates(config, n_windows)
+
+    def load(model: LogitsOnly, checkpoint: str) -> float:
+        path = Path(checkpoint)
+        model.lm.load_state_dict(GPT2LMHeadModel.from_pretrained(path, local_files_only=True,
+                                                                 attn_implementation="eager").state_dict())
+        return rates[int(path.name.removeprefix("epoch-")) - 1]
+
+    return load
+
+
+def generation_batch(prompt_ids: Sequence[Sequence[int]], generated_ids: Sequence[Sequence[int]]
+                     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """``({"input_ids", "attention_mask"}, labels)``, each ``(n, L)``, of prompt + generation pairs,
+    right-padded: labels are the generated tokens, ``IGNORE`` on the prompt and padding, so the
+    loss of row ``i`` is ``-log p(generated_i | prompt_i)``."""
+    width = max(len(p) + len(g) for p, g in zip(prompt_ids, generated_ids))
+    input_ids = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, IGNORE)
+    for k, (p, g) in enumerate(zip(prompt_ids, generated_ids)):
+        input_ids[k, :len(p) + len(g)] = torch.as_tensor([*p, *g])
+        attention_mask[k, :len(p) + len(g)] = 1
+        labels[k, len(p):len(p) + len(g)] = torch.as_tensor(list(g))
+    return {"input_ids": input_ids, "attention_mask": attention_mask}, labels
+
+
 def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot_id: int, seed: int,
                 on_epoch: Callable[[GPT2LMHeadModel, int], None] | None = None,
                 ) -> tuple[GPT2LMHeadModel, list[float], list[float]]:
@@ -262,12 +334,7 @@ def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot_id: int
     after each epoch (1-based). Returns the model in eval mode, step and epoch mean losses."""
     model = build_lm(config, vocab_size, eot_id, seed).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps_per_epoch = math.ceil(len(windows) / config.batch_size)
-    total = steps_per_epoch * config.epochs
-    warmup = max(1, round(config.warmup * total))
-    schedule = torch.optim.lr_scheduler.LambdaLR(  # linear warm-up, then cosine decay to 0
-        optimizer, lambda s: (s + 1) / warmup if s < warmup
-        else 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(windows)))
     rng = np.random.default_rng(seed)
     step_losses: list[float] = []
     epoch_losses: list[float] = []
@@ -436,16 +503,8 @@ def sequence_log_likelihoods(model: GPT2LMHeadModel, prompt_ids: Sequence[Sequen
     model.eval()
     out = np.zeros(len(prompt_ids), dtype=np.float64)
     for first in range(0, len(prompt_ids), batch_size):
-        pairs = list(zip(prompt_ids[first:first + batch_size], generated_ids[first:first + batch_size]))
-        width = max(len(p) + len(g) for p, g in pairs)
-        input_ids = torch.zeros((len(pairs), width), dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        labels = torch.full_like(input_ids, IGNORE)
-        for k, (p, g) in enumerate(pairs):
-            input_ids[k, :len(p) + len(g)] = torch.as_tensor([*p, *g])
-            attention_mask[k, :len(p) + len(g)] = 1
-            labels[k, len(p):len(p) + len(g)] = torch.as_tensor(list(g))
-        out[first:first + len(pairs)] = -lm_loss(model, input_ids, attention_mask, labels).double().numpy()
+        inputs, labels = generation_batch(prompt_ids[first:first + batch_size], generated_ids[first:first + batch_size])
+        out[first:first + len(labels)] = -lm_loss(model, inputs["input_ids"], inputs["attention_mask"], labels).double().numpy()
     return out
 
 

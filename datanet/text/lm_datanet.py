@@ -120,6 +120,17 @@ class LMDatanet:
         """Contributor of each accepted document (n_train,)."""
         return tuple(d.contributor for d in self.accepted)
 
+    @property
+    def contributors(self) -> tuple[str, ...]:
+        """Every contributor id, sorted (those with no accepted document too)."""
+        return tuple(sorted(self.behaviours))
+
+    @property
+    def decisions(self) -> pd.DataFrame:
+        """One row per submission, as tabular and text Datanets give it: ``sample_id, contributor,
+        accepted, reason, content_hash``."""
+        return self.frame()[["sample_id", "contributor", "accepted", "reason", "content_hash"]]
+
     def frame(self) -> pd.DataFrame:
         """One row per submitted document, the :class:`LMDocument` fields as columns."""
         return pd.DataFrame([asdict(d) for d in self.documents], columns=list(LMDocument.__dataclass_fields__))

@@ -1,0 +1,113 @@
+"""Re-check every ``generation_payment`` of a generation run offline, unit by unit.
+
+For each entry the checker recomputes, from the run's files alone and without the suffix-array
+engine: the training documents' token ids (the dataset's accepted texts through the trained
+tokenizer, whose SHA-256 must equal the index corpus' and the evidence's), the spans of the
+generated tokens (:class:`attribution.spans.ReferenceSpanMatcher`, numpy + pydivsufsort), their
+occurrences (document sample id, content hash, offset), the contributor credit and the integer
+split of the fee. The ledger itself is verified first (signatures, chain, Merkle tree). A
+reviewer needs the run directory's ``dataset/``, ``index/``, ``training/`` and ``ledger.sqlite``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ledger
+from attribution.spans import ReferenceSpanMatcher, SpanIndex
+from datanet.models import lm
+from datanet.text.lm_datanet import LMDatanet
+from datanet_lab.pipeline.generation.pay_step import corpus, credit_spans, evidence, payment
+from datanet_lab.provenance import file_sha256
+
+CREDIT_RTOL = 1e-9
+"""Relative tolerance on recomputed float credit (the same arithmetic in the same order gives the
+same value; the tolerance covers another machine's libm)."""
+
+
+@dataclass(frozen=True)
+class GenerationCheck:
+    """The verdict on one ``generation_payment`` entry (ledger sequence number ``seq``)."""
+
+    seq: int
+    generation_id: str
+    ok: bool
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{'OK' if self.ok else 'FAILED'} {self.generation_id} (entry {self.seq})" + ("" if self.ok else f": {self.problem}")
+
+
+def check_generations(run_dir: str | Path) -> list[GenerationCheck]:
+    """Check every ``generation_payment`` entry of the generation run in ``run_dir`` (the
+    ``generation/`` folder of a batch run); one :class:`GenerationCheck` per entry, in ledger order.
+
+    Raises:
+        ledger.LedgerIntegrityError: the ledger fails verification (nothing else is trusted then).
+        FileNotFoundError: the run lacks its dataset, index or checkpoints.
+    """
+    run_dir = Path(run_dir)
+    report = ledger.verify(run_dir / "ledger.sqlite")
+    if not report.ok:
+        raise ledger.LedgerIntegrityError(f"{run_dir / 'ledger.sqlite'}: {report}")
+    dn = LMDatanet.load(run_dir / "dataset")
+    checkpoint = sorted((run_dir / "training" / "checkpoints").glob("epoch-*"))[-1]
+    model_sha256 = file_sha256(checkpoint / "model.safetensors")
+    _, tokenizer = lm.load_lm(checkpoint)
+    documents = lm.encode_documents(tokenizer, dn.train_texts)
+    indexed = SpanIndex.open(run_dir / "index")
+    matcher = ReferenceSpanMatcher(documents, indexed.vocab_size)
+    corpus_ok = [list(map(int, d)) for d in indexed.documents()] == documents
+    book = ledger.Ledger(run_dir / "ledger.sqlite")
+    with book:
+        seq = {e.payload["sample_id"]: e.seq for e in book.entries("contribution")}
+        entries = list(book.entries("generation_payment"))
+    docs = corpus(dn, documents, indexed.vocab_size, seq)
+    context = {"dataset_version": dn.version, "index_sha256": indexed.corpus_sha256, "model_sha256": model_sha256}
+    checks = []
+    for entry in entries:
+        problem = None if corpus_ok else "the index's documents are not the dataset's texts through the model's tokenizer"
+        checks.append(GenerationCheck(entry.seq, entry.payload["generation_id"], *_verdict(
+            problem or _payment_problem(entry.payload, matcher, docs, context))))
+    return checks
+
+
+def _verdict(problem: str | None) -> tuple[bool, str]:
+    return problem is None, problem or ""
+
+
+def _payment_problem(paid: dict[str, Any], matcher: ReferenceSpanMatcher, docs: Any, context: dict[str, Any]) -> str | None:
+    """What the recomputation of one payment disagrees with, or ``None``."""
+    proof = paid["evidence"]
+    for name, value in context.items():
+        if proof.get(name) != value:
+            return f"evidence {name} is {proof.get(name)!r}, the run's is {value!r}"
+    try:
+        generation = lm.Generation("", tuple(proof["prompt_ids"]), tuple(proof["generated_ids"]), "")
+        spans = matcher.spans(list(generation.generated_ids), proof["min_len"], proof["max_count"])
+    except (KeyError, TypeError, ValueError) as error:
+        return f"evidence cannot be re-run: {error!r}"
+    credit = credit_spans(spans, generation.generated_ids, docs)
+    expected = payment(paid["generation_id"], paid["fee"], credit.credit,
+                       evidence(generation, spans, credit, docs, {**context, "min_len": proof["min_len"],
+                                                                   "max_count": proof["max_count"]}))
+    if proof["spans"] != expected["evidence"]["spans"]:
+        return f"spans differ: the evidence lists {len(proof['spans'])}, the matcher finds {len(spans)} " \
+               f"({_first_difference(proof['spans'], expected['evidence']['spans'])})"
+    claimed, recomputed = proof.get("credit", {}), expected["evidence"]["credit"]
+    if set(claimed) != set(recomputed) or any(not math.isclose(claimed[c], v, rel_tol=CREDIT_RTOL) for c, v in recomputed.items()):
+        return f"credit differs: evidence {claimed}, recomputed {recomputed}"
+    for name in ("payouts", "unallocated"):
+        if paid[name] != expected[name]:
+            return f"{name} differ: the entry has {paid[name]}, the split of the recomputed credit gives {expected[name]}"
+    return None
+
+
+def _first_difference(claimed: list, recomputed: list) -> str:
+    for k, (a, b) in enumerate(zip(claimed, recomputed)):
+        if a != b:
+            return f"span {k}: {a} vs {b}"[:300]
+    return f"{len(claimed)} vs {len(recomputed)} spans"
