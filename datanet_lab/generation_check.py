@@ -5,8 +5,9 @@ engine: the training documents' token ids (the dataset's accepted texts through 
 tokenizer, whose SHA-256 must equal the index corpus' and the evidence's), the spans of the
 generated tokens (:class:`attribution.spans.ReferenceSpanMatcher`, numpy + pydivsufsort), their
 occurrences (document sample id, content hash, offset), the contributor credit and the integer
-split of the fee. The ledger itself is verified first (signatures, chain, Merkle tree). A
-reviewer needs the run directory's ``dataset/``, ``index/``, ``training/`` and ``ledger.sqlite``.
+split of the fee. A generation is paid once: a later entry for a generation already paid fails,
+however well its evidence re-checks. The ledger itself is verified first (signatures, chain,
+Merkle tree). A reviewer needs the run directory's ``dataset/``, ``index/``, ``training/`` and ``ledger.sqlite``.
 """
 
 from __future__ import annotations
@@ -68,10 +69,16 @@ def check_generations(run_dir: str | Path) -> list[GenerationCheck]:
     docs = corpus(dn, documents, indexed.vocab_size, seq)
     context = {"dataset_version": dn.version, "index_sha256": indexed.corpus_sha256, "model_sha256": model_sha256}
     checks = []
+    paid_by: dict[str, int] = {}  # generation id -> the entry that paid it and re-checks
     for entry in entries:
+        gen_id = entry.payload["generation_id"]
         problem = None if corpus_ok else "the index's documents are not the dataset's texts through the model's tokenizer"
-        checks.append(GenerationCheck(entry.seq, entry.payload["generation_id"], *_verdict(
-            problem or _payment_problem(entry.payload, matcher, docs, context))))
+        problem = problem or _payment_problem(entry.payload, matcher, docs, context)
+        if not problem and gen_id in paid_by:
+            problem = f"generation {gen_id} is paid again: entry {paid_by[gen_id]} paid it first"
+        if not problem:
+            paid_by[gen_id] = entry.seq
+        checks.append(GenerationCheck(entry.seq, gen_id, *_verdict(problem)))
     return checks
 
 
