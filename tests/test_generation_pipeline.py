@@ -188,6 +188,20 @@ def test_forged_payments_are_reported_failed_naming_what_differs(tiny, tmp_path_
     assert f"{len(entries)} of {len(entries) + len(cases)} generation payments re-check; {len(cases)} FAILED" in out
 
 
+def test_a_generation_paid_twice_fails_even_when_its_evidence_rechecks(tiny, tmp_path_factory):
+    forged = copy_run(tiny, tmp_path_factory, "twice")
+    entries = payments(forged)
+    original = next(e for e in entries if e.payload["payouts"])
+    again = copy.deepcopy(original.payload)
+    again["evidence"]["prompt_ids"].append(again["evidence"]["prompt_ids"][-1])  # another statement, the same credit
+    with forged.ledger() as book:
+        seq = book.append("generation_payment", PAYOUT_AUTHORITY, again).seq
+    checks = {c.seq: c for c in check_generations(forged.directory)}
+    assert all(checks[e.seq].ok for e in entries)
+    assert not checks[seq].ok
+    assert checks[seq].problem == f"generation {again['generation_id']} is paid again: entry {original.seq} paid it first"
+
+
 def test_a_damaged_index_corpus_is_detected(tiny, tmp_path_factory):
     damaged = copy_run(tiny, tmp_path_factory, "damaged")
     folder = damaged.directory / "index"
