@@ -48,14 +48,18 @@ def check_generations(run_dir: str | Path) -> list[GenerationCheck]:
 
     Raises:
         ledger.LedgerIntegrityError: the ledger fails verification (nothing else is trusted then).
-        FileNotFoundError: the run lacks its dataset, index or checkpoints.
+        datanet.errors.DataSourceError: the run lacks its dataset.
+        FileNotFoundError: the run lacks its index or checkpoints.
     """
     run_dir = Path(run_dir)
     report = ledger.verify(run_dir / "ledger.sqlite")
     if not report.ok:
         raise ledger.LedgerIntegrityError(f"{run_dir / 'ledger.sqlite'}: {report}")
     dn = LMDatanet.load(run_dir / "dataset")
-    checkpoint = sorted((run_dir / "training" / "checkpoints").glob("epoch-*"))[-1]
+    checkpoints = sorted((run_dir / "training" / "checkpoints").glob("epoch-*"))
+    if not checkpoints:
+        raise FileNotFoundError(f"{run_dir / 'training' / 'checkpoints'}: no epoch-* checkpoint (the train step's output)")
+    checkpoint = checkpoints[-1]
     model_sha256 = file_sha256(checkpoint / "model.safetensors")
     _, tokenizer = lm.load_lm(checkpoint)
     documents = lm.encode_documents(tokenizer, dn.train_texts)
