@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import ledger  # noqa: E402
 from attribution.base import AttributionError  # noqa: E402
 from attribution.spans import ReferenceSpanMatcher  # noqa: E402
+from datanet.errors import DataSourceError  # noqa: E402
 from datanet.models import lm  # noqa: E402
 from datanet_lab import cli  # noqa: E402
 from datanet_lab.compare_generation import compare_generation  # noqa: E402
@@ -219,6 +220,18 @@ def test_a_damaged_index_corpus_is_detected(tiny, tmp_path_factory):
     meta.write_text(json.dumps(recorded))
     checks = check_generations(damaged.directory)
     assert checks and all(not c.ok and "index's documents" in c.problem for c in checks)
+
+
+@pytest.mark.parametrize("part, error, names", [
+    ("dataset", DataSourceError, "lm_datanet.json"),
+    ("index", FileNotFoundError, "datanet-span-index.json is missing"),
+    ("training/checkpoints", FileNotFoundError, "no epoch-\\* checkpoint"),
+])
+def test_a_run_missing_what_the_check_reads_is_refused_naming_it(tiny, tmp_path_factory, part, error, names):
+    damaged = copy_run(tiny, tmp_path_factory, "partial")
+    shutil.rmtree(damaged.directory / part)
+    with pytest.raises(error, match=names):
+        check_generations(damaged.directory)
 
 
 # --- 4. manifests ------------------------------------------------------------------------------
