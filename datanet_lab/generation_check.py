@@ -50,6 +50,8 @@ def check_generations(run_dir: str | Path) -> list[GenerationCheck]:
         ledger.LedgerIntegrityError: the ledger fails verification (nothing else is trusted then).
         datanet.errors.DataSourceError: the run lacks its dataset.
         FileNotFoundError: the run lacks its index or checkpoints.
+        attribution.base.AttributionError: the index's files disagree with its own record (e.g. the
+            SHA-256 of its corpus file).
     """
     run_dir = Path(run_dir)
     report = ledger.verify(run_dir / "ledger.sqlite")
