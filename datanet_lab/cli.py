@@ -70,9 +70,14 @@ def _print_generation(run_dir: Path) -> int:
 
 
 def _check_generation(args: argparse.Namespace) -> int:
+    from attribution import AttributionError
     from datanet_lab.generation_check import check_generations  # the LM stack, only for this tool
 
-    checks = check_generations(args.run_dir)
+    try:
+        checks = check_generations(args.run_dir)
+    except (AttributionError, FileNotFoundError) as error:
+        print(f"datanet-lab: error: {error}", file=sys.stderr)
+        return 1
     for check in checks:
         print(check)
     failed = sum(not c.ok for c in checks)

@@ -5,23 +5,28 @@ engine: the training documents' token ids (the dataset's accepted texts through 
 tokenizer, whose SHA-256 must equal the index corpus' and the evidence's), the spans of the
 generated tokens (:class:`attribution.spans.ReferenceSpanMatcher`, numpy + pydivsufsort), their
 occurrences (document sample id, content hash, offset), the contributor credit and the integer
-split of the fee. A generation is paid once: a later entry for a generation already paid fails,
+split of the fee. Each payment must also be for a generation the run made (its token ids as in
+``generations.jsonl``, whose bytes the generate step's manifest records), at the pay step's fee
+and span limits, and paid once. A generation is paid once: a later entry for a generation already paid fails,
 however well its evidence re-checks. The ledger itself is verified first (signatures, chain,
 Merkle tree). A reviewer needs the run directory's ``dataset/``, ``index/``, ``training/`` and ``ledger.sqlite``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ledger
+from attribution.base import AttributionError
 from attribution.spans import ReferenceSpanMatcher, SpanIndex
 from datanet.models import lm
 from datanet.text.lm_datanet import LMDatanet
-from datanet_lab.pipeline.generation.pay_step import corpus, credit_spans, evidence, payment
+from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.generation.pay_step import RULE, corpus, credit_spans, evidence, payment
 from datanet_lab.provenance import file_sha256
 
 CREDIT_RTOL = 1e-9
@@ -73,12 +78,16 @@ def check_generations(run_dir: str | Path) -> list[GenerationCheck]:
         seq = {e.payload["sample_id"]: e.seq for e in book.entries("contribution")}
         entries = list(book.entries("generation_payment"))
     docs = corpus(dn, documents, indexed.vocab_size, seq)
-    context = {"dataset_version": dn.version, "index_sha256": indexed.corpus_sha256, "model_sha256": model_sha256}
+    terms = _pay_terms(run_dir)
+    context = {"dataset_version": dn.version, "index_sha256": indexed.corpus_sha256, "model_sha256": model_sha256,
+               "min_len": terms["gen_min_span"], "max_count": terms["gen_max_count"]}
+    generated = _generations(run_dir)
     checks = []
     paid_by: dict[str, int] = {}  # generation id -> the entry that paid it and re-checks
     for entry in entries:
         gen_id = entry.payload["generation_id"]
         problem = None if corpus_ok else "the index's documents are not the dataset's texts through the model's tokenizer"
+        problem = problem or _run_problem(entry.payload, generated, terms["generation_fee"])
         problem = problem or _payment_problem(entry.payload, matcher, docs, context)
         if not problem and gen_id in paid_by:
             problem = f"generation {gen_id} is paid again: entry {paid_by[gen_id]} paid it first"
@@ -86,6 +95,39 @@ def check_generations(run_dir: str | Path) -> list[GenerationCheck]:
             paid_by[gen_id] = entry.seq
         checks.append(GenerationCheck(entry.seq, gen_id, *_verdict(problem)))
     return checks
+
+
+def _pay_terms(run_dir: Path) -> dict[str, Any]:
+    """The pay step's parameters (``manifests/pay.json``): the span limits and the fee it paid by."""
+    path = run_dir / manifest.MANIFEST_DIR / "pay.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: the pay step's manifest is missing (no generation was paid in this run)")
+    return json.loads(path.read_text())["params"]
+
+
+def _generations(run_dir: Path) -> dict[str, dict[str, Any]]:
+    """``generations.jsonl`` by generation id, after checking its bytes against the generate step's
+    manifest (so a payment's token ids are compared with what the model generated)."""
+    path = run_dir / "generations.jsonl"
+    recorded = json.loads((run_dir / manifest.MANIFEST_DIR / "generate.json").read_text())["outputs"]["generations.jsonl"]
+    if file_sha256(path) != recorded:
+        raise AttributionError(f"{path}: SHA-256 {file_sha256(path)}, the generate step recorded {recorded}")
+    return {r["generation"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def _run_problem(paid: dict[str, Any], generated: dict[str, dict[str, Any]], fee: int) -> str | None:
+    """Whether the payment is for a generation the run made, with its token ids, at the run's fee."""
+    made = generated.get(paid["generation_id"])
+    if made is None:
+        return f"the run made no generation {paid['generation_id']!r} (generations.jsonl)"
+    for name in ("prompt_ids", "generated_ids"):
+        if paid["evidence"].get(name) != made[name]:
+            return f"evidence {name} differ from the run's generation {paid['generation_id']} in generations.jsonl"
+    if paid["fee"] != fee:
+        return f"fee {paid['fee']} units, the run pays {fee} per generation"
+    if paid["rule"] != RULE:
+        return f"rule {paid['rule'][:60]!r}... is not the run's credit rule"
+    return None
 
 
 def _verdict(problem: str | None) -> tuple[bool, str]:
@@ -104,9 +146,7 @@ def _payment_problem(paid: dict[str, Any], matcher: ReferenceSpanMatcher, docs: 
     except (KeyError, TypeError, ValueError) as error:
         return f"evidence cannot be re-run: {error!r}"
     credit = credit_spans(spans, generation.generated_ids, docs)
-    expected = payment(paid["generation_id"], paid["fee"], credit.credit,
-                       evidence(generation, spans, credit, docs, {**context, "min_len": proof["min_len"],
-                                                                   "max_count": proof["max_count"]}))
+    expected = payment(paid["generation_id"], paid["fee"], credit.credit, evidence(generation, spans, credit, docs, context))
     if proof["spans"] != expected["evidence"]["spans"]:
         return f"spans differ: the evidence lists {len(proof['spans'])}, the matcher finds {len(spans)} " \
                f"({_first_difference(proof['spans'], expected['evidence']['spans'])})"

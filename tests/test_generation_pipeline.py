@@ -162,7 +162,14 @@ def forgeries(entries: list[ledger.Entry], registered: set[str]) -> dict[str, tu
     ids = copy.deepcopy(spanned)
     first = ids["evidence"]["spans"][0]["start"]
     ids["evidence"]["generated_ids"][first] = (ids["evidence"]["generated_ids"][first] + 1) % 500 + 1
-    return {"offset": (offset, "spans differ"), "units": (moved, "payouts differ"), "generated_ids": (ids, "spans differ")}
+    fee = copy.deepcopy(spanned)
+    fee["fee"] += 1
+    fee["unallocated"] += 1
+    limits = copy.deepcopy(spanned)
+    limits["evidence"]["min_len"] += 1
+    return {"offset": (offset, "spans differ"), "units": (moved, "payouts differ"),
+            "generated_ids": (ids, "evidence generated_ids differ from the run's generation"),
+            "fee": (fee, "fee 1001 units, the run pays 1000"), "min_len": (limits, "evidence min_len is")}
 
 
 def test_forged_payments_are_reported_failed_naming_what_differs(tiny, tmp_path_factory, capsys):
@@ -194,7 +201,8 @@ def test_a_generation_paid_twice_fails_even_when_its_evidence_rechecks(tiny, tmp
     entries = payments(forged)
     original = next(e for e in entries if e.payload["payouts"])
     again = copy.deepcopy(original.payload)
-    again["evidence"]["prompt_ids"].append(again["evidence"]["prompt_ids"][-1])  # another statement, the same credit
+    contributor = next(iter(again["evidence"]["credit"]))
+    again["evidence"]["credit"][contributor] *= 1 + 1e-12  # another statement, the same credit within the checker's rtol
     with forged.ledger() as book:
         seq = book.append("generation_payment", PAYOUT_AUTHORITY, again).seq
     checks = {c.seq: c for c in check_generations(forged.directory)}
