@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 STAMP := $(VENV)/.datanet-lab-installed
 
-.PHONY: help install run run-text test test-fast lab notebooks bench clean-venv
+.PHONY: help install run run-text run-generation test test-fast lab notebooks bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ run: $(STAMP) ## run the default papermill batch on the digits Datanet into resu
 
 run-text: $(STAMP) ## run the text batch (notebook 07) on the full docstrings Datanet (1,540 texts) into results/
 	$(BIN)/datanet-lab run --text -p text_per_package 220 -p text_lds_subsets 12 -p text_ig_examples 4
+
+run-generation: $(STAMP) ## run the generation batch (notebook 08: GPT-2, span credit, LOCO over 2 seeds) at full size into results/
+	$(BIN)/datanet-lab run --generation -p gen_per_contributor 20 -p gen_epochs 12 -p gen_width 96 -p gen_vocab_size 3072 -p gen_prompts 12 -p gen_loco_seeds 2
 
 test: $(STAMP) ## run the whole test suite, nbval over notebooks/ included (the CI command)
 	$(BIN)/python -m pytest

@@ -18,6 +18,7 @@ BEHAVIOUR_COLOURS = {
     "paraphrase_sybil": "#66ccee",
     "off_topic": "#228833",
     "backdoor": "#222222",
+    "memorised": "#ee7733",
 }
 
 

@@ -66,6 +66,10 @@ DEFAULTS: dict[str, Any] = {
     "gen_max_count": 100,
     "generation_fee": 1000,
     "gen_loco_seeds": 1,
+    "inference_requests": 2000,
+    "inference_fee": 1000,
+    "rounds": 4,
+    "round_rows": 30,
 }
 MINILM_POSITIONS = 512
 """The longest input MiniLM's position embeddings cover."""
@@ -99,6 +103,10 @@ MINIMA: dict[str, tuple[int, str]] = {
     "gen_max_count": (1, ""),
     "generation_fee": (0, " units"),
     "gen_loco_seeds": (1, ""),
+    "inference_requests": (1, ""),
+    "inference_fee": (0, " units"),
+    "rounds": (3, " (the rounds plan's last event happens in round 3)"),
+    "round_rows": (1, ""),
     "reward_pool": (0, " units"),
 }
 """The integer parameters' lower bounds, each with the tail of its message."""
@@ -215,6 +223,13 @@ def check_fits(full: dict[str, Any], rows: int) -> None:
         raise ParameterError(
             f"n_contributors={full['n_contributors']}: more contributors than the {rows} training samples "
             f"dataset {full['dataset']!r} leaves (each contributor submits at least one)"
+        )
+    from datanet_lab.rounds import rows_needed  # the rounds plan imports these defaults
+
+    if rows_needed(full["rounds"], full["round_rows"]) > rows:
+        raise ParameterError(
+            f"rounds={full['rounds']}, round_rows={full['round_rows']}: the growing Datanet draws "
+            f"{rows_needed(full['rounds'], full['round_rows'])} rows, dataset {full['dataset']!r} leaves {rows}"
         )
     stakes = full["n_contributors"] * STAKE_UNITS
     if full["reward_pool"] + stakes > MAX_UNITS:

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ("01_build_datanet.ipynb", "02_train.ipynb", "03_attribute.ipynb", "04_ledger_and_payouts.ipynb",
-             "05_compare_methods.ipynb", "06_compare_mlp.ipynb")
+             "05_compare_methods.ipynb", "06_compare_mlp.ipynb", "09_inference_economy.ipynb")
 """The default batch (tabular Datanets)."""
 TEXT_NOTEBOOKS = ("07_text_datanet.ipynb",)
 """The text batch (``datanet-lab run --text``): a text Datanet on MiniLM, in ``<run>/text/``."""

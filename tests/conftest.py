@@ -13,6 +13,9 @@ TINY = {
     "lds_subsets": 20,
     "mlp_seeds": 2,
     "mlp_models": 2,
+    "inference_requests": 200,
+    "rounds": 3,
+    "round_rows": 6,
 }
 
 

@@ -7,9 +7,9 @@ import nbformat
 import pytest
 
 from datanet_lab.params import DEFAULTS, RUN_DIR
-from datanet_lab.runner import NOTEBOOK_DIR, NOTEBOOKS, TEXT_NOTEBOOKS, declared_parameters
+from datanet_lab.runner import GENERATION_NOTEBOOKS, NOTEBOOK_DIR, NOTEBOOKS, TEXT_NOTEBOOKS, declared_parameters
 
-ALL = (*NOTEBOOKS, *TEXT_NOTEBOOKS)
+ALL = (*NOTEBOOKS, *TEXT_NOTEBOOKS, *GENERATION_NOTEBOOKS)
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -27,7 +27,7 @@ def test_parameters_cell_is_the_first_code_cell(name):
     assert "parameters" in first_code.metadata.get("tags", [])
 
 
-def test_the_notebook_directory_holds_exactly_the_two_batches():
+def test_the_notebook_directory_holds_exactly_the_three_batches():
     assert sorted(p.name for p in NOTEBOOK_DIR.glob("*.ipynb")) == sorted(ALL)
 
 

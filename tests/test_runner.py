@@ -29,7 +29,9 @@ def test_run_writes_every_output(two_runs):
         assert (run / name).is_file(), name
     figures = {p.stem for p in (run / "figures").glob("*.png")}
     assert figures == {"training_curves", "contributor_credit", "top_influential_samples", "integrated_gradients", "payouts",
-                       "lds_by_method", "removal_curves", "cost_vs_lds", "mlp_lds_by_method", "mlp_removal_curves"}
+                       "lds_by_method", "removal_curves", "cost_vs_lds", "mlp_lds_by_method", "mlp_removal_curves",
+                       "rounds_earnings"}
+    assert {p.name for p in (run / "inference" / "figures").glob("*.png")} == {"earnings.png", "dust.png"}
     assert (run / "comparison" / "comparison.csv").is_file()
     assert (run / "comparison_mlp" / "comparison.csv").is_file()
     assert (run.parent / "latest").resolve() == two_runs[1].resolve()
@@ -49,7 +51,8 @@ def test_metrics_and_payouts_agree_with_the_ledger(two_runs, tiny_params):
         paid = {e.payload["contributor"]: e.payload["amount"] for e in book.entries("payout")}
         kinds = {e.kind for e in book.entries()}
     assert paid == dict(zip(payouts["contributor"], payouts["payout"]))
-    assert kinds == ledger.KINDS - {"sweep_run"}  # sweep_run entries go to a sweep's ledger
+    # sweep_run entries go to a sweep's ledger, generation payments to a generation run's
+    assert kinds == ledger.KINDS - {"sweep_run", "generation_payment"}
     assert 0.5 < metrics["test_accuracy"] <= 1.0
 
 
