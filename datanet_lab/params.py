@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
     "text_ig_examples": 2,
     "text_lds_subsets": 8,
     "gen_scenario": DEFAULT_LM_SCENARIO,
-    "gen_per_contributor": 8,
+    "gen_per_contributor": 6,
     "gen_epochs": 10,
     "gen_width": 64,
     "gen_vocab_size": 2048,
@@ -223,13 +223,6 @@ def check_fits(full: dict[str, Any], rows: int) -> None:
         raise ParameterError(
             f"n_contributors={full['n_contributors']}: more contributors than the {rows} training samples "
             f"dataset {full['dataset']!r} leaves (each contributor submits at least one)"
-        )
-    from datanet_lab.rounds import rows_needed  # the rounds plan imports these defaults
-
-    if rows_needed(full["rounds"], full["round_rows"]) > rows:
-        raise ParameterError(
-            f"rounds={full['rounds']}, round_rows={full['round_rows']}: the growing Datanet draws "
-            f"{rows_needed(full['rounds'], full['round_rows'])} rows, dataset {full['dataset']!r} leaves {rows}"
         )
     stakes = full["n_contributors"] * STAKE_UNITS
     if full["reward_pool"] + stakes > MAX_UNITS:

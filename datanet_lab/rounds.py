@@ -148,10 +148,26 @@ def rows_needed(rounds: int, batch_rows: int) -> int:
     return sum(batch_size(m, r, batch_rows) for r in range(1, rounds + 1) for m in CAST if m.role != "duplicate")
 
 
+def fitting_batch_rows(dataset: str, label_column: str, rounds: int, wanted: int) -> int:
+    """The largest batch size ``<= wanted`` whose plan over ``rounds`` rounds fits the rows
+    ``dataset`` leaves to contributors (the held-out test set's size does not depend on the seed).
+
+    Raises:
+        ParameterError: not even one row per batch fits.
+    """
+    pool = len(split_test(load_table(dataset, label_column), TEST_FRACTION, 0)[0])
+    fitting = [b for b in range(1, wanted + 1) if rows_needed(rounds, b) <= pool]
+    if not fitting:
+        raise ParameterError(f"rounds={rounds}: dataset {dataset!r} leaves {pool} rows, fewer than the plan needs "
+                             f"with one row per batch ({rows_needed(rounds, 1)})")
+    return fitting[-1]
+
+
 def run_rounds(directory: str | Path, rounds: int = 4, seed: int = 0, dataset: str = "digits", model: str = "logreg",
                epochs: int = DEFAULTS["epochs"], batch_rows: int = 30, noise_rate: float = DEFAULTS["noise_rate"],
                poison_rate: float = 0.5, reward_pool: int = DEFAULTS["reward_pool"], attribution_method: str = "tracin_fast",
-               reputation: bool = True, on_round: Callable[[RoundState], None] | None = None) -> RoundsResult:
+               reputation: bool = True, on_round: Callable[[RoundState], None] | None = None,
+               label_column: str = "") -> RoundsResult:
     """Grow a Datanet over ``rounds`` rounds in the fresh ``directory`` by the module's plan.
 
     One ledger (``directory/ledger.sqlite``) and one keystore (``directory/keystore/``), keys
@@ -170,7 +186,7 @@ def run_rounds(directory: str | Path, rounds: int = 4, seed: int = 0, dataset: s
     started = time.perf_counter()
     _check(rounds, seed, model, epochs, batch_rows, noise_rate, poison_rate, reward_pool, attribution_method,
            reputation, on_round)
-    table = load_table(dataset)
+    table = load_table(dataset, label_column)
     pool, test = split_test(table, TEST_FRACTION, seed)
     if rows_needed(rounds, batch_rows) > len(pool):
         raise ParameterError(f"rounds={rounds}, batch_rows={batch_rows}: the plan draws {rows_needed(rounds, batch_rows)} "

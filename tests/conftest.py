@@ -15,7 +15,6 @@ TINY = {
     "mlp_models": 2,
     "inference_requests": 200,
     "rounds": 3,
-    "round_rows": 6,
 }
 
 

@@ -221,3 +221,13 @@ def test_a_directory_that_holds_a_run_is_refused_unchanged(runs):
         reputation_effect(result, other)
     with pytest.raises(ValueError, match="reputation"):
         reputation_effect(runs[0][False], result)
+
+
+def test_batch_rows_shrink_to_what_a_small_dataset_leaves():
+    from datanet_lab.rounds import fitting_batch_rows, rows_needed
+
+    assert fitting_batch_rows("digits", "", 4, 30) == 30  # 1,437 rows leave room for 30 per batch
+    fitted = fitting_batch_rows("wine", "", 3, 30)  # 142 rows for contributors
+    assert fitted < 30 and rows_needed(3, fitted) <= 142 < rows_needed(3, fitted + 1)
+    with pytest.raises(ParameterError, match="fewer than the plan needs"):
+        fitting_batch_rows("wine", "", 40, 30)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import struct
 import threading
 from fractions import Fraction
@@ -106,19 +105,6 @@ def test_a_bad_account_state_is_named():
         account = FeeAccount()
         account.charge({"contributors": 5}, {"c0": 1.0})
         earnings_table(account, [])
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_params):
-    """A tiny finished logreg run (never served: tests serve copies)."""
-    run = pipeline.open_run(str(tmp_path_factory.mktemp("built")), **tiny_params)
-    pipeline.attribute(run)
-    return run.directory
-
-
-@pytest.fixture
-def run_dir(built, tmp_path) -> Path:
-    return Path(shutil.copytree(built, tmp_path / "run"))
 
 
 def _inputs(run_dir: Path, n: int) -> np.ndarray:

@@ -23,19 +23,6 @@ from datanet_lab.serving.sim import request_inputs, serve_sim
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory, tiny_params):
-    """A tiny finished logreg run (never served: tests serve copies)."""
-    run = pipeline.open_run(str(tmp_path_factory.mktemp("built")), **tiny_params)
-    pipeline.attribute(run)
-    return run.directory
-
-
-@pytest.fixture
-def run_dir(built, tmp_path) -> Path:
-    return Path(shutil.copytree(built, tmp_path / "run"))
-
-
 def _head(run_dir: Path) -> tuple[int, str]:
     with ledger.Ledger(run_dir / "ledger.sqlite") as book:
         return len(book), book.head().hash
