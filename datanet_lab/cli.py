@@ -52,8 +52,9 @@ def _run(args: argparse.Namespace) -> int:
             print(pd.read_csv(run_dir / table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     payouts = pd.read_csv(run_dir / "payouts.csv", keep_default_na=False)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    print(f"test accuracy {metrics['test_accuracy']:.4f}; ledger: {metrics['ledger']['entries']} entries, "
-          f"head {metrics['ledger']['head_hash']}")
+    report = ledger.verify(run_dir / "ledger.sqlite")  # after the whole batch (notebook 09 extends the payout's ledger)
+    print(f"test accuracy {metrics['test_accuracy']:.4f}; ledger: {report.entries} entries, head {report.head_hash}, "
+          f"{'verified' if report.ok else 'FAILED verification: ' + str(report)}")
     print(payouts.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
 

@@ -46,8 +46,11 @@ def test_metrics_and_payouts_agree_with_the_ledger(two_runs, tiny_params):
     assert {"contributor", "behaviour", "accepted", "rejected", "attribution", "payout"} <= set(payouts.columns)
     assert payouts["payout"].sum() == tiny_params["reward_pool"] + payouts["slashed"].sum()  # slashed stakes join the pool
     report = ledger.verify(run / "ledger.sqlite")
-    assert report.ok and metrics["ledger"] == {"entries": report.entries, "head_hash": report.head_hash, "verified": True}
+    assert report.ok and metrics["ledger"]["verified"]
     with ledger.Ledger(run / "ledger.sqlite") as book:
+        # metrics.json records the ledger when epoch 1 was paid; notebook 09's inference epoch extends it
+        assert book.entry(metrics["ledger"]["entries"]).hash == metrics["ledger"]["head_hash"]
+        assert report.entries > metrics["ledger"]["entries"]
         paid = {e.payload["contributor"]: e.payload["amount"] for e in book.entries("payout") if e.payload["epoch"] == 1}
         kinds = {e.kind for e in book.entries()}
     assert paid == dict(zip(payouts["contributor"], payouts["payout"]))
