@@ -61,13 +61,18 @@ class Attribution:
     features: attribution.FeatureAttributions
 
 
+def training_task(dn: Datanet, trained: TrainResult) -> attribution.AttributionTask:
+    """The attribution task of a tabular run: its trained model, accepted rows and checkpoints."""
+    return attribution.AttributionTask(trained.model, torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y),
+                                       trained.checkpoints, load_checkpoint)
+
+
 def score(dn: Datanet, trained: TrainResult, method: str, seed: int) -> Scores:
     """IG of the test set on the trained weights, then ``method`` (a registry name, seeded by
     ``seed``) over the training checkpoints."""
-    train_x, train_y = torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y)
     test_x, test_y = torch.from_numpy(dn.test_x), torch.from_numpy(dn.test_y)
-    features = attribution.integrated_gradients(trained.model, test_x, train_x.mean(dim=0))
-    task = attribution.AttributionTask(trained.model, train_x, train_y, trained.checkpoints, load_checkpoint)
+    task = training_task(dn, trained)
+    features = attribution.integrated_gradients(trained.model, test_x, task.train_x.mean(dim=0))
     attributor = attribution.make_attributor(method, seed)
     scores = attributor.fit(task).scores(test_x, test_y)
     return Scores(attributor.name, scores, features)

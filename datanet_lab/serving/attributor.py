@@ -31,7 +31,6 @@ import torch
 
 from attribution import AttributionTask, FastGradientDot, FastTracIn, shared_credit
 from attribution.fast_tracin import GradientFactors
-from datanet.models import load_checkpoint
 from datanet_lab.pipeline import attribute_step
 from datanet_lab.pipeline.build_step import datanet
 from datanet_lab.pipeline.run import Run
@@ -202,9 +201,7 @@ class QueryAttributor:
         for column, expected in (("sample_id", dn.train_ids), ("contributor", dn.train_contributors)):
             if samples[column].astype(str).tolist() != [str(v) for v in expected]:
                 raise ServingError(f"{where}: column {column!r} does not list the Datanet's training rows in order")
-        task = AttributionTask(trained.model, torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y),
-                               trained.checkpoints, load_checkpoint)
-        return cls(task, run.params["attribution_method"], dn.train_contributors, dn.contributors,
+        return cls(attribute_step.training_task(dn, trained), run.params["attribution_method"], dn.train_contributors, dn.contributors,
                    samples["cluster"].to_numpy(), attribute_step.submission_order(run, dn))
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
