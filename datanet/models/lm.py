@@ -202,7 +202,12 @@ def lm_loss(model: GPT2LMHeadModel, input_ids: torch.Tensor, attention_mask: tor
     given positions ``<= t`` unless it is ``IGNORE``. The per-document gradient of attribution
     methods is the gradient of this on a document's windows (:func:`document_windows`).
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (n, L, V)
+    return row_nll(model(input_ids=input_ids, attention_mask=attention_mask).logits, labels)
+
+
+def row_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` summed next-token NLL of each row from ``logits (n, L, V)`` and ``labels (n, L)``
+    (``labels[:, t + 1]`` scored from position ``t``; ``IGNORE`` positions excluded)."""
     targets = labels[:, 1:]  # (n, L - 1)
     nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets.clamp(min=0), reduction="none")  # (n, L - 1)
     return (nll * (targets != IGNORE)).sum(1)
@@ -290,9 +295,7 @@ class LogitsOnly(torch.nn.Module):
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Summed next-token NLL (nats) of a batch, a scalar: the loss :func:`lm_loss` sums per row,
     from ``logits (n, L, V)`` and ``labels (n, L)`` (``IGNORE`` positions excluded)."""
-    targets = labels[:, 1:]
-    nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets.clamp(min=0), reduction="none")
-    return (nll * (targets != IGNORE)).sum()
+    return row_nll(logits, labels).sum()
 
 
 def checkpoint_loader(config: LMConfig, n_windows: int) -> Callable[[LogitsOnly, str], float]:
