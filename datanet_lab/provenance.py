@@ -4,16 +4,22 @@ output hashes."""
 from __future__ import annotations
 
 import hashlib
+import json
+import platform
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import ledger
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-UNHASHED = ("*.ipynb", "ledger.sqlite*")
-"""Left out of output hashes: executed notebooks hold timings, and SQLite pages are not canonical
-(the run ledger is pinned by its head hash instead)."""
+ENVIRONMENT_FILE = "environment.json"
+"""Where a run directory records the environment it ran in (:func:`environment_record`)."""
+UNHASHED = ("*.ipynb", "ledger.sqlite*", ENVIRONMENT_FILE)
+"""Left out of output hashes: executed notebooks hold timings, SQLite pages are not canonical
+(the run ledger is pinned by its head hash instead), and the environment is compared apart."""
+LOCK_FILE = "requirements.lock"
 LEDGER_HEAD = "ledger.sqlite#head"
 PACKAGES = ("datanet", "attribution", "ledger", "datanet_lab")
 
@@ -27,10 +33,38 @@ def git_commit(root: Path = REPO_ROOT) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+def installed_packages() -> dict[str, str]:
+    """``{name: version}`` of every installed distribution, names lower-cased, sorted by name."""
+    return dict(sorted({d.metadata["Name"].lower(): d.version for d in metadata.distributions()}.items()))
+
+
 def packages_sha256() -> str:
     """SHA-256 of the sorted ``name==version`` lines of every installed distribution."""
-    lines = sorted({f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions()})
+    lines = [f"{name}=={version}" for name, version in installed_packages().items()]
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def environment_record(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """Where a run executes: Python, platform, the code (commit and source hash), the lock file's
+    hash and the exact version of every installed package."""
+    lock = root / LOCK_FILE
+    return {"python": platform.python_version(), "platform": platform.platform(), "git_commit": git_commit(root),
+            "code_sha256": code_sha256(root), "lock_sha256": file_sha256(lock) if lock.is_file() else None,
+            "packages": installed_packages()}
+
+
+def write_environment(run_dir: Path) -> dict[str, Any]:
+    """Record :func:`environment_record` in ``run_dir/environment.json`` and return it."""
+    record = environment_record()
+    (Path(run_dir) / ENVIRONMENT_FILE).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return record
+
+
+def package_differences(recorded: dict[str, str], current: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:
+    """``{name: (recorded version, current version)}`` for every package installed on one side only
+    or at another version (``None`` = not installed)."""
+    return {name: (recorded.get(name), current.get(name)) for name in sorted(set(recorded) | set(current))
+            if recorded.get(name) != current.get(name)}
 
 
 def code_sha256(root: Path = REPO_ROOT) -> str:

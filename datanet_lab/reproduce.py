@@ -89,12 +89,19 @@ def _flat(metrics: dict[str, Any] | None) -> dict[str, Any]:
 
 def _environment(record: dict[str, Any]) -> dict[str, Any]:
     return {"git_commit": record["git_commit"], "code_sha256": record["code_sha256"], "packages_sha256": record["packages_sha256"],
-            **{f"notebook {nb['name']}": nb["sha256"] for nb in record["notebooks"]}}
+            **{f"notebook {nb['name']}": nb["sha256"] for nb in record["notebooks"]},
+            **_package_rows(record.get("packages", {}))}
 
 
 def _environment_now(outcome: Outcome, notebooks: tuple[Path, ...]) -> dict[str, Any]:
     return {"git_commit": outcome.git_commit, "code_sha256": outcome.code_sha256, "packages_sha256": outcome.packages_sha256,
-            **{f"notebook {nb.name}": provenance.file_sha256(nb) for nb in notebooks if nb.is_file()}}
+            **{f"notebook {nb.name}": provenance.file_sha256(nb) for nb in notebooks if nb.is_file()},
+            **_package_rows(outcome.packages)}
+
+
+def _package_rows(packages: dict[str, str]) -> dict[str, str]:
+    """One ``package NAME`` environment row per installed package: its exact version."""
+    return {f"package {name}": version for name, version in packages.items()}
 
 
 def _compare(kind: str, recorded: dict[str, Any], reproduced: dict[str, Any]) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import papermill
 import yaml
 
 from datanet import BUILTIN_DATASETS, DatanetError
+from datanet_lab import provenance
 from datanet_lab.params import DOCSTRINGS, RUN_DIR, ParameterError, check
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def run_batch(params: dict[str, Any], out: str | Path = "results", notebook_dir:
     partial = out / f".partial-{run_id}"
     partial.mkdir()
     (partial / "params.yaml").write_text(yaml.safe_dump(full, sort_keys=True))
+    provenance.write_environment(partial)
     try:
         execute_chain(notebooks, full, partial)
     except NotebookFailed as exc:

@@ -60,5 +60,9 @@ def _reproduce(args: argparse.Namespace) -> int:
     mismatched = rows[~rows["match"]]
     if len(mismatched):
         print(mismatched.to_string(index=False))
+    packages = mismatched[mismatched["name"].str.startswith("package ")]
+    if len(packages):
+        print(f"the environment differs from the recorded one in {len(packages)} package(s) (listed above): "
+              f"numbers are reproducible for the locked set (make install from requirements.lock)")
     print("REPRODUCED" if comparison.ok else "NOT REPRODUCED")
     return 0 if comparison.ok else 1

@@ -53,6 +53,8 @@ class Outcome:
     git_commit: str | None
     packages_sha256: str
     code_sha256: str
+    packages: dict[str, str] = field(default_factory=dict)
+    """``{name: version}`` of every installed package (:func:`provenance.installed_packages`)."""
     outputs: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     failure: dict[str, Any] | None = None
@@ -73,6 +75,7 @@ def execute(task: Task) -> Outcome:
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
         (partial / "params.yaml").write_text(yaml.safe_dump(task.params, sort_keys=True))
+        provenance.write_environment(partial)
         try:
             execute_chain(task.notebooks, task.params, partial, task.kernel)
             failure = None
@@ -97,10 +100,10 @@ def execute(task: Task) -> Outcome:
     )
 
 
-def environment() -> dict[str, str | None]:
+def environment() -> dict[str, Any]:
     """The :class:`Outcome` fields that describe where a run executed."""
     return {"git_commit": provenance.git_commit(), "packages_sha256": provenance.packages_sha256(),
-            "code_sha256": provenance.code_sha256()}
+            "code_sha256": provenance.code_sha256(), "packages": provenance.installed_packages()}
 
 
 def _last_notebook(run_dir: Path, notebooks: tuple[Path, ...]) -> str:

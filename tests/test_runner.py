@@ -25,7 +25,7 @@ def two_runs(tmp_path_factory, tiny_params):
 @pytest.mark.slow
 def test_run_writes_every_output(two_runs):
     run = two_runs[0]
-    for name in (*NOTEBOOKS, "params.yaml", "metrics.json", "payouts.csv", "ledger.sqlite"):
+    for name in (*NOTEBOOKS, "params.yaml", "environment.json", "metrics.json", "payouts.csv", "ledger.sqlite"):
         assert (run / name).is_file(), name
     figures = {p.stem for p in (run / "figures").glob("*.png")}
     assert figures == {"training_curves", "contributor_credit", "top_influential_samples", "integrated_gradients", "payouts",

@@ -1,8 +1,13 @@
 """``datanet-lab reproduce`` tells matching from differing metrics, hashes and notebooks
 (on a small notebook; a whole-chain run reproduces in test_sweep_runs.py)."""
 
+import json
+from importlib import metadata
+
+import pandas as pd
 import pytest
 
+from datanet_lab import provenance, reproduce
 from datanet_lab.cli import main
 from datanet_lab.sweep import run_sweep
 from datanet_lab.sweep_config import load
@@ -29,3 +34,30 @@ def test_reproduce_reports_what_differs_and_exits_1(write_sweep, write_notebook,
     # the commit and source hashes are not asserted: the tree may change while the test runs
     assert differing - {"git_commit", "code_sha256"} == {"noise", "metrics.json", "notebook"}  # "notebook check.ipynb"
     assert (tmp_path / "again" / run.name / "fixed.txt").read_text() == "seed 3"
+    recorded = json.loads((run / provenance.ENVIRONMENT_FILE).read_text())
+    assert recorded["packages"]["transformers"] == metadata.version("transformers")
+    assert "package transformers" not in differing  # same environment: no package row differs
+
+
+def test_package_differences_names_changed_added_and_removed_packages():
+    recorded = {"numpy": "2.4.6", "pandas": "3.1.1", "torch": "2.13.0"}
+    current = {"numpy": "2.4.6", "pandas": "3.2.0", "scipy": "1.17.0"}
+    assert provenance.package_differences(recorded, current) == {
+        "pandas": ("3.1.1", "3.2.0"), "scipy": (None, "1.17.0"), "torch": ("2.13.0", None)}
+
+
+def test_the_environment_record_pins_every_installed_package_and_the_lock():
+    record = provenance.environment_record()
+    assert record["packages"]["torch"] == metadata.version("torch")
+    assert len(record["packages"]) == len({d.metadata["Name"].lower() for d in metadata.distributions()})
+    assert record["lock_sha256"] == provenance.file_sha256(provenance.REPO_ROOT / provenance.LOCK_FILE)
+
+
+def test_reproduce_says_when_the_environment_differs(monkeypatch, tmp_path, capsys):
+    rows = pd.DataFrame([["metric", "loss", 1.0, 1.0, True],
+                         ["environment", "package transformers", "5.24.0", "5.25.0", False]], columns=reproduce.COLUMNS)
+    monkeypatch.setattr(reproduce, "reproduce", lambda run, out: reproduce.Comparison("r1", tmp_path, rows, None))
+    assert main(["reproduce", str(tmp_path)]) == 0  # the numbers match: reproduced, with a warning
+    out = capsys.readouterr().out
+    assert "package transformers 5.24.0 5.25.0" in " ".join(out.split())
+    assert "environment differs from the recorded one in 1 package(s)" in out and out.rstrip().endswith("REPRODUCED")
