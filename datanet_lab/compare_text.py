@@ -20,6 +20,7 @@ score on those, what share of the top ``k`` are the poisoned rows (precision@k) 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,7 +163,12 @@ def write(result: TextComparison, directory: Path) -> None:
 def sybil_gain(built: BuiltText, credit: pd.Series) -> pd.DataFrame:
     """Per paraphrase sybil: the contributor it copied, how many of its copies validation
     accepted, and its gain, ``(credit[copied] + credit[sybil]) / credit[copied]`` from contributor
-    ``credit`` (1 = the copies earned nothing; 2 = they doubled what the copied data earns)."""
+    ``credit`` (1 = the copies earned nothing; 2 = they doubled what the copied data earns).
+
+    Raises:
+        ValueError: a copied contributor's credit is not positive, or a credit is not finite: the
+            gain is then undefined (there is nothing the copies could be a multiple of).
+    """
     truth = built.ground_truth
     sybils = truth[truth["behaviour"] == "paraphrase_sybil"]
     accepted = built.datanet.decisions.set_index("sample_id")["accepted"].astype(bool)
@@ -170,5 +176,15 @@ def sybil_gain(built: BuiltText, credit: pd.Series) -> pd.DataFrame:
     for sybil, copies in sybils.groupby("contributor"):
         copied = truth.set_index("sample_id").loc[copies["source"].iloc[0], "contributor"]
         rows.append({"sybil": sybil, "copied": copied, "accepted_copies": int(accepted[copies["sample_id"]].sum()),
-                     "gain": float((credit[copied] + credit[sybil]) / credit[copied])})
+                     "gain": _gain(credit, sybil, copied)})
     return pd.DataFrame(rows, columns=["sybil", "copied", "accepted_copies", "gain"])
+
+
+def _gain(credit: pd.Series, sybil: str, copied: str) -> float:
+    """``(credit[copied] + credit[sybil]) / credit[copied]``, defined only for finite credit and a
+    positively credited ``copied`` (else :class:`ValueError` naming both and their credit)."""
+    alone, together = float(credit[copied]), float(credit[copied] + credit[sybil])
+    if not (math.isfinite(together) and alone > 0):
+        raise ValueError(f"the sybil gain of {sybil!r} is undefined: it copied {copied!r}, whose credit is {alone!r} "
+                         f"(with {sybil!r}'s: {together!r}); a gain needs finite credit and the copied contributor's > 0")
+    return together / alone

@@ -163,7 +163,13 @@ def study(dn: Datanet, contributor: str, config: TrainConfig, l2: float, directo
     ``retrain_value`` and ``beyond_duplicate`` (retraining; the same for both methods).
     ``directory`` receives checkpoints. A copier ratio is NaN when ``contributor``'s credit is not
     positive; the retraining figures are NaN when its rows do not lower the retrained test loss
-    (nothing to measure the copies' worth against)."""
+    (nothing to measure the copies' worth against).
+
+    Raises:
+        ValueError: ``contributor`` has no accepted rows, or no positive payout share without the
+            copies under some method and roll-up (the gain, a ratio to that share, is undefined);
+            raised before any copy is scored.
+    """
     rows = np.flatnonzero(dn.train_contributors == contributor)
     if not len(rows):
         raise ValueError(f"contributor {contributor!r} has no accepted rows in {dn.name!r}")
@@ -173,6 +179,7 @@ def study(dn: Datanet, contributor: str, config: TrainConfig, l2: float, directo
     worth = retrained_loss(dn, everyone[dn.train_contributors != contributor], l2, dn) - alone
     before = {m: score(dn, m, config, l2, directory / m / "base") for m in methods}
     shares = {(m, r): payout_share(credit(dn, before[m], r))[contributor] for m in methods for r in ROLLUPS}
+    _check_shares(contributor, shares)
     table = []
     for noise in noises:
         for k in identities:
@@ -196,6 +203,15 @@ def study(dn: Datanet, contributor: str, config: TrainConfig, l2: float, directo
                 row.update(value)
                 table.append(row)
     return pd.DataFrame(table)
+
+
+def _check_shares(contributor: str, shares: dict[tuple[str, str], float]) -> None:
+    """Raise :class:`ValueError` naming each ``(method, roll-up)`` under which ``contributor``'s
+    payout share without the copies, the sybil gain's denominator, is not positive."""
+    undefined = [f"{m} with the {r} roll-up" for (m, r), share in shares.items() if not share > 0]
+    if undefined:
+        raise ValueError(f"the sybil gain of {contributor!r} is undefined for {', '.join(undefined)}: "
+                         f"{contributor!r} has no positive credit without the copies, so there is no share to compare with")
 
 
 def natural_similarity(dn: Datanet, config: TrainConfig, directory: Path) -> np.ndarray:
