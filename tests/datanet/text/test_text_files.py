@@ -5,6 +5,7 @@ import pytest
 
 from datanet.errors import DataSourceError
 from datanet.text.files import load_text_file
+from datanet.text.validation import sample_reason
 
 ROWS = {"body": ["first text", "second text", "third text"], "tag": ["a", "b", "a"], "extra": [1, 2, 3]}
 
@@ -79,3 +80,46 @@ def test_fewer_than_two_classes(tmp_path):
     pd.DataFrame({"body": ["x", "y"], "tag": ["a", "a"]}).to_csv(path, index=False)
     with pytest.raises(DataSourceError, match="1 class"):
         load_text_file(path, "body", "tag")
+
+
+def test_jsonl_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_text('{"body": "x", "tag": "a"}\n{"body": "y", "tag": "b"}\n', encoding="utf-8-sig")
+    assert path.read_bytes().startswith(b"\xef\xbb\xbf")
+    assert load_text_file(path, "body", "tag").texts == ("x", "y")
+
+
+def test_an_empty_jsonl_file_is_called_empty(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n  \n")
+    with pytest.raises(DataSourceError, match=r"empty.jsonl is empty: it holds no JSON object line"):
+        load_text_file(path, "body", "tag")
+
+
+def test_deeply_nested_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"body": "x", "tag": "a"}\n{"body": ' + "[" * 100_000 + "]" * 100_000 + ', "tag": "b"}\n')
+    with pytest.raises(DataSourceError, match=r"deep.jsonl line 2 nests JSON arrays or objects too deeply"):
+        load_text_file(path, "body", "tag")
+
+
+def test_csv_text_cells_are_texts_as_written_and_bad_ones_left_to_validation(tmp_path):
+    path = tmp_path / "cells.csv"
+    path.write_text("body,tag\nhello there,a\n,b\n42,a\n007,b\n")
+    table = load_text_file(path, "body", "tag")
+    assert table.texts == ("hello there", "", "42", "007")
+    assert table.labels == ("a", "b", "a", "b")
+    reasons = [sample_reason(t, label, set(table.label_set))[0] for t, label in zip(table.texts, table.labels)]
+    assert reasons == ["", "empty or whitespace-only", "", ""]
+
+
+def test_a_csv_text_column_of_numbers_is_read_as_text(tmp_path):
+    path = tmp_path / "numbers.csv"
+    path.write_text("body,tag\n1,a\n2.50,b\n-3,a\n")
+    assert load_text_file(path, "body", "tag").texts == ("1", "2.50", "-3")
+
+
+def test_a_null_or_missing_jsonl_text_is_an_empty_text(tmp_path):
+    path = tmp_path / "null.jsonl"
+    path.write_text('{"body": "x", "tag": "a"}\n{"body": null, "tag": "b"}\n{"tag": "a"}\n')
+    assert load_text_file(path, "body", "tag").texts == ("x", "", "")
