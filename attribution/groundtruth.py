@@ -2,18 +2,21 @@
 
 A *retrainer* is any picklable callable ``(train_indices, seed) -> Outcome`` (e.g.
 :class:`datanet.convex.LogRegRetrainer`); :class:`RetrainCache` runs it in worker processes and
-caches each outcome by (subset hash, seed), in memory and optionally as ``.npz`` files, so LOCO,
-Shapley and LDS share retrains. Signs follow the package: positive = the data helped (lowered
-test loss).
+caches each outcome by (subset hash, seed), in memory and optionally as ``.npz`` files kept under
+the retrainer's fingerprint (:func:`retrainer_fingerprint`: its class and every field, training
+and test data included), so LOCO, Shapley and LDS share retrains and a retrainer with other
+parameters or data never reads another's. Signs follow the package: positive = the data helped
+(lowered test loss).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import math
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -31,20 +34,64 @@ def subset_key(indices: np.ndarray, seed: int) -> str:
     return f"{hashlib.sha256(unique.tobytes()).hexdigest()[:24]}-s{seed}"
 
 
+def retrainer_fingerprint(retrainer: object) -> str:
+    """SHA-256 of what a retrainer computes from: its class and, recursively, every dataclass field
+    (arrays by dtype, shape and bytes; numbers, strings, tuples, lists, mappings by value). Fields
+    that are not dataclass fields (a ``cached_property``, a counter) do not count; code does not.
+
+    Raises:
+        TypeError: the retrainer is not a dataclass, or a field holds a value of another type.
+    """
+    if not dataclasses.is_dataclass(retrainer) or isinstance(retrainer, type):
+        raise TypeError(f"a cached retrainer must be a dataclass instance (its fields are its cache key), "
+                        f"got {type(retrainer).__qualname__}")
+    digest = hashlib.sha256()
+    for chunk in _chunks(retrainer, type(retrainer).__qualname__):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _chunks(value: object, where: str) -> Iterator[bytes]:
+    """The bytes :func:`retrainer_fingerprint` hashes for ``value`` (named ``where`` in errors)."""
+    yield f"{type(value).__module__}.{type(value).__qualname__}(".encode()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield f"{field.name}=".encode()
+            yield from _chunks(getattr(value, field.name), f"{where}.{field.name}")
+    elif isinstance(value, np.ndarray) and not value.dtype.hasobject:
+        yield f"{value.dtype.str}{value.shape}".encode()
+        yield np.ascontiguousarray(value).tobytes()
+    elif isinstance(value, (tuple, list)):
+        for k, item in enumerate(value):
+            yield from _chunks(item, f"{where}[{k}]")
+    elif isinstance(value, Mapping):
+        for key in sorted(value, key=repr):
+            yield f"{key!r}:".encode()
+            yield from _chunks(value[key], f"{where}[{key!r}]")
+    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
+        text = repr(value).encode()
+        yield b"%d:%s" % (len(text), text)  # length-prefixed: no two values share an encoding
+    else:
+        raise TypeError(f"cannot fingerprint the retrainer's {where} (type {type(value).__qualname__}): fields "
+                        f"must be dataclasses, arrays, numbers, strings, tuples, lists or mappings")
+    yield b")"
+
+
 class RetrainCache:
     """Retrains on subsets in ``workers`` processes (1 = in this process), caching every outcome.
 
     Args:
         retrainer: ``(indices, seed) -> Outcome``; must be picklable when ``workers > 1``.
         workers: worker processes (default 2), kept until :meth:`close` (or the ``with`` block ends).
-        cache_dir: where outcomes are kept as ``<subset_key>.npz`` across runs (optional).
+        cache_dir: where outcomes are kept across runs as ``<retrainer fingerprint>/<subset_key>.npz``
+            (optional; the retrainer must then be a dataclass, see :func:`retrainer_fingerprint`).
     """
 
     def __init__(self, retrainer: Retrainer, workers: int = 2, cache_dir: str | Path | None = None) -> None:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
         self.retrainer, self.workers = retrainer, workers
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache_dir = Path(cache_dir) / retrainer_fingerprint(retrainer)[:32] if cache_dir is not None else None
         self._memory: dict[str, Outcome] = {}
         self._pool: ProcessPoolExecutor | None = None
         self.retrains = 0  # retrains actually run (cache misses)

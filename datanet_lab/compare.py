@@ -82,7 +82,9 @@ def compare(p: Problem, methods: list[attribution.Attributor], directory: Path, 
     ``removal=False`` skip the leave-one-contributor-out retrains (``loco_corr`` NaN) and the
     removal curves (no ``removal_<f>`` columns), for models whose retrains are costly. ``test``
     is ``(inputs, class indices)`` as ``target``'s model takes them (default: ``p``'s test
-    features). Retrains are cached under ``directory / "retrains"``."""
+    features). Retrains are cached under ``directory / "retrains"`` by the retrainer's parameters and
+    data (:func:`~attribution.groundtruth.retrainer_fingerprint`), the subset and the seed: a
+    directory reused with another problem or ``l2`` retrains rather than reading the old losses."""
     target = task(p, directory) if target is None else target
     retrain = retrainer(p) if retrain is None else retrain
     test = (torch.from_numpy(p.test_x.astype(np.float32)), torch.from_numpy(p.test_y)) if test is None else test

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -63,6 +65,20 @@ def test_files_are_written(wine, tmp_path):
     written = pd.read_csv(tmp_path / "comparison.csv")
     assert list(written["method"]) == ["influence_exact", "tracin_fast", "random"]
     assert pd.read_csv(tmp_path / "lds_per_test.csv").shape[1] == 4
+
+
+def test_retrains_cached_in_a_directory_are_reused_only_for_the_same_problem_and_l2(wine, tmp_path):
+    p, result, directory = wine
+    methods = [attribution.RandomScores(0)]
+    kept = dict(n_subsets=30, seed=0, workers=1, removal=False)
+    again = compare.compare(p, methods, directory, **kept)
+    assert again.diagnostics["retrains"] == 0  # every retrain the fixture ran is reused
+    np.testing.assert_allclose(again.lds["random"], result.lds["random"])
+    needed = compare.compare(p, methods, tmp_path, **kept).diagnostics["retrains"]  # in an empty directory
+    for other in (dataclasses.replace(p, l2=1.0), dataclasses.replace(p, test_y=(p.test_y + 1) % p.n_classes)):
+        changed = compare.compare(other, methods, directory, **kept)
+        assert changed.diagnostics["retrains"] == needed  # none reused
+        assert not np.allclose(changed.lds["random"], result.lds["random"])
 
 
 def test_copies_gain_with_summed_credit_and_not_once_the_earliest_submission_keeps_a_cluster(tmp_path):

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
 import numpy as np
 import pytest
 
-from attribution.groundtruth import (RetrainCache, exact_shapley, loco, permutation_shapley, random_subsets, subset_key,
-                                     subset_losses)
+from attribution.groundtruth import (RetrainCache, exact_shapley, loco, permutation_shapley, random_subsets,
+                                     retrainer_fingerprint, subset_key, subset_losses)
 from datanet.convex import LogRegRetrainer, Outcome
 
 VALUES = np.array([0.5, -0.2, 1.0, 0.3, 0.0, 0.7])
 
 
+@dataclasses.dataclass
 class _Game:
     """Test loss = 1 - Σ of included sample values (+ an interaction of samples 0 and 2); counts calls."""
 
-    def __init__(self, interaction: float = 0.0) -> None:
-        self.calls, self.interaction = 0, interaction
+    interaction: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.calls = 0  # not a field: not part of the cache key
 
     def __call__(self, indices: np.ndarray, seed: int = 0) -> Outcome:
         self.calls += 1
@@ -47,6 +51,48 @@ def test_cache_retrains_each_subset_once_and_persists(tmp_path):
     assert fresh_game.calls == 0
     np.testing.assert_allclose(again[0].loss, first[0].loss)
     assert not list(tmp_path.glob(".*"))  # no partial files left
+
+
+def _logreg(l2: float = 1e-2, shift: float = 0.0) -> LogRegRetrainer:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    return LogRegRetrainer(x + shift, y, x[:6], y[:6], 2, l2)
+
+
+@pytest.mark.parametrize("other", [_logreg(l2=1.0), _logreg(shift=0.5)], ids=["l2", "training_data"])
+def test_a_cache_directory_is_reused_only_by_a_retrainer_with_the_same_parameters_and_data(tmp_path, other):
+    subsets = [np.arange(40), np.arange(0, 40, 2)]
+    first = RetrainCache(_logreg(), workers=1, cache_dir=tmp_path)
+    losses = [o.loss for o in first.outcomes(subsets)]
+    same = RetrainCache(_logreg(), workers=1, cache_dir=tmp_path)
+    np.testing.assert_array_equal([o.loss for o in same.outcomes(subsets)], losses)
+    assert same.retrains == 0
+    changed = RetrainCache(other, workers=1, cache_dir=tmp_path)
+    outcomes = changed.outcomes(subsets)
+    assert changed.retrains == 2
+    for outcome, subset, old in zip(outcomes, subsets, losses):
+        np.testing.assert_allclose(outcome.loss, other(subset).loss, rtol=1e-12)
+        assert not np.allclose(outcome.loss, old)
+
+
+def test_the_fingerprint_covers_every_field_and_ignores_what_a_retrain_caches():
+    retrainer = _logreg()
+    before = retrainer_fingerprint(retrainer)
+    retrainer(np.arange(20))  # computes and keeps the cached full-data fit
+    assert retrainer_fingerprint(retrainer) == before == retrainer_fingerprint(_logreg())
+    test_y = retrainer.test_y.copy()
+    test_y[0] = 1 - test_y[0]
+    for changed in (dataclasses.replace(retrainer, test_y=test_y), dataclasses.replace(retrainer, tol=1e-6),
+                    dataclasses.replace(retrainer, train_x=retrainer.train_x.astype(np.float32))):
+        assert retrainer_fingerprint(changed) != before
+
+
+def test_a_cache_directory_refuses_a_retrainer_it_cannot_fingerprint(tmp_path):
+    with pytest.raises(TypeError, match="must be a dataclass instance.*got function"):
+        RetrainCache(lambda indices, seed: _Game()(indices, seed), workers=1, cache_dir=tmp_path)
+    with pytest.raises(TypeError, match=r"_Game.interaction \(type object\)"):
+        RetrainCache(_Game(interaction=object()), workers=1, cache_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 @pytest.mark.slow
