@@ -6,7 +6,6 @@ stays text) because judging rows is the validators' job, not the loader's.
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ BUILTIN_DATASETS: dict[str, Callable[[], Any]] = {
     "breast_cancer": sk_datasets.load_breast_cancer,
 }
 IMAGE_SHAPES = {"digits": (8, 8)}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+"""The largest finite float32: models compute in float32, where a larger magnitude becomes inf."""
 FILE_SUFFIXES = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
 
 
@@ -49,8 +50,9 @@ class Table:
         return len(self.labels)
 
     def valid_rows(self) -> np.ndarray:
-        """Boolean mask (n_rows,) of rows whose features are all finite numbers and label valid."""
-        finite = np.array([all(is_finite_number(v) for v in row) for row in self.features], dtype=bool)
+        """Boolean mask (n_rows,) of rows whose features are all numbers float32 holds finitely
+        (:func:`is_float32_value`) and whose label is valid."""
+        finite = np.array([all(is_float32_value(v) for v in row) for row in self.features], dtype=bool)
         in_set = pd.Series(self.labels).isin(self.label_set).to_numpy()
         return finite & in_set
 
@@ -60,8 +62,10 @@ def is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def is_finite_number(value: Any) -> bool:
-    return is_number(value) and math.isfinite(value)
+def is_float32_value(value: Any) -> bool:
+    """A number that float32, the models' precision, holds as a finite value (NaN, inf and
+    magnitudes beyond :data:`FLOAT32_MAX` never)."""
+    return is_number(value) and abs(value) <= FLOAT32_MAX
 
 
 def _cell_value(value: Any) -> Any:

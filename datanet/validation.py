@@ -1,8 +1,8 @@
 """Validators: accept or reject every submission with a reason; name the accepted set by its hash.
 
 Checks, in order: width (number of features), schema (every feature a number), finiteness
-(no NaN/inf), label in the label set, and exact duplicate content (by SHA-256 of features and
-label) of a sample accepted earlier.
+(no NaN/inf, no magnitude beyond float32's: the models compute in float32), label in the label
+set, and exact duplicate content (by SHA-256 of features and label) of a sample accepted earlier.
 """
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from datanet.contributors import Submission
-from datanet.data import is_number
+from datanet.data import FLOAT32_MAX, is_float32_value, is_number
 
 ACCEPTED = "accepted"
 
@@ -77,7 +78,9 @@ def _sample_problem(submission: Submission, schema: Schema) -> str | None:
         if not is_number(value):
             return f"schema: feature {index} is {value!r} ({type(value).__name__}), expected a number"
     for index, value in enumerate(features):
-        if not math.isfinite(value):
+        if not is_float32_value(value):
+            if isinstance(value, numbers.Integral) or math.isfinite(value):
+                return f"value {value!r} in feature {index} is beyond float32's range (magnitude <= {FLOAT32_MAX:.4g})"
             return f"non-finite value {value!r} in feature {index}"
     if submission.label not in schema.label_set:
         return f"label {submission.label!r} outside the label set {list(schema.label_set)}"

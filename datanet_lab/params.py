@@ -13,11 +13,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 
 from attribution import METHODS
 from datanet import DatanetError, load_table
-from datanet.data import Table, split_test
+from datanet.data import FLOAT32_MAX, Table, split_test
 from datanet.datanet import TEST_FRACTION
 from datanet.models import MODELS
 from datanet.scenario import scaled_scenario, scenario_counts
@@ -78,8 +77,6 @@ MAX_UNITS = 2**53 - 1
 STAKE_UNITS = 1000
 """Deposit each contributor stakes when it submits; rejected or harmful data forfeits part of it
 (rules in :mod:`ledger.epochs`), and the forfeits join the reward pool."""
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-"""Float parameters reach float32 models: a larger value (1e39) would become inf there."""
 MAX_SEED = 2**32 - 1
 """scikit-learn's ``random_state`` takes seeds in ``[0, 2**32 - 1]``."""
 

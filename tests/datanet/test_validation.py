@@ -65,6 +65,19 @@ def test_non_finite(cell):
     assert "feature 2" in d.reason
 
 
+@pytest.mark.parametrize("cell", [1e39, -1e39, 1e308, np.float64(3.5e38), 10**39])
+def test_a_value_beyond_float32_is_rejected(cell):
+    # The Datanet holds features as float32: a larger magnitude would train on inf.
+    [d] = judge(sub("s1", (1.0, cell, 3.0), 0))
+    assert not d.accepted
+    assert d.reason == f"value {cell!r} in feature 1 is beyond float32's range (magnitude <= 3.403e+38)"
+
+
+def test_the_largest_float32_is_accepted():
+    [d] = judge(sub("s1", (1.0, float(np.finfo(np.float32).max), -3.4e38), 0))
+    assert d.accepted, d.reason
+
+
 @pytest.mark.parametrize("label", [3, -1, "0", "not-a-label", None, 0.5])
 def test_label_outside_the_set(label):
     [d] = judge(sub("s1", (1.0, 2.0, 3.0), label))
