@@ -73,9 +73,18 @@ def test_read_requests_returns_the_written_inputs_in_order(tmp_path, suffix):
     ("alcohol,malic_acid,ash\n1,2,inf\n", r"data row 1, field 2 \('ash'\) is inf"),
     ("alcohol,malic_acid\n1,2\n", r"wrong width: 2 columns \['alcohol', 'malic_acid'\], expected 3"),
     ("alcohol,malic_acid,ash,label\n1,2,3,0\n", "wrong width: 4 columns"),
-    ("1,2,3\n4,5,6\n", "is numbers, not a header row naming the fields"),
     ("alcohol,malic_acid,ash\n", "holds no input"),
-    ("", "is empty; expected a header row and inputs"),
+    ("", "holds no input"),
+    ("0,1,2\n4,5,6\n", r"first line \['0', '1', '2'\] is ambiguous: pandas' default column names, or a data row"),
+    ("alcohol,2,ash\n1,2,3\n", "mixes numbers and text: neither a header naming the fields nor a row of numbers"),
+    ("1,oops,3\n4,5,6\n", "mixes numbers and text"),
+    ("alcohol,malic_acid,ash\n1,2,3,4\n5,6,7,8\n", r"its header names 3 columns .*, its first data row has 4"),
+    ("alcohol,malic_acid,ash\n1,2,3\n5,6,7,8\n", "cannot read request file .*Expected 3 fields in line 3, saw 4"),
+    ("1,2,3\n5,6,7,8\n", "cannot read request file .*Expected 3 fields in line 2, saw 4"),
+    ("alcohol,ash,alcohol\n1,2,3\n", r"names column\(s\) \['alcohol'\] more than once"),
+    ("alcohol,malic_acid,ash\n1,2,1e39\n", r"data row 1, field 2 \('ash'\) is 1e\+39, beyond the float32 range"),
+    ("alcohol,malic_acid,ash\n1,2,3\n1," + "9" * 400 + ",3\n",
+     r"data row 2, field 1 \('malic_acid'\) is an integer of 400 digits, beyond the float32 range"),
     ("alcohol,malic_acid,ash\n1,2,3\nTrue,2,3\n", r"data row 2, field 0 \('alcohol'\) is 'True' \(str\)"),
 ])
 def test_a_bad_csv_is_refused_naming_the_file_row_and_field(tmp_path, text, reason):
@@ -122,3 +131,55 @@ def test_an_unknown_suffix_or_a_missing_file_is_refused(tmp_path):
         read_requests(tmp_path / "requests.txt", 3)
     with pytest.raises(RequestError, match="request file not found"):
         read_requests(tmp_path / "absent.csv", 3)
+
+
+def test_a_csv_without_a_header_keeps_its_first_row(tmp_path):
+    """A first row of numbers is data, even when its values repeat (pandas would rename a header's
+    repeated ``0.0`` to ``0.0.1``, which reads as text)."""
+    rows = np.array([[0.0, 0.0, 1.5], [2.0, 2.0, 2.0], [-1.0, 0.25, 1e-3]])
+    path = tmp_path / "requests.csv"
+    pd.DataFrame(rows).to_csv(path, index=False, header=False)
+    np.testing.assert_array_equal(read_requests(path, 3), rows)
+    np.testing.assert_array_equal(read_requests(path, 3, NAMES), rows)  # positional: the run's order
+
+
+def test_a_header_must_name_the_runs_features_and_selects_them_by_name(tmp_path):
+    path = tmp_path / "requests.csv"
+    pd.DataFrame(ROWS[:, ::-1], columns=NAMES[::-1]).to_csv(path, index=False)
+    np.testing.assert_array_equal(read_requests(path, 3, NAMES), ROWS)
+    pd.DataFrame(ROWS, columns=["alcohol", "malic_acid", "ASH"]).to_csv(path, index=False)
+    with pytest.raises(RequestError, match=r"columns are not the run's features: missing \['ash'\], unknown \['ASH'\]"):
+        read_requests(path, 3, NAMES)
+    parquet = tmp_path / "requests.parquet"
+    pd.DataFrame(ROWS[:, ::-1], columns=NAMES[::-1]).to_parquet(parquet)
+    np.testing.assert_array_equal(read_requests(parquet, 3, NAMES), ROWS)
+    pd.DataFrame(ROWS, columns=["a", "b", "c"]).to_parquet(parquet)
+    with pytest.raises(RequestError, match=r"missing \['alcohol', 'malic_acid', 'ash'\]"):
+        read_requests(parquet, 3, NAMES)
+
+
+@pytest.mark.parametrize("value, shown", [
+    (1e308, r"1e\+308"), (-3.5e38, r"-3.5e\+38"), (10**400, "an integer of 401 digits"),
+    (np.float64(1e39), r"(np\.float64\()?1e\+39\)?"),
+])
+def test_a_value_past_float32_is_refused_naming_its_field(value, shown):
+    """The model computes in float32: 1e308 is finite in float64 but infinite there."""
+    with pytest.raises(RequestError, match=rf"field 1 is {shown}, beyond the float32 range the model computes in"):
+        check_input([1.0, value, 2.0], 3)
+    assert check_input([1.0, 3.4e38, -3.4e38], 3)[1] == 3.4e38
+    x = np.array([[1.0, 2.0, 3.0], [1.0, 1e308, 3.0]])
+    with pytest.raises(RequestError, match=r"batch: data row 2, field 1 is 1e\+308, beyond the float32 range"):
+        check_batch(x, 3, "batch")
+
+
+@pytest.mark.parametrize("lines, reason", [
+    (["[1, 2, 3]", "[" * 100_000 + "]" * 100_000], "line 2 is not JSON this reader takes: nested too deeply"),
+    (["[1, " + "9" * 400 + ", 3]"], "line 1: field 1 is an integer of 400 digits, beyond the float32 range"),
+    (["[1, " + "9" * 5000 + ", 3]"], "line 1 is not JSON this reader takes: Exceeds the limit"),
+    (["[1, 2, 1e308]"], r"line 1: field 2 is 1e\+308, beyond the float32 range"),
+])
+def test_a_jsonl_past_what_can_be_read_or_served_is_refused_naming_the_line(tmp_path, lines, reason):
+    path = tmp_path / "requests.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(RequestError, match=reason):
+        read_requests(path, 3)
