@@ -71,9 +71,22 @@ def ig_feature_bars(attributions: np.ndarray, feature_names: tuple[str, ...], to
     return fig
 
 
-def top_influential(samples: pd.DataFrame, train_x: np.ndarray, behaviours: pd.Series, image_shape: tuple[int, int] | None, k: int = 6) -> Figure:
-    """The ``k`` most helpful and ``k`` most harmful training samples by TracIn credit, each
-    labelled with its contributor and that contributor's planted behaviour."""
+METHOD = "method"
+"""Key in a sample-credit frame's ``attrs`` naming the attribution method (registry name) that made it."""
+
+
+def top_influential(samples: pd.DataFrame, train_x: np.ndarray, behaviours: pd.Series, image_shape: tuple[int, int] | None,
+                    k: int = 6, method: str | None = None) -> Figure:
+    """The ``k`` most helpful and ``k`` most harmful training samples by credit, each labelled
+    with its contributor and that contributor's planted behaviour; the credit is labelled with
+    ``method``, by default the one ``samples.attrs`` names (:data:`METHOD`).
+
+    Raises:
+        ValueError: no method given and ``samples`` names none.
+    """
+    method = method or samples.attrs.get(METHOD)
+    if not method:
+        raise ValueError(f"top_influential: pass method=, or samples.attrs[{METHOD!r}]: the figure names the method of its credit")
     order = samples["credit"].to_numpy().argsort()
     picks = {"most helpful": order[::-1][:k], "most harmful": order[:k]}
     if image_shape is None:
@@ -83,7 +96,7 @@ def top_influential(samples: pd.DataFrame, train_x: np.ndarray, behaviours: pd.S
         values = samples["credit"].to_numpy()[rows]
         ax.barh(labels, values, color=[BEHAVIOUR_COLOURS[behaviours[samples.contributor[i]]] for i in rows])
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set(xlabel="TracIn credit (mean influence on test loss; + = helped)", title="Most helpful and harmful training samples")
+        ax.set(xlabel=f"{method} credit (mean influence on test loss; + = helped)", title="Most helpful and harmful training samples")
         fig.tight_layout()
         return fig
     fig, axes = plt.subplots(2, k, figsize=(1.8 * k, 4.8))
@@ -96,7 +109,7 @@ def top_influential(samples: pd.DataFrame, train_x: np.ndarray, behaviours: pd.S
             ax.set_xticks([])
             ax.set_yticks([])
         axes[row, 0].set_ylabel(title)
-    fig.suptitle("Training samples by TracIn credit (+ = lowered test loss)")
+    fig.suptitle(f"Training samples by {method} credit (+ = lowered test loss)")
     fig.tight_layout()
     return fig
 

@@ -24,6 +24,7 @@ import attribution
 from datanet import Datanet
 from datanet.models import load_checkpoint
 from datanet.training import TrainResult
+from datanet_lab import figures
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.build_step import datanet
 from datanet_lab.pipeline.run import ATTRIBUTOR, Run
@@ -171,10 +172,12 @@ def attribute(run: Run) -> Attribution:
     first when the run has no model)."""
     dn, trained = datanet(run), train_model(run)
     if manifest.check(run.directory, manifest.ATTRIBUTE, run.params):
-        return _load(run)
-    scored = score(dn, trained, run.params["attribution_method"], run.params["seed"])
-    found = record(run, dn, trained, scored, roll_up(dn, scored.scores, trained.model, submission_order(run, dn)))
-    manifest.write(run.directory, manifest.ATTRIBUTE, run.params)
+        found = _load(run)
+    else:
+        scored = score(dn, trained, run.params["attribution_method"], run.params["seed"])
+        found = record(run, dn, trained, scored, roll_up(dn, scored.scores, trained.model, submission_order(run, dn)))
+        manifest.write(run.directory, manifest.ATTRIBUTE, run.params)
+    found.sample_credit.attrs[figures.METHOD] = run.params["attribution_method"]
     return found
 
 
