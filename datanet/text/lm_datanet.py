@@ -23,7 +23,7 @@ document. Near duplicates are *not* rejected: the edited copies and the memorise
 repeats are what span attribution and leave-one-contributor-out retraining must be judged on.
 
 The held-out validation texts come from the same packages and are never submitted; prompts are
-the openings of the memorised passage and of validation texts. The behaviour column is planted
+the openings of the memorised passage and of validation texts (at most ``MAX_PROMPT_BYTES`` bytes). The behaviour column is planted
 ground truth, for judging methods only.
 """
 
@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from datanet.errors import DataSourceError, DatanetError, ScenarioError
-from datanet.scenario import COPYING, parse_scenario
+from datanet.scenario import COPYING, parse_scenario, scenario_counts
 from datanet.text.behaviours import light_edit
 from datanet.text.docstrings import OFF_TOPIC_PACKAGES, docstring_corpus
 from datanet.text.validation import MAX_CHARS, TextValidation, sample_reason, text_sha256
@@ -62,6 +62,14 @@ DEFAULT_MEMORISED_PASSAGE = (
 LM_STREAM = 2
 """Mixed into the build's seed so its draws differ from the docstring corpus's (seeded by ``seed``)."""
 FILE_NAME = "lm_datanet.json"
+N_VALIDATION = 8
+"""Default held-out validation texts per package."""
+MEMORISED_COPIES = 20
+"""Default documents of the memorised contributor."""
+MAX_PROMPT_BYTES = 63
+"""The longest prompt in UTF-8 bytes. A byte-level BPE token covers at least one byte, so a
+prompt takes at most this many tokens (plus its ``eot``) of the model's positions, whatever the
+tokenizer learnt; longer openings (URLs, dotted paths) are not used as prompts."""
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,7 @@ def validate_documents(texts: Sequence[str | bytes], names: Sequence[str] | None
 
 
 def build_lm_datanet(packages: Sequence[str] = DEFAULT_LM_PACKAGES, scenario: str = DEFAULT_LM_SCENARIO,
-                     per_contributor: int = 50, n_validation: int = 8, memorised_copies: int = 20,
+                     per_contributor: int = 50, n_validation: int = N_VALIDATION, memorised_copies: int = MEMORISED_COPIES,
                      edit_rate: float = 0.5, n_prompts: int = 12, prompt_words: int = 4,
                      passage: str = DEFAULT_MEMORISED_PASSAGE, off_topic_packages: Sequence[str] = OFF_TOPIC_PACKAGES,
                      max_chars: int = MAX_CHARS, seed: int = 0) -> LMDatanet:
@@ -219,7 +227,7 @@ def build_lm_datanet(packages: Sequence[str] = DEFAULT_LM_PACKAGES, scenario: st
         memorised_copies: documents the ``memorised`` contributor submits, each holding ``passage``.
         edit_rate: share of a duplicate contributor's copies lightly edited (the rest verbatim).
         n_prompts: prompts: the passage's opening (when a ``memorised`` contributor exists) and
-            openings of seeded distinct validation texts.
+            openings of seeded distinct validation texts, each at most ``MAX_PROMPT_BYTES`` bytes.
         prompt_words: words in a prompt.
         max_chars: longest document validators accept (and longest docstring drawn).
         seed: all draws; the same arguments and installed packages give the same Datanet.
@@ -233,13 +241,11 @@ def build_lm_datanet(packages: Sequence[str] = DEFAULT_LM_PACKAGES, scenario: st
         DataSourceError: a package not installed or with too few docstrings.
         DatanetError: validators accepted no document.
     """
+    counts = scenario_plan(scenario, packages)
+    _check_params(per_contributor, n_validation, memorised_copies, edit_rate, n_prompts, prompt_words, passage)
     behaviours = parse_scenario(scenario, None, LM_BEHAVIOURS)
-    counts = {b: sum(v == b for v in behaviours.values()) for b in LM_BEHAVIOURS}
-    _check_params(packages, counts, per_contributor, n_validation, memorised_copies, edit_rate, n_prompts,
-                  prompt_words, passage)
     rng = np.random.default_rng([seed, LM_STREAM])
-    n_spare = counts["noisy"] * per_contributor + counts["memorised"] * memorised_copies
-    per_package = per_contributor + n_validation + math.ceil(n_spare / len(packages))
+    per_package, n_off_topic = docstrings_needed(counts, per_contributor, len(packages), n_validation, memorised_copies)
     corpus = docstring_corpus(packages, per_package=per_package, seed=seed, max_chars=max_chars)
     honest: dict[str, list[tuple[str, str]]] = {}
     validation: list[tuple[str, str]] = []
@@ -254,7 +260,7 @@ def build_lm_datanet(packages: Sequence[str] = DEFAULT_LM_PACKAGES, scenario: st
         validation += drawn[per_contributor:per_contributor + n_validation]
         spare += drawn[per_contributor + n_validation:]
     spare = [spare[i] for i in rng.permutation(len(spare))]
-    off_topic = _off_topic_docs(off_topic_packages, counts["off_topic"] * per_contributor, seed, max_chars, rng)
+    off_topic = _off_topic_docs(off_topic_packages, n_off_topic, seed, max_chars, rng)
 
     written: dict[str, list[tuple[str, str]]] = {}  # contributor -> (text, source) in submission order
     honest_ids = [c for c, b in behaviours.items() if b == "honest"]
@@ -287,7 +293,8 @@ def build_lm_datanet(packages: Sequence[str] = DEFAULT_LM_PACKAGES, scenario: st
         raise DatanetError(f"validators accepted none of the {len(documents)} LM documents; "
                            f"first reason: {documents[0].reason if documents else 'no documents'}")
     decisions = [Decision(d.sample_id, d.contributor, d.accepted, d.reason, d.content_hash) for d in documents]
-    openings = list(dict.fromkeys(" ".join(t.split()[:prompt_words]) for t, _ in validation))
+    openings = [o for o in dict.fromkeys(" ".join(t.split()[:prompt_words]) for t, _ in validation)
+                if len(o.encode("utf-8")) <= MAX_PROMPT_BYTES]
     n_openings = min(len(openings), n_prompts - counts["memorised"])
     prompts = ([" ".join(passage.split()[:prompt_words])] if counts["memorised"] else []) + [
         openings[i] for i in np.sort(rng.choice(len(openings), size=n_openings, replace=False))]
@@ -302,13 +309,35 @@ def build_lm_datanet(packages: Sequence[str] = DEFAULT_LM_PACKAGES, scenario: st
                      memorised_passage=passage, behaviours=behaviours, params=params, provenance=provenance)
 
 
-def _check_params(packages: Sequence[str], counts: dict[str, int], per_contributor: int, n_validation: int,
-                  memorised_copies: int, edit_rate: float, n_prompts: int, prompt_words: int, passage: str) -> None:
+def scenario_plan(scenario: str, packages: Sequence[str] = DEFAULT_LM_PACKAGES) -> dict[str, int]:
+    """How many contributors of each of ``LM_BEHAVIOURS`` ``scenario`` names (0 for those it
+    leaves out); nothing is built per contributor.
+
+    Raises:
+        ScenarioError: a malformed scenario, an honest count other than ``len(packages)`` (one
+            honest contributor per package), or more than one memorised contributor.
+    """
+    counts = dict.fromkeys(LM_BEHAVIOURS, 0) | scenario_counts(scenario, None, LM_BEHAVIOURS)
     if counts["honest"] != len(packages):
-        raise ScenarioError(f"the scenario has {counts['honest']} honest contributors but packages names "
+        raise ScenarioError(f"scenario {scenario!r} has {counts['honest']} honest contributors but packages names "
                             f"{len(packages)} ({list(packages)}): one honest contributor per package")
     if counts["memorised"] > 1:
-        raise ScenarioError(f"at most one memorised contributor (they share one passage), got {counts['memorised']}")
+        raise ScenarioError(f"at most one memorised contributor (they share one passage); scenario {scenario!r} "
+                            f"has {counts['memorised']}")
+    return counts
+
+
+def docstrings_needed(counts: dict[str, int], per_contributor: int, n_packages: int, n_validation: int = N_VALIDATION,
+                      memorised_copies: int = MEMORISED_COPIES) -> tuple[int, int]:
+    """Docstrings a build draws for contributors ``counts`` (:func:`scenario_plan`): from each of
+    its ``n_packages`` packages (an honest share, the validation texts and a part of the noisy and
+    memorised contributors' material), and from the off-topic packages in all."""
+    n_spare = counts["noisy"] * per_contributor + counts["memorised"] * memorised_copies
+    return per_contributor + n_validation + math.ceil(n_spare / n_packages), counts["off_topic"] * per_contributor
+
+
+def _check_params(per_contributor: int, n_validation: int, memorised_copies: int, edit_rate: float, n_prompts: int,
+                  prompt_words: int, passage: str) -> None:
     for name, value in (("per_contributor", per_contributor), ("n_validation", n_validation),
                         ("memorised_copies", memorised_copies), ("n_prompts", n_prompts),
                         ("prompt_words", prompt_words)):
@@ -319,6 +348,10 @@ def _check_params(packages: Sequence[str], counts: dict[str, int], per_contribut
     if len(passage.split()) <= prompt_words:
         raise ScenarioError(f"the memorised passage has {len(passage.split())} words; it needs more than "
                             f"prompt_words ({prompt_words}) so that a prompt leaves something to reproduce")
+    opening = " ".join(passage.split()[:prompt_words])
+    if len(opening.encode("utf-8")) > MAX_PROMPT_BYTES:
+        raise ScenarioError(f"the memorised passage's prompt {opening!r} has {len(opening.encode('utf-8'))} bytes; "
+                            f"a prompt holds at most {MAX_PROMPT_BYTES}")
 
 
 def _off_topic_docs(packages: Sequence[str], n: int, seed: int, max_chars: int,

@@ -6,8 +6,9 @@ import json
 import pytest
 
 from datanet.errors import DataSourceError, ScenarioError
+from datanet.text import lm_datanet
 from datanet.text.lm_datanet import (DEFAULT_MEMORISED_PASSAGE, FILE_NAME, LMDatanet, build_lm_datanet,
-                                     validate_documents)
+                                     docstrings_needed, scenario_plan, validate_documents)
 from datanet.text.validation import normalize
 
 PACKAGES = ("numpy", "pandas")
@@ -134,10 +135,30 @@ def test_validate_documents_rules():
     ({"edit_rate": 1.5}, r"edit_rate must be in \[0, 1\], got 1.5"),
     ({"n_prompts": 0}, "n_prompts must be at least 1"),
     ({"passage": "too short"}, "the memorised passage has 2 words"),
+    ({"passage": " ".join(f"word{i:030d}" for i in range(6))},
+     "the memorised passage's prompt .* has 139 bytes; a prompt holds at most 63"),
+    ({"scenario": f"honest:{10**9}"}, f"{10**9} honest contributors but packages names 2"),
 ])
 def test_bad_parameters_raise_clear_errors(kwargs, message):
     with pytest.raises(ScenarioError, match=message):
         build_lm_datanet(**{**SMALL, **kwargs})
+
+
+def test_prompts_fit_the_prompt_budget(monkeypatch):
+    # A byte-level BPE token covers at least one byte: a prompt of at most MAX_PROMPT_BYTES bytes
+    # leaves the generation its share of the model's positions, whatever the tokenizer learnt.
+    monkeypatch.setattr(lm_datanet, "MAX_PROMPT_BYTES", 22)
+    dn = build_lm_datanet(**{**SMALL, "scenario": "honest:2,noisy:1", "n_prompts": 6, "passage": "a b c d e f"})
+    openings = {" ".join(t.split()[:4]) for t in dn.validation_texts}
+    assert any(len(o.encode()) > 22 for o in openings)  # the limit has something to refuse
+    assert dn.prompts and all(len(p.encode()) <= 22 for p in dn.prompts)
+
+
+def test_scenario_plan_counts_without_building():
+    assert scenario_plan(f"honest:5,duplicate:{10**9}") == dict(honest=5, duplicate=10**9, noisy=0, off_topic=0,
+                                                                 memorised=0)
+    # numpy's share: 6 honest + 8 validation + (2 noisy x 6 + 20 memorised) / 5 packages, rounded up.
+    assert docstrings_needed(scenario_plan("honest:5,noisy:2,off_topic:3,memorised:1"), 6, 5) == (6 + 8 + 7, 18)
 
 
 def test_missing_package_and_mismatched_names():
