@@ -20,12 +20,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import numpy as np
 import torch
 from torch import nn
 from torch.func import vmap
+
+if TYPE_CHECKING:
+    from attribution.fast_tracin import GradientFactors
 
 Inputs = Union[torch.Tensor, tuple[torch.Tensor, ...], Mapping[str, torch.Tensor]]
 """A batch of model inputs: a tensor, a tuple of tensors or a mapping of tensors, first dim = sample."""
@@ -181,14 +185,33 @@ def require_finite(scores: np.ndarray, method: str) -> np.ndarray:
     return scores
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What an :class:`Attributor` offers beyond ``fit`` and ``scores``, declared by its class;
+    the :class:`Attributor` methods of a capability it lacks raise ``NotImplementedError``.
+
+    ``gradient_factors``: :meth:`Attributor.factors` and :attr:`Attributor.checkpoint_weights`;
+    its scores are ``Σ_t w_t`` of the factors' dot products at checkpoint ``t``, so a query can
+    be scored against training factors computed once (query-time attribution).
+    ``self_influence``: :meth:`Attributor.self_influence`, each training sample's score on itself.
+    """
+
+    gradient_factors: bool = False
+    self_influence: bool = False
+
+
 class Attributor(ABC):
     """A training-data attribution method: ``fit`` once on a task, then score test samples.
 
     ``name`` is the method's key in :data:`attribution.METHODS` (or a stable name for methods
     outside it). ``fit`` works on its own copy of the task's model: the caller's weights never change.
+    ``capabilities`` declares what else it offers; ``diagnostics`` holds numbers its last ``fit``
+    or ``scores`` measured (a ridge, a solver's residual), empty for a method that measures none.
     """
 
     name: str
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    diagnostics: Mapping[str, float] = MappingProxyType({})
 
     @abstractmethod
     def fit(self, task: AttributionTask) -> Attributor:
@@ -197,3 +220,21 @@ class Attributor(ABC):
     @abstractmethod
     def scores(self, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
         """``(n_train, n_test)`` float64 influence scores; ``[i, j]`` = train ``i`` on test ``j``."""
+
+    def factors(self, x: Inputs, y: torch.Tensor, checkpoint: int = -1, test: bool = False) -> GradientFactors:
+        """Per-sample gradient factors of ``(x, y)`` at checkpoint index ``checkpoint``, of the test
+        loss when ``test`` (``Capabilities.gradient_factors``)."""
+        raise self._lacks("gradient_factors")
+
+    @property
+    def checkpoint_weights(self) -> list[float]:
+        """The weight ``w_t`` of each checkpoint's factor dot products in :meth:`scores`, in the
+        order :meth:`factors` indexes them (``Capabilities.gradient_factors``)."""
+        raise self._lacks("gradient_factors")
+
+    def self_influence(self) -> np.ndarray:
+        """``(n_train,)`` each training sample's score on itself (``Capabilities.self_influence``)."""
+        raise self._lacks("self_influence")
+
+    def _lacks(self, capability: str) -> NotImplementedError:
+        return NotImplementedError(f"{self.name}: {type(self).__name__} declares no {capability} (Capabilities.{capability})")

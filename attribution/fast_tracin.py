@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, LossFn, forward, n_samples, summed_loss, take
+from attribution.base import AttributionError, AttributionTask, Attributor, Capabilities, Inputs, LossFn, forward, n_samples, summed_loss, take
 from attribution.gradients import SampleGradients, require_per_sample
 
 BlockSink = Callable[[int, np.ndarray], None]
@@ -122,6 +122,7 @@ class FastTracIn(Attributor):
     """
 
     name = "tracin_fast"
+    capabilities = Capabilities(gradient_factors=True, self_influence=True)
 
     def __init__(self, batch_size: int = 2048, test_batch_size: int = 2048, cache_mb: float = 256.0,
                  block_mb: float = 512.0) -> None:

@@ -3,13 +3,18 @@
 A run's payouts use the method its ``attribution_method`` parameter names. Exact and CG influence
 functions are left out: they assume a converged, strongly convex objective, which notebook 05
 builds; Gauss-Newton influence (a positive semi-definite curvature) and TRAK run on any model.
+
+Where a method lacks a capability (:class:`~attribution.base.Capabilities`) that a method computing
+exactly its scores has (:data:`SAME_SCORES`), :func:`capable` names the latter: whatever uses it
+records that name, the code that computed the numbers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 
-from attribution.base import Attributor
+from attribution.base import Attributor, Capabilities
 from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity
 from attribution.fast_tracin import FastGradientDot, FastTracIn
 from attribution.gauss_newton import GaussNewtonInfluence
@@ -32,8 +37,37 @@ METHODS: dict[str, Callable[[int], Attributor]] = {
 }
 
 
+SAME_SCORES: dict[str, str] = {
+    "tracin_captum": "tracin_fast",
+    "grad_dot": "grad_dot_fast",
+}
+"""A method, and the method that computes the same scores by other means (tests/attribution
+compares each pair): the first is the reference, the second offers capabilities it lacks."""
+
+
 def make_attributor(name: str, seed: int) -> Attributor:
     """A fresh attributor of method ``name``; ``seed`` feeds the methods that draw randomness."""
+    return METHODS[_known(name)](seed)
+
+
+def capable(name: str, capability: str) -> str | None:
+    """The registry name of the method that computes method ``name``'s scores and declares
+    ``capability`` (a field of :class:`~attribution.base.Capabilities`): ``name`` itself, else its
+    :data:`SAME_SCORES` counterpart; ``None`` when neither declares it.
+
+    Raises:
+        ValueError: an unknown method or capability.
+    """
+    known = [f.name for f in fields(Capabilities)]
+    if capability not in known:
+        raise ValueError(f"unknown capability {capability!r}; expected one of {known}")
+    for candidate in (_known(name), SAME_SCORES.get(name)):
+        if candidate is not None and getattr(METHODS[candidate](0).capabilities, capability):
+            return candidate
+    return None
+
+
+def _known(name: str) -> str:
     if name not in METHODS:
         raise ValueError(f"unknown attribution method {name!r}; expected one of {sorted(METHODS)}")
-    return METHODS[name](seed)
+    return name
