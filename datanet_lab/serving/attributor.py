@@ -1,5 +1,7 @@
 """Query-time attribution: each served input's prediction, its training-data attribution by the
-run's method, and that attribution rolled up to contributors.
+run's method (computed by the method that declares gradient factors and computes exactly its
+scores, whose registry name :attr:`QueryAttributor.method` records), and that attribution rolled
+up to contributors.
 
 Stages (:class:`QueryAttributor`):
 
@@ -29,8 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from attribution import AttributionTask, FastGradientDot, FastTracIn, shared_credit
+from attribution import METHODS, AttributionTask, make_attributor, shared_credit
 from attribution.fast_tracin import GradientFactors
+from attribution.registry import capable
 from datanet_lab.pipeline import attribute_step
 from datanet_lab.pipeline.build_step import datanet
 from datanet_lab.pipeline.run import Run
@@ -38,15 +41,9 @@ from datanet_lab.pipeline.train_step import train_model
 from datanet_lab.serving.requests import RequestError, check_batch
 from datanet_lab.serving.runs import ServingError, served_run
 
-ENGINES: dict[str, type[FastTracIn]] = {
-    # CaptumTracIn and GradientDot compute the same sums as the fast classes (tests/attribution
-    # compares them); the fast classes expose per-checkpoint factors, which serving needs.
-    "tracin_captum": FastTracIn,
-    "tracin_fast": FastTracIn,
-    "grad_dot": FastGradientDot,
-    "grad_dot_fast": FastGradientDot,
-}
-"""Attribution methods with query-time attribution, and the class whose gradient factors compute them."""
+QUERY_TIME = "gradient_factors"
+"""The :class:`~attribution.base.Capabilities` field query-time attribution needs: training factors
+computed once, each query scored against them (:class:`TrainGradients`)."""
 
 
 @dataclass(frozen=True)
@@ -149,33 +146,39 @@ def rollup_matrix(sample_contributors: Sequence[str], contributors: Sequence[str
 
 
 class QueryAttributor:
-    """Per-input attribution of a trained model by a TracIn-family method (:data:`ENGINES`).
+    """Per-input attribution of a trained model by a method with gradient factors
+    (:data:`QUERY_TIME`), or by the method that computes exactly its scores with them
+    (:func:`attribution.registry.capable`).
 
     Args:
         task: the trained model, its training data and checkpoints (the model's own weights are
             left alone; predictions use the last checkpoint's).
-        method: the attribution method's registry name; others raise :class:`ServingError`.
+        method: the run's attribution method, a registry name; one that no method with gradient
+            factors computes raises :class:`ServingError`. :attr:`method` is the registry name of
+            the method that computes the credit (e.g. ``tracin_fast`` for ``tracin_captum``).
         sample_contributors: ``(n_train,)`` the contributor of each training row.
         contributors: every contributor, the rows of ``contributor_credit``.
         clusters: ``(n_train,)`` redundancy cluster per training row.
         order: ``(n_train,)`` submission rank per training row (earlier = smaller).
+        seed: seeds the method (as the run's ``seed`` seeded its attribute step).
 
     Not thread-safe: the gradient engine loads each checkpoint into one model in turn; serve
     one micro-batch at a time per attributor.
     """
 
     def __init__(self, task: AttributionTask, method: str, sample_contributors: Sequence[str],
-                 contributors: Sequence[str], clusters: np.ndarray, order: np.ndarray) -> None:
-        if method not in ENGINES:
+                 contributors: Sequence[str], clusters: np.ndarray, order: np.ndarray, seed: int = 0) -> None:
+        engine = capable(method, QUERY_TIME) if method in METHODS else None
+        if engine is None:
             raise ServingError(f"attribution method {method!r} has no query-time attribution; "
-                               f"supported: {sorted(ENGINES)}")
-        self.method = method
+                               f"supported: {sorted(m for m in METHODS if capable(m, QUERY_TIME))}")
         self.contributors = tuple(contributors)
         final = task.own_copy()
         final.load_final()
         self._model = final.model.eval()
         self.n_features = int(task.train_x.shape[1])
-        self._engine = ENGINES[method]().fit(task)
+        self._engine = make_attributor(engine, seed).fit(task)
+        self.method = self._engine.name
         weights = self._engine.checkpoint_weights
         self._train = TrainGradients([self._engine.factors(task.train_x, task.train_y, t) for t in range(len(weights))],
                                      weights)
@@ -202,7 +205,7 @@ class QueryAttributor:
             if samples[column].astype(str).tolist() != [str(v) for v in expected]:
                 raise ServingError(f"{where}: column {column!r} does not list the Datanet's training rows in order")
         return cls(attribute_step.training_task(dn, trained), run.params["attribution_method"], dn.train_contributors, dn.contributors,
-                   samples["cluster"].to_numpy(), attribute_step.submission_order(run, dn))
+                   samples["cluster"].to_numpy(), attribute_step.submission_order(run, dn), run.params["seed"])
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(n,)`` int64 predicted classes and ``(n, n_classes)`` float64 probabilities of ``x``

@@ -174,11 +174,20 @@ def test_checkpoint_weights_are_the_checkpoints_learning_rates(runs):
     assert attribution.FastGradientDot().fit(task).checkpoint_weights == [1.0]
 
 
+@pytest.mark.parametrize(("key", "computed_by"), [(("logreg", "tracin_captum"), "tracin_fast"),
+                                                   (("logreg", "grad_dot"), "grad_dot_fast")])
+def test_it_names_the_method_that_computes_the_credit_not_the_runs(runs, key, computed_by):
+    assert runs[key].params["attribution_method"] == key[1]
+    assert QueryAttributor.from_run(runs[key]).method == computed_by
+
+
 def test_a_method_without_query_time_attribution_is_named():
-    model = nn.Sequential(nn.Linear(3, 2))
-    with pytest.raises(ServingError, match="'trak' has no query-time attribution"):
-        QueryAttributor(attribution.AttributionTask(model, torch.zeros(4, 3), torch.zeros(4, dtype=torch.long), ["x.pt"],
-                                                    load_checkpoint), "trak", ["a"] * 4, ["a"], np.arange(4), np.arange(4))
+    task = attribution.AttributionTask(nn.Sequential(nn.Linear(3, 2)), torch.zeros(4, 3), torch.zeros(4, dtype=torch.long),
+                                       ["x.pt"], load_checkpoint)
+    for method in ("trak", "shapley"):
+        with pytest.raises(ServingError, match=rf"'{method}' has no query-time attribution; supported: "
+                                               r"\['grad_dot', 'grad_dot_fast', 'tracin_captum', 'tracin_fast'\]$"):
+            QueryAttributor(task, method, ["a"] * 4, ["a"], np.arange(4), np.arange(4))
 
 
 def test_a_run_without_a_step_is_refused_naming_the_step(tmp_path, tiny_params):
