@@ -22,6 +22,7 @@ Timings are wall-clock on whatever else the machine runs; the server and the cli
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import threading
 import time
@@ -34,7 +35,9 @@ import torch
 from datanet_lab import pipeline
 from datanet_lab.serving import run_test_inputs
 from datanet_lab.serving.economy import InferenceEconomy, check_receipts
-from datanet_lab.serving.server import Launched
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: the tests' server harness
+from tests.serving.harness import Launched  # noqa: E402
 
 
 def load(url: str, x: np.ndarray, clients: int, requests: int, rows: int) -> tuple[np.ndarray, list[dict], float]:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,10 +29,11 @@ import ledger
 from datanet_lab import cli, pipeline
 from datanet_lab.serving import QueryAttributor, run_test_inputs
 from datanet_lab.serving.app import MAX_BODY_BYTES, MAX_ROWS
-from datanet_lab.serving.server import GroupCommit, Launched, ServerStopped, main
+from datanet_lab.serving.server import GroupCommit, ServerStopped, main
 from ledger.keys import public_hex
 from ledger.store import LOG_ACTOR
 from ledger.receipts import check_receipt
+from tests.serving.harness import Launched
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -336,3 +340,20 @@ def test_serving_a_missing_run_or_with_bad_settings_exits_2_naming_it(run, tmp_p
     assert "run directory not found" in capsys.readouterr().err
     assert main([str(run.directory), "--batch-size", "0"]) == 2
     assert "batch_size must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_no_module_of_the_package_imports_the_dev_only_http_client():
+    """httpx is the dev extra's: tests and benchmarks launch servers with it (tests/serving/harness.py)."""
+    package = Path(__file__).resolve().parents[2] / "datanet_lab"
+    importing = [str(p.relative_to(package)) for p in package.rglob("*.py")
+                 if re.search(r"^\s*(from|import)\s+httpx\b", p.read_text(), re.MULTILINE)]
+    assert importing == []
+
+
+@pytest.mark.slow
+def test_importing_the_package_and_its_server_loads_no_http_client():
+    probe = ("import sys, datanet_lab, datanet_lab.cli, datanet_lab.serving, datanet_lab.serving.server; "
+             "print(sorted(m for m in sys.modules if m.partition('.')[0] in ('httpx', 'httpcore')))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
