@@ -20,6 +20,13 @@ written) and the verifier reports the first stored entry that does, so the two c
   ``paid + unallocated == pool + slashed``. A ``generation_payment`` stands outside the epochs: it
   pays its own fee, to registered contributors only.
 
+Each kind names the roles entitled to sign it (:attr:`Schema.roles`, the role an actor's key was
+registered with): :func:`role_problem` refuses any other signer, so a contributor's key cannot
+commit a receipt batch or pay an epoch. Contributors stake and contribute, validators validate,
+the curator versions the dataset, trainers and attributors record their runs, a sweep runner its
+sweep runs; the payout authority pays epochs and generations, and an inference host commits
+receipt batches and pays the epochs of its fees. The log's own key (role ``log``) signs no entry.
+
 A schema may add a rule across its fields (:attr:`Schema.rule`): a ``generation_payment``'s
 ``payouts`` plus ``unallocated`` equal its ``fee``; a ``receipt_batch``'s role totals sum to its
 ``fee_total``. :func:`schema_problem` applies a schema to other documents too (the receipts of
@@ -76,12 +83,14 @@ UNITS_BY_ACTOR = Field(
 @dataclass(frozen=True)
 class Schema:
     """The fields of one kind's payload; ``closed``: no other field is allowed; ``rule``: what is
-    wrong across the fields of a payload whose fields passed (or ``None``)."""
+    wrong across the fields of a payload whose fields passed (or ``None``); ``roles``: the roles
+    whose actors may sign an entry of this kind (none for a document that is no entry)."""
 
     required: Mapping[str, Field]
     optional: Mapping[str, Field] = field(default_factory=dict)
     closed: bool = True
     rule: Callable[[Mapping[str, Any]], str | None] | None = None
+    roles: frozenset[str] = frozenset()
 
 
 def _sums_to(parts: str, whole: str, extra: str | None = None) -> Callable[[Mapping[str, Any]], str | None]:
@@ -97,28 +106,36 @@ def _sums_to(parts: str, whole: str, extra: str | None = None) -> Callable[[Mapp
     return rule
 
 
+CONTRIBUTOR, VALIDATOR, CURATOR, TRAINER, ATTRIBUTOR = "contributor", "validator", "curator", "trainer", "attributor"
+PAYOUT_AUTHORITY, HOST, RUNNER = "payout-authority", "host", "runner"
+"""The roles that sign entries (module docstring)."""
+_PAYERS = frozenset({PAYOUT_AUTHORITY, HOST})
+
 SCHEMAS: dict[str, Schema] = {
-    "stake": Schema({"contributor": ACTOR, "amount": UNITS}),
-    "slash": Schema({"epoch": EPOCH, "contributor": ACTOR, "amount": UNITS, "reason": TEXT}),
-    "payout": Schema({"epoch": EPOCH, "contributor": ACTOR, "amount": UNITS}),
+    "stake": Schema({"contributor": ACTOR, "amount": UNITS}, roles=frozenset({CONTRIBUTOR})),
+    "slash": Schema({"epoch": EPOCH, "contributor": ACTOR, "amount": UNITS, "reason": TEXT}, roles=_PAYERS),
+    "payout": Schema({"epoch": EPOCH, "contributor": ACTOR, "amount": UNITS}, roles=_PAYERS),
     "payout_epoch": Schema(
         {"epoch": EPOCH, "pool": UNITS, "slashed": UNITS, "paid": UNITS, "unallocated": UNITS},
         {"rule": TEXT, "harm_threshold": NUMBER, "dataset_version": TEXT},
+        roles=_PAYERS,
     ),
-    "contribution": Schema({"sample_id": TEXT}, closed=False),
-    "validation": Schema({"sample_id": TEXT, "accepted": FLAG}, closed=False),
-    "dataset_version": Schema({"version": TEXT}, closed=False),
-    "training_run": Schema({"dataset_version": TEXT}, closed=False),
-    "attribution_run": Schema({"method": TEXT, "dataset_version": TEXT}, closed=False),
-    "sweep_run": Schema({"run_id": TEXT, "status": STATUS, "params": OBJECT}, closed=False),
+    "contribution": Schema({"sample_id": TEXT}, closed=False, roles=frozenset({CONTRIBUTOR})),
+    "validation": Schema({"sample_id": TEXT, "accepted": FLAG}, closed=False, roles=frozenset({VALIDATOR})),
+    "dataset_version": Schema({"version": TEXT}, closed=False, roles=frozenset({CURATOR})),
+    "training_run": Schema({"dataset_version": TEXT}, closed=False, roles=frozenset({TRAINER})),
+    "attribution_run": Schema({"method": TEXT, "dataset_version": TEXT}, closed=False, roles=frozenset({ATTRIBUTOR})),
+    "sweep_run": Schema({"run_id": TEXT, "status": STATUS, "params": OBJECT}, closed=False, roles=frozenset({RUNNER})),
     "generation_payment": Schema(
         {"generation_id": TEXT, "fee": UNITS, "payouts": UNITS_BY_ACTOR, "unallocated": UNITS, "rule": TEXT, "evidence": OBJECT},
         rule=_sums_to("payouts", "fee", extra="unallocated"),
+        roles=frozenset({PAYOUT_AUTHORITY}),
     ),
     "receipt_batch": Schema(
         {"batch_id": TEXT, "root": DIGEST, "count": COUNT, "fee_total": UNITS},
         {"fee_by_role": UNITS_BY_ACTOR},
         rule=_sums_to("fee_by_role", "fee_total"),
+        roles=frozenset({HOST}),
     ),
 }
 KINDS = frozenset(SCHEMAS)
@@ -131,6 +148,14 @@ def payload_problem(kind: str, payload: Any) -> str | None:
     if schema is None:
         return f"unknown kind {kind!r}; expected one of {sorted(KINDS)}"
     return schema_problem(kind, schema, payload)
+
+
+def role_problem(kind: str, actor: str, role: str) -> str | None:
+    """What is wrong with ``actor``, registered with ``role``, signing a ``kind`` entry, or ``None``."""
+    schema = SCHEMAS.get(kind)
+    if schema is None or role in schema.roles:
+        return None  # an unknown kind is :func:`payload_problem`'s to report
+    return f"{kind} signed by {actor!r}, whose role {role!r} may not sign it (only {sorted(schema.roles)})"
 
 
 def schema_problem(kind: str, schema: Schema, payload: Any) -> str | None:

@@ -8,9 +8,12 @@ hash: SHA-256 of the entry bytes of :mod:`ledger.encoding`, which are also its M
 Every append batch is one ``BEGIN IMMEDIATE`` transaction that writes the entries, the Merkle
 nodes they complete (:mod:`ledger.tree`) and a tree head signed by the log's key, so a batch lands
 whole or not at all. Every writing connection runs in WAL mode with ``synchronous=FULL``. Triggers
-refuse UPDATE and DELETE on every table. An actor signs only once its public key is registered; a
-statement already in the log (a replay) is refused, and so is a batch whose payloads break their
-kind's schema or the payout rules (:mod:`ledger.schemas`, which the verifier applies too). A writer
+refuse UPDATE and DELETE on every table. An actor signs only once its public key is registered,
+and only the kinds its registered role is entitled to; a statement already in the log (a replay)
+is refused, and so is a batch whose payloads break their kind's schema or the payout rules
+(:mod:`ledger.schemas`, which the verifier applies too). Before each batch the entries written
+since this handle last looked are checked against the signing roles and the payout rules, so a
+writer does not extend a log whose rows were forged around it. A writer
 refuses a file that fails SQLite's integrity check, so no check of an append rests on a damaged
 index; readers never use an index to find entries either.
 
@@ -41,7 +44,7 @@ from ledger.clock import Clock, system_clock
 from ledger.encoding import GENESIS_HASH, entry_bytes, head_bytes, key_bytes, statement_bytes
 from ledger.errors import LedgerError, LedgerIntegrityError
 from ledger.keys import Keystore, check_actor, public_hex, sign, sign_many, signature_ok
-from ledger.schemas import KINDS, MONEY_KINDS, PayoutRules, payload_problem
+from ledger.schemas import KINDS, MONEY_KINDS, SCHEMAS, PayoutRules, payload_problem, role_problem
 
 LOG_ACTOR = "log"
 """The keystore actor whose key signs tree heads."""
@@ -293,6 +296,10 @@ class Ledger:
         """Registered public key (hex) per actor."""
         return dict(self._conn.execute("SELECT actor, public_key FROM keys"))
 
+    def _registered(self) -> dict[str, tuple[str, str]]:
+        """``actor -> (role, public_key)`` for every registered key."""
+        return {actor: (role, key) for actor, role, key in self._conn.execute("SELECT actor, role, public_key FROM keys")}
+
     def key_records(self) -> dict[str, tuple[str, str, str]]:
         """``actor -> (role, public_key, proof)`` for every registered key."""
         return {a: (r, k, p) for a, r, k, p in self._conn.execute("SELECT actor, role, public_key, proof FROM keys ORDER BY actor")}
@@ -313,17 +320,18 @@ class Ledger:
 
         Raises:
             LedgerError: an unknown kind, a bad actor, an actor whose registered key is not the
-                keystore's, or a payload that is not a canonical-JSON object; nothing is written.
+                keystore's or whose role may not sign the kind, or a payload that is not a
+                canonical-JSON object; nothing is written.
         """
         keystore = self._require_keystore("sign entries")
         checked = [(kind, actor, *_check_record(index, kind, actor, payload)) for index, (kind, actor, payload) in enumerate(records)]
         signatures = sign_many([(keystore.key(actor), statement_bytes(kind, actor, text)) for kind, actor, text, _ in checked])
         prepared = [(kind, actor, text, signature) for (kind, actor, text, _), signature in zip(checked, signatures)]
-        keys = self.public_keys()
+        registered = self._registered()
         for actor in {p[1] for p in prepared}:
-            if actor in keys and keys[actor] != public_hex(keystore.key(actor)):
+            if actor in registered and registered[actor][1] != public_hex(keystore.key(actor)):
                 raise LedgerError(f"the keystore's key of actor {actor!r} is not its registered key; nothing written")
-        return self._append(prepared, [c[3] for c in checked], keys, check_signatures=False)
+        return self._append(prepared, [c[3] for c in checked], registered, check_signatures=False)
 
     def append_signed(self, records: Iterable[SignedRecord]) -> list[Entry]:
         """Append statements signed elsewhere by their actors, in one transaction.
@@ -337,22 +345,27 @@ class Ledger:
             text, payload = _check_record(index, record.kind, record.actor, record.payload)
             prepared.append((record.kind, record.actor, text, record.signature))
             payloads.append(payload)
-        return self._append(prepared, payloads, self.public_keys(), check_signatures=True)
+        return self._append(prepared, payloads, self._registered(), check_signatures=True)
 
-    def _append(self, prepared: list[tuple[str, str, str, str]], payloads: list[Any], keys: dict[str, str],
+    def _append(self, prepared: list[tuple[str, str, str, str]], payloads: list[Any], registered: dict[str, tuple[str, str]],
                 check_signatures: bool) -> list[Entry]:
         """Append prepared ``(kind, actor, payload_text, signature)`` records whose ``payloads`` are
-        the texts decoded (keys never change once registered)."""
+        the texts decoded; ``registered``: ``actor -> (role, public_key)`` (keys never change once
+        registered)."""
         if not prepared:
             return []
         log_key = self._require_keystore("sign tree heads").key(LOG_ACTOR)
         for index, (kind, actor, text, signature) in enumerate(prepared):
-            if actor not in keys:
+            if actor not in registered:
                 raise LedgerError(f"record {index} ({kind}): unknown key: actor {actor!r} has no registered public key; nothing written")
-            if check_signatures and not signature_ok(keys[actor], signature, statement_bytes(kind, actor, text)):
+            role, public_key = registered[actor]
+            problem = role_problem(kind, actor, role)
+            if problem:
+                raise LedgerError(f"record {index} ({kind}, actor {actor!r}): {problem}; nothing written")
+            if check_signatures and not signature_ok(public_key, signature, statement_bytes(kind, actor, text)):
                 raise LedgerError(f"record {index} ({kind}, actor {actor!r}): bad signature; nothing written")
         with self._transaction() as conn:
-            rules = self._checked_rules(conn, prepared, payloads, keys)  # first: paying an epoch again says so
+            rules = self._checked_rules(conn, prepared, payloads, registered)  # first: paying an epoch again says so
             _refuse_replays(conn, prepared)
             head = conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev_hash = head if head else (0, GENESIS_HASH)
@@ -376,18 +389,20 @@ class Ledger:
         return written
 
     def _checked_rules(self, conn: sqlite3.Connection, prepared: list[tuple[str, str, str, str]],
-                       payloads: list[Any], keys: Mapping[str, str]) -> PayoutRules:
-        """The payout state after the batch; raises when the log or the batch breaks the rules.
+                       payloads: list[Any], keys: Mapping[str, Any]) -> PayoutRules:
+        """The payout state after the batch; raises when the log or the batch breaks the rules, or
+        a stored entry the signing roles.
 
         Entries appended since this handle last looked (by other handles) are read by sequence
         number, not through an index."""
+        self._refuse_stored_role_breach(conn)
         rows = conn.execute(
             "SELECT seq, kind, payload FROM entries WHERE seq > ? AND +kind IN ('stake', 'slash', 'payout', 'payout_epoch') ORDER BY seq",
             (self._ruled,))
         for seq, kind, text in rows:
             try:
                 payload = json.loads(text)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 payload = exc
             problem = payload_problem(kind, payload) or self._rules.step(seq, kind, payload, keys)
             if problem:
@@ -405,6 +420,21 @@ class Ledger:
         if unclosed:
             raise LedgerError(f"record {unclosed[0] - first} ({prepared[unclosed[0] - first][0]}): {unclosed[1]}; nothing written")
         return rules
+
+    def _refuse_stored_role_breach(self, conn: sqlite3.Connection) -> None:
+        """Raise :class:`LedgerIntegrityError` at the first entry since this handle last looked whose
+        actor's registered role may not sign its kind (SQLite finds it; every pair is allowed once)."""
+        allowed = [(kind, role) for kind, schema in SCHEMAS.items() for role in schema.roles]
+        row = conn.execute(
+            "SELECT e.seq, e.kind, e.actor, coalesce(k.role, '') FROM entries AS e LEFT JOIN keys AS k ON k.actor = e.actor "
+            f"WHERE e.seq > ? AND (e.kind, coalesce(k.role, '')) NOT IN (VALUES {', '.join(['(?, ?)'] * len(allowed))}) "
+            "ORDER BY e.seq LIMIT 1", (self._ruled, *(v for pair in allowed for v in pair))).fetchone()
+        if row:
+            seq, kind, actor, role = row
+            problem = role_problem(kind, actor, role) if role else f"actor {actor!r} has no registered public key"
+            self._rules, self._ruled = PayoutRules(), 0
+            raise LedgerIntegrityError(f"{self.path}: stored entry {seq} breaks the signing roles ({problem or f'unknown kind {kind!r}'}); "
+                                       "run `ledger verify`; nothing written")
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._conn)

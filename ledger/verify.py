@@ -2,10 +2,11 @@
 
 Checks a SQLite file with SQLite's own integrity check first (a damaged page or index is reported
 with the page, table or entry it hits), then every entry's sequence number, link, hash, signature
-(under its actor's registered key), canonical payload and its kind's schema, every key's proof of
-possession, every signed tree head (signature and root at its size, the last one covering every
-entry), the stored Merkle nodes of a SQLite file, and the payout rules (:mod:`ledger.schemas`).
-Reports the first bad entry and why. Reading never writes: see :func:`ledger.store.open_read_only`.
+(under its actor's registered key), its actor's registered role (entitled to sign its kind),
+canonical payload and its kind's schema, every key's proof of possession, every signed tree head
+(signature and root at its size, the last one covering every entry), the stored Merkle nodes of
+a SQLite file, and the payout rules (:mod:`ledger.schemas`). Reports the first bad entry and why.
+Reading never writes: see :func:`ledger.store.open_read_only`.
 
 Signature checks dominate (one Ed25519 verify per entry, ~60 µs with libsodium), so large logs
 are split into contiguous chunks checked by ``workers`` processes; a large file's integrity check
@@ -32,7 +33,7 @@ from ledger.canonical import canonical_json
 from ledger.encoding import GENESIS_HASH, entry_bytes, key_bytes, statement_bytes
 from ledger.errors import LedgerError
 from ledger.keys import signature_ok
-from ledger.schemas import MONEY_KINDS, PayoutRules, payload_problem
+from ledger.schemas import MONEY_KINDS, PayoutRules, payload_problem, role_problem
 from ledger.store import COLUMNS, SQLITE_MAGIC, TABLE_COLUMNS, SignedHead, check_file, check_tables, fingerprint, integrity_problems, open_read_only
 
 PARALLEL_FROM = 4096
@@ -40,6 +41,8 @@ PARALLEL_FROM = 4096
 
 Row = tuple[int, str, str, str, str, str, str, str]
 """``(seq, kind, actor, timestamp, payload_text, prev_hash, signature, hash)``."""
+Keys = dict[str, tuple[str, str, str]]
+"""``actor -> (role, public_key, proof)``: the registered keys."""
 Problem = tuple[int, str]
 """``(position, reason)``: position 1 is the first row; problems are ranked by position."""
 
@@ -50,7 +53,7 @@ class LogContents:
 
     rows: list[Row]
     heads: list[SignedHead]
-    keys: dict[str, tuple[str, str, str]]
+    keys: Keys
     log_public_key: str | None
     nodes: dict[int, bytes] | None = field(default=None)  # stored Merkle nodes (SQLite only)
 
@@ -289,8 +292,7 @@ def _unreadable_row(conn: sqlite3.Connection, exc: BaseException | None) -> tupl
 
 def verify_contents(log: LogContents, workers: int = 2) -> VerifyReport:
     """Verify what was read from a SQLite file or by :func:`ledger.export.read_export`."""
-    public = {actor: key for actor, (_, key, _) in log.keys.items()}
-    leaves, entry_problems = _check_entries(log.rows, public, workers)
+    leaves, entry_problems = _check_entries(log.rows, log.keys, workers)
     root, tree_problems = _tree_problems(log, leaves)
     # At one position, a broken link explains more than a hash, a hash more than a tree head.
     ranked = [_chain_problems(log.rows), entry_problems, _key_problems(log), tree_problems, _payout_problems(log)]
@@ -311,7 +313,7 @@ def _payout_problems(log: LogContents) -> list[Problem]:
         if kind in MONEY_KINDS:
             try:
                 payload = json.loads(text)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, RecursionError):
                 payload = None
             if payload_problem(kind, payload) is None:  # otherwise the entry check reports it
                 reason = rules.step(position, kind, payload, log.keys)
@@ -323,35 +325,35 @@ def _payout_problems(log: LogContents) -> list[Problem]:
     return [unclosed] if unclosed else []
 
 
-def _check_entries(rows: list[Row], public: dict[str, str], workers: int) -> tuple[list[bytes], list[Problem]]:
+def _check_entries(rows: list[Row], keys: Keys, workers: int) -> tuple[list[bytes], list[Problem]]:
     """Leaf hashes of all entries and the first hash/signature problem, over ``workers`` processes."""
     if workers <= 1 or len(rows) < PARALLEL_FROM:
-        leaves, problem = _check_chunk(rows, public, 0)
+        leaves, problem = _check_chunk(rows, keys, 0)
         return leaves, [problem] if problem else []
     step = -(-len(rows) // workers)
     starts = range(0, len(rows), step)
     # Forked workers inherit the rows (under fork, initargs are not pickled): only ranges travel.
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(len(starts), mp_context=context, initializer=_inherit, initargs=(rows, public)) as pool:
+    with ProcessPoolExecutor(len(starts), mp_context=context, initializer=_inherit, initargs=(rows, keys)) as pool:
         results = list(pool.map(_check_range, starts, [step] * len(starts)))
     return [leaf for leaves, _ in results for leaf in leaves], [p for _, p in results if p]
 
 
-_inherited: tuple[Sequence[Row], dict[str, str]] = ((), {})
+_inherited: tuple[Sequence[Row], Keys] = ((), {})
 """The rows and keys a worker process checks ranges of (set once per worker by :func:`_inherit`)."""
 
 
-def _inherit(rows: Sequence[Row], public: dict[str, str]) -> None:
+def _inherit(rows: Sequence[Row], keys: Keys) -> None:
     global _inherited
-    _inherited = (rows, public)
+    _inherited = (rows, keys)
 
 
 def _check_range(start: int, length: int) -> tuple[list[bytes], Problem | None]:
-    rows, public = _inherited
-    return _check_chunk(rows[start : start + length], public, start)
+    rows, keys = _inherited
+    return _check_chunk(rows[start : start + length], keys, start)
 
 
-def _check_chunk(rows: Sequence[Row], public: dict[str, str], offset: int) -> tuple[list[bytes], Problem | None]:
+def _check_chunk(rows: Sequence[Row], keys: Keys, offset: int) -> tuple[list[bytes], Problem | None]:
     leaves, problem = [], None
     for position, (seq, kind, actor, timestamp, payload_text, prev_hash, signature, stored_hash) in enumerate(rows, offset + 1):
         try:
@@ -359,7 +361,7 @@ def _check_chunk(rows: Sequence[Row], public: dict[str, str], offset: int) -> tu
         except (TypeError, ValueError) as exc:
             raw, reason = b"", f"malformed entry fields: {exc}"
         else:  # past the first problem only the leaves matter: the report names the first one
-            reason = None if problem else _entry_reason(raw, kind, actor, payload_text, signature, stored_hash, public)
+            reason = None if problem else _entry_reason(raw, kind, actor, payload_text, signature, stored_hash, keys)
         leaves.append(merkle.leaf_hash(raw))
         if reason and problem is None:
             problem = (position, reason)
@@ -367,11 +369,13 @@ def _check_chunk(rows: Sequence[Row], public: dict[str, str], offset: int) -> tu
 
 
 def _entry_reason(
-    raw: bytes, kind: str, actor: str, payload_text: str, signature: str, stored_hash: str, public: dict[str, str]
+    raw: bytes, kind: str, actor: str, payload_text: str, signature: str, stored_hash: str, keys: Keys
 ) -> str | None:
     try:
         payload = json.loads(payload_text)
         canonical = canonical_json(payload).decode("utf-8")
+    except RecursionError:
+        return "payload is not valid JSON: nested too deeply"
     except (TypeError, ValueError, LedgerError) as exc:
         return f"payload is not valid JSON: {exc}"
     recomputed = hashlib.sha256(raw).hexdigest()
@@ -379,11 +383,12 @@ def _entry_reason(
         return "payload is not in canonical JSON form"
     if recomputed != stored_hash:
         return f"hash mismatch: stored {str(stored_hash)[:16]}…, recomputed {recomputed[:16]}… (entry content changed)"
-    if actor not in public:
+    if actor not in keys:
         return f"actor {actor!r} has no registered public key (unknown key)"
-    if not signature_ok(public[actor], signature, statement_bytes(kind, actor, payload_text)):
+    role, public_key, _ = keys[actor]
+    if not signature_ok(public_key, signature, statement_bytes(kind, actor, payload_text)):
         return f"signature does not verify under actor {actor!r}'s registered key"
-    return payload_problem(kind, payload)
+    return role_problem(kind, actor, role) or payload_problem(kind, payload)
 
 
 def _chain_problems(rows: list[Row]) -> list[Problem]:

@@ -112,8 +112,9 @@ def test_bad_epoch_inputs_are_refused(bad, match):
 def book_path(tmp_path):
     path = tmp_path / "l.db"
     with Ledger(path, keystore=Keystore(tmp_path / "keys", seed=b"epochs"), clock=fixed_clock()) as book:
-        for actor in ("c00", "c01", "c02", "pa"):
-            book.register(actor, "tester")
+        for actor in ("c00", "c01", "c02"):
+            book.register(actor, "contributor")
+        book.register("pa", "payout-authority")
         book.append_many([("stake", c, {"contributor": c, "amount": 100}) for c in ("c00", "c01", "c02")])
     return path
 

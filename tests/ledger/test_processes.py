@@ -47,7 +47,7 @@ with Ledger(path, keystore=Keystore(keys, seed=%r)) as book:
 def _prepare(path: Path, keys: Path, actors: list[str]) -> None:
     with Ledger(path, keystore=Keystore(keys, seed=SEED)) as book:
         for actor in actors:
-            book.register(actor, "writer")
+            book.register(actor, "contributor")
 
 
 def _spawn(path: Path, keys: Path, actor: str, n: int, batch: int) -> subprocess.Popen:

@@ -1,4 +1,5 @@
-"""Payload schemas and payout rules (ledger.schemas): the store refuses what the verifier rejects.
+"""Payload schemas, signing roles and payout rules (ledger.schemas): the store refuses what the
+verifier rejects.
 
 Each bad batch is first offered to the store, which must refuse it and write nothing; then an
 attacker holding every key writes it anyway (the ``forge`` fixture: a store with the checks off)
@@ -7,12 +8,18 @@ and the verifier must name the same problem at the first bad entry.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from ledger import Keystore, Ledger, LedgerError, fixed_clock, verify
+from ledger import Keystore, Ledger, LedgerError, LedgerIntegrityError, SignedRecord, canonical_json, fixed_clock, verify
+from ledger.encoding import statement_bytes
+from ledger.keys import sign
 from ledger.schemas import SAFE_INT, payload_problem
 
 CONTRIBUTORS = ("c00", "c01")
+ROLES = {"c00": "contributor", "c01": "contributor", "pa": "payout-authority", "ih": "host", "sr": "runner"}
+"""The actors of these tests and their registered roles."""
 
 
 @pytest.fixture
@@ -25,8 +32,8 @@ def paid(tmp_path, keys):
     """Stakes (entries 1-2), then epoch 1 paid in one batch (entries 3-5)."""
     path = tmp_path / "l.db"
     with Ledger(path, keystore=keys, clock=fixed_clock()) as book:
-        for actor in (*CONTRIBUTORS, "pa"):
-            book.register(actor, "tester")
+        for actor, role in ROLES.items():
+            book.register(actor, role)
         book.append_many([("stake", c, {"contributor": c, "amount": 100}) for c in CONTRIBUTORS])
         book.append_many([("payout", "pa", {"epoch": 1, "contributor": "c00", "amount": 7}),
                           ("payout", "pa", {"epoch": 1, "contributor": "c01", "amount": 3}),
@@ -80,7 +87,7 @@ CASES = {
     "a float amount": (_epoch(2, {"c00": 0.5}), 0, "field 'amount' must be money units"),
     "a stake of nobody registered": ([("stake", "c00", {"contributor": "ghost", "amount": 5})], 0,
                                      "stake of contributor 'ghost', who has no registered key"),
-    "a sweep run of unknown status": ([("sweep_run", "pa", {"run_id": "r", "status": "maybe", "params": {}})], 0,
+    "a sweep run of unknown status": ([("sweep_run", "sr", {"run_id": "r", "status": "maybe", "params": {}})], 0,
                                       "field 'status' must be 'ok' or 'failed', got 'maybe' (str)"),
     "a contribution without a sample id": ([("contribution", "c00", {"content_hash": "ab"})], 0,
                                            "contribution payload: required field 'sample_id' is missing"),
@@ -96,13 +103,26 @@ CASES = {
         [("generation_payment", "pa", {k: v for k, v in _generation({"c00": 10}).items() if k != "evidence"})], 0,
         "required field 'evidence' is missing"),
     "a receipt batch whose role totals miss its fee total": (
-        [("receipt_batch", "pa", _receipt_batch(fee_by_role={"contributors": 5, "platform": 4}))], 0,
+        [("receipt_batch", "ih", _receipt_batch(fee_by_role={"contributors": 5, "platform": 4}))], 0,
         "receipt_batch payload: fee_by_role total 9 units, fee_total is 10"),
     "a receipt batch whose root is no digest": (
-        [("receipt_batch", "pa", _receipt_batch(root="AB" * 32))], 0, "field 'root' must be a SHA-256 digest, 64 lower-case hex digits"),
-    "a receipt batch of no receipts": ([("receipt_batch", "pa", _receipt_batch(count=0))], 0, "field 'count' must be a count"),
+        [("receipt_batch", "ih", _receipt_batch(root="AB" * 32))], 0, "field 'root' must be a SHA-256 digest, 64 lower-case hex digits"),
+    "a receipt batch of no receipts": ([("receipt_batch", "ih", _receipt_batch(count=0))], 0, "field 'count' must be a count"),
     "a receipt batch with an unknown field": (
-        [("receipt_batch", "pa", _receipt_batch(paid=3))], 0, "receipt_batch payload: unknown field(s) ['paid']"),
+        [("receipt_batch", "ih", _receipt_batch(paid=3))], 0, "receipt_batch payload: unknown field(s) ['paid']"),
+    "a receipt batch signed by a contributor": (
+        [("receipt_batch", "c00", _receipt_batch())], 0,
+        "receipt_batch signed by 'c00', whose role 'contributor' may not sign it (only ['host'])"),
+    "a whole epoch paying 10**15 signed by a contributor": (
+        [(kind, "c00", payload) for kind, _, payload in _epoch(2, {"c00": 10**15})], 0,
+        "payout signed by 'c00', whose role 'contributor' may not sign it (only ['host', 'payout-authority'])"),
+    "a generation payment signed by the inference host": (
+        [("generation_payment", "ih", _generation({"c00": 10}))], 0,
+        "generation_payment signed by 'ih', whose role 'host' may not sign it (only ['payout-authority'])"),
+    "a stake signed by the payout authority": (
+        [("stake", "pa", {"contributor": "c00", "amount": 5})], 0, "stake signed by 'pa', whose role 'payout-authority' may not sign it"),
+    "a contribution signed by the log's key": (
+        [("contribution", "log", {"sample_id": "s"})], 0, "contribution signed by 'log', whose role 'log' may not sign it"),
 }
 
 
@@ -121,6 +141,27 @@ def test_the_store_refuses_and_the_verifier_rejects_the_same_problem(name, paid,
     assert problem in report.reason, report.reason
 
 
+@pytest.mark.parametrize("name", ["a receipt batch signed by a contributor", "a whole epoch paying 10**15 signed by a contributor"])
+def test_a_contributors_key_alone_commits_no_receipt_batch_and_pays_no_epoch(name, paid, keys, forge):
+    """An operator appends statements signed with contributor c00's key alone (append_signed): refused.
+    Written anyway, the verifier names the entry and a writer refuses to extend the log."""
+    batch, _, problem = CASES[name]
+    key = keys.key("c00")
+    signed = [SignedRecord(kind, actor, payload, sign(key, statement_bytes(kind, actor, canonical_json(payload).decode())))
+              for kind, actor, payload in batch]
+    with Ledger(paid, keystore=keys, clock=fixed_clock()) as book:
+        with pytest.raises(LedgerError, match="record 0 .*" + re.escape(problem)):
+            book.append_signed(signed)
+        assert len(book) == 5
+    forge(paid, keys, batch)
+    report = verify(paid)
+    assert (report.ok, report.first_bad_seq) == (False, 6) and problem in report.reason, report
+    with Ledger(paid, keystore=keys, clock=fixed_clock()) as book:
+        with pytest.raises(LedgerIntegrityError, match=re.escape(f"stored entry 6 breaks the signing roles ({batch[0][0]} signed by 'c00'")):
+            book.append("contribution", "c00", {"sample_id": "s-after"})
+        assert len(book) == 5 + len(batch)
+
+
 def test_a_whole_second_epoch_is_accepted(paid, keys):
     with Ledger(paid, keystore=keys, clock=fixed_clock()) as book:
         book.append_many([("slash", "pa", {"epoch": 2, "contributor": "c01", "amount": 100, "reason": "x"}),
@@ -134,8 +175,8 @@ def test_generation_payments_and_receipt_batches_are_accepted(paid, keys):
     with Ledger(paid, keystore=keys, clock=fixed_clock()) as book:
         book.append_many([("generation_payment", "pa", _generation({"c00": 7, "c01": 2}, unallocated=1)),
                           ("generation_payment", "pa", _generation({}, unallocated=10)),
-                          ("receipt_batch", "pa", _receipt_batch()),
-                          ("receipt_batch", "pa", {k: v for k, v in _receipt_batch().items() if k != "fee_by_role"})])
+                          ("receipt_batch", "ih", _receipt_batch()),
+                          ("receipt_batch", "ih", {k: v for k, v in _receipt_batch().items() if k != "fee_by_role"})])
     assert verify(paid).ok and verify(paid).entries == 9
 
 

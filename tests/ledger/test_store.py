@@ -29,7 +29,9 @@ RECORDS = [
     ("training_run", "trainer", {"dataset_version": "dv-abc", "epochs": 3, "lr": 0.05}),
     ("stake", "c00", {"contributor": "c00", "amount": 42}),
 ]
-ACTORS = ("c00", "c01", "c02", "c03", "c07", "validator", "builder", "trainer", "treasury", "someone")
+ACTORS = {**{c: "contributor" for c in ("c00", "c01", "c02", "c03", "c07")}, "validator": "validator", "builder": "curator",
+          "trainer": "trainer", "attributor": "attributor", "runner": "runner", "treasury": "payout-authority", "host": "host"}
+"""Each actor of these tests with the role it is registered with."""
 EPOCH = [("payout", "treasury", {"epoch": 1, "contributor": "c00", "amount": 42}),
          ("payout_epoch", "treasury", {"epoch": 1, "pool": 42, "slashed": 0, "paid": 42, "unallocated": 0})]
 
@@ -54,8 +56,8 @@ def keystore(tmp_path):
 def signed_ledger(path, keystore, clock=CLOCK) -> Ledger:
     """A ledger with the keys of :data:`ACTORS` registered."""
     ledger = Ledger(path, keystore=keystore, clock=clock)
-    for actor in ACTORS:
-        ledger.register(actor, "tester")
+    for actor, role in ACTORS.items():
+        ledger.register(actor, role)
     return ledger
 
 
@@ -162,14 +164,14 @@ ONE_OF_EACH_KIND = [
     ("validation", "validator", {"sample_id": "c00-1", "accepted": True, "reason": ""}),
     ("dataset_version", "builder", {"version": "dv-1", "accepted": 1}),
     ("training_run", "trainer", {"dataset_version": "dv-1", "config": {"epochs": 2}}),
-    ("attribution_run", "someone", {"method": "tracin", "dataset_version": "dv-1", "contributor_credit": {"c00": 0.5}}),
-    ("sweep_run", "someone", {"run_id": "r1", "status": "ok", "params": {"seed": 0}}),
+    ("attribution_run", "attributor", {"method": "tracin", "dataset_version": "dv-1", "contributor_credit": {"c00": 0.5}}),
+    ("sweep_run", "runner", {"run_id": "r1", "status": "ok", "params": {"seed": 0}}),
     ("slash", "treasury", {"epoch": 1, "contributor": "c00", "amount": 10, "reason": "rejected data"}),
     ("payout", "treasury", {"epoch": 1, "contributor": "c00", "amount": 5}),
     ("payout_epoch", "treasury", {"epoch": 1, "pool": 0, "slashed": 10, "paid": 5, "unallocated": 5}),
     ("generation_payment", "treasury", {"generation_id": "g1", "fee": 3, "payouts": {"c00": 2}, "unallocated": 1,
                                         "rule": "span credit", "evidence": {}}),
-    ("receipt_batch", "someone", {"batch_id": "b1", "root": "ab" * 32, "count": 1, "fee_total": 3}),
+    ("receipt_batch", "host", {"batch_id": "b1", "root": "ab" * 32, "count": 1, "fee_total": 3}),
 ]
 
 

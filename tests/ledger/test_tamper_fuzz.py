@@ -36,8 +36,9 @@ def original(tmp_path_factory) -> Path:
     path = folder / "ledger.db"
     actors = [f"c{i}" for i in range(4)]
     with Ledger(path, keystore=Keystore(folder / "keys", seed=b"fuzz"), clock=fixed_clock()) as book:
-        for actor in [*actors, "pa"]:
-            book.register(actor, "tester")
+        for actor in actors:
+            book.register(actor, "contributor")
+        book.register("pa", "payout-authority")
         book.append_many([("stake", c, {"contributor": c, "amount": 100}) for c in actors])
         for batch in range(4):
             book.append_many([("contribution", c, {"sample_id": f"{c}-{batch}-{k}", "v": k * 0.5}) for c in actors for k in range(2)])
