@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,18 @@ def add_commands(tools: argparse._SubParsersAction) -> None:
     p = tool("verify-proof", _verify_proof, "check an inclusion or consistency proof offline")
     p.add_argument("proof", type=Path)
     p.add_argument("--log-key", help="pin the log's public key (hex)")
-    p = tool("verify-receipt", _verify_receipt, "check an inference receipt's two-level proof offline (receipt in its batch, batch in the log)")
-    p.add_argument("receipt", type=Path, help="a receipt proof document (ledger.receipts.receipt_proof)")
-    p.add_argument("--log-key", help="pin the log's public key (hex)")
+    p = tool("receipt-proof", _receipt_proof, "the proof document of one served inference's receipt, for verify-receipt")
+    p.add_argument("inference", type=Path, help=f"a served run's inference folder (RUN/inference, holding {RECEIPTS})")
+    p.add_argument("request_id", help="the receipt's request id (e.g. req-0000000037)")
+    p.add_argument("--ledger", type=Path, help="the run's ledger (default: ledger.sqlite beside the inference folder)")
+    p.add_argument("-o", "--out", type=Path)
+    p = tool("verify-receipt", _verify_receipt, "check an inference receipt's two-level proof offline (receipt in its batch, batch in the log) "
+                                                "against a log key you choose: --log-key, --ledger or --head")
+    p.add_argument("receipt", type=Path, help="a receipt proof document (receipt-proof, ledger.receipts.receipt_proof)")
+    trusted = p.add_mutually_exclusive_group()
+    trusted.add_argument("--log-key", help="the log's public key (64 hex digits)")
+    trusted.add_argument("--ledger", type=Path, help="take the log key from this ledger, and check the batch's signer and its role there")
+    trusted.add_argument("--head", type=Path, help="take the log key from this saved signed head (a `head` checkpoint)")
     p = tool("check-head", _check_head, "prove the log still extends a saved head; report rollback or equivocation")
     p.add_argument("path", type=Path)
     p.add_argument("head", type=Path)
@@ -69,13 +79,34 @@ def _open(path: Path) -> Ledger:
     return Ledger(path)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+RECEIPTS = "receipts.jsonl"
+"""The receipts file of an inference folder (``datanet_lab.serving.economy``)."""
+_HEX_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise LedgerError(f"no file at {path}") from exc
+    except IsADirectoryError as exc:
+        raise LedgerError(f"{path} is a directory, not a JSON file") from exc
+    except OSError as exc:
+        raise LedgerError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except RecursionError as exc:
+        raise LedgerError(f"{path}: JSON nested too deeply to read") from exc
     except ValueError as exc:
         raise LedgerError(f"{path} is not JSON: {exc}") from exc
+
+
+def _checked(path: Path, check: Callable[..., proofs.ProofCheck], *args: Any) -> int:
+    """Print ``check(*args)`` of the document read from ``path``; 0 when it holds, else 1."""
+    try:
+        result = check(*args)
+    except RecursionError as exc:
+        raise LedgerError(f"{path}: JSON nested too deeply to check") from exc
+    print(result)
+    return 0 if result.ok else 1
 
 
 def _emit(document: dict[str, Any], out: Path | None) -> int:
@@ -132,23 +163,48 @@ def _consistency(args: argparse.Namespace) -> int:
 
 
 def _verify_proof(args: argparse.Namespace) -> int:
-    check = proofs.check_document(_read_json(args.proof), args.log_key)
-    print(check)
-    return 0 if check.ok else 1
+    return _checked(args.proof, proofs.check_document, _read_json(args.proof), args.log_key)
+
+
+def _receipt_proof(args: argparse.Namespace) -> int:
+    if not args.inference.is_dir():
+        raise LedgerError(f"{args.inference} is not a folder: give a served run's inference folder (RUN/inference)")
+    receipts_path = args.inference / RECEIPTS
+    if not receipts_path.is_file():
+        raise LedgerError(f"{args.inference} holds no {RECEIPTS}: is it a served run's inference folder?")
+    with _open(args.ledger or args.inference.resolve().parent / "ledger.sqlite") as book:
+        return _emit(receipts.request_proof(book, receipts_path, args.request_id), args.out)
 
 
 def _verify_receipt(args: argparse.Namespace) -> int:
-    check = receipts.check_receipt(_read_json(args.receipt), args.log_key)
-    print(check)
-    return 0 if check.ok else 1
+    document, keys = _read_json(args.receipt), None
+    if args.ledger is not None:
+        with _open(args.ledger) as book:
+            log_key, keys = book.log_public_key, book.key_records()
+    elif args.head is not None:
+        log_key = _saved_log_key(args.head)
+    elif args.log_key is not None:
+        log_key = args.log_key
+    else:
+        raise LedgerError(f"verify-receipt needs a log key you chose: give --log-key HEX, --ledger PATH or --head HEAD.json "
+                          f"(the key inside {args.receipt} is the document's own claim)")
+    if type(log_key) is not str or not _HEX_KEY.fullmatch(log_key):
+        raise LedgerError(f"the log key must be 64 lower-case hex digits, got {log_key!r}")
+    return _checked(args.receipt, receipts.check_receipt, document, log_key, keys)
+
+
+def _saved_log_key(path: Path) -> Any:
+    """The log key of the saved signed head at ``path``."""
+    saved = _read_json(path)
+    if type(saved) is not dict or "log_public_key" not in saved:
+        raise LedgerError(f"{path} is not a saved signed head (a `head` checkpoint): no log_public_key")
+    return saved["log_public_key"]
 
 
 def _check_head(args: argparse.Namespace) -> int:
     saved = _read_json(args.head)
     with _open(args.path) as book:
-        check = proofs.check_head(book, saved, args.log_key)
-    print(check)
-    return 0 if check.ok else 1
+        return _checked(args.head, proofs.check_head, book, saved, args.log_key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

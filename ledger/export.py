@@ -69,6 +69,8 @@ def read_export(path: str | Path) -> LogContents:
                     heads.append(SignedHead(line["size"], line["root"], line["timestamp"], line["signature"]))
                 else:
                     raise LedgerError(f"{path}:{number}: unknown line type {kind!r}")
+            except RecursionError as exc:
+                raise LedgerError(f"{path}:{number}: unreadable export line: JSON nested too deeply") from exc
             except (ValueError, KeyError, TypeError, AttributeError) as exc:
                 raise LedgerError(f"{path}:{number}: unreadable export line: {exc!r}") from exc
     if log_key is None and not rows:

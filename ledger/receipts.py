@@ -10,18 +10,24 @@ transaction per batch, and each receipt is hashed once.
 
 A receipt is proven with two levels of inclusion (:func:`receipt_proof`): the receipt in its
 batch's tree, and the batch entry in the log's tree under a signed head (the document of
-:func:`ledger.proofs.inclusion_document`). :func:`check_receipt` checks both offline.
+:func:`ledger.proofs.inclusion_document`). :func:`check_receipt` checks both offline, against a log
+key the checker chose (the document's own key proves nothing: anyone can sign a head with a key of
+their own), and, given the ledger's registered keys, that the batch entry's signer holds a role
+entitled to commit receipts. :func:`request_proof` finds a receipt by its request id in a receipts
+file (one canonical-JSON receipt per line, batch after batch, as ``serve-sim`` writes it).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from math import isfinite, lcm
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
 from ledger import merkle
@@ -29,7 +35,7 @@ from ledger.canonical import canonical_json, plain_json
 from ledger.errors import LedgerError
 from ledger.fees import CONTRIBUTORS, FRACTION, fraction_text
 from ledger.proofs import ProofCheck, check_document, inclusion_document
-from ledger.schemas import ACTOR, ANY, DIGEST, POSITION, TEXT, UNITS, UNITS_BY_ACTOR, Field, Schema, schema_problem
+from ledger.schemas import ACTOR, ANY, DIGEST, POSITION, TEXT, UNITS, UNITS_BY_ACTOR, Field, Schema, role_problem, schema_problem
 from ledger.store import Entry, Ledger
 
 KIND = "receipt_batch"
@@ -296,22 +302,76 @@ def receipt_proof(book: Ledger, batch: ReceiptBatch | Sequence[Mapping[str, Any]
     }
 
 
-def check_receipt(doc: Mapping[str, Any], log_key: str | None = None) -> ProofCheck:
-    """Check a :func:`receipt_proof` document offline: first the batch entry in the signed head
-    (statuses of :func:`ledger.proofs.check_document`: ``bad-head``, ``bad-entry``,
-    ``bad-signature``, ``bad-proof``), then ``not-a-batch`` (the entry is no ``receipt_batch``),
-    ``bad-receipt`` (the receipt breaks :data:`RECEIPT` or names another batch or index) and
-    ``wrong-root`` (the receipt and its path do not lead to the batch's root: the receipt was
-    altered or belongs to another batch). ``log_key`` pins the log's public key."""
+def read_batches(path: Path, start: int = 0) -> Iterator[tuple[list[dict[str, Any]], int]]:
+    """The batches of receipts file ``path`` (one receipt per line, a batch's lines together) from
+    byte ``start``, each with the byte offset after it; stops at a line that is not a whole receipt
+    (a write cut short)."""
+    batch: list[dict[str, Any]] = []
+    position = start
+    with open(path, "rb") as lines:
+        lines.seek(start)
+        for line in lines:
+            try:
+                receipt = json.loads(line) if line.endswith(b"\n") else None
+            except (ValueError, RecursionError):
+                receipt = None
+            if not isinstance(receipt, dict) or "batch_id" not in receipt:
+                break
+            if batch and receipt["batch_id"] != batch[0]["batch_id"]:
+                yield batch, position
+                batch = []
+            batch.append(receipt)
+            position += len(line)
+    if batch:
+        yield batch, position
+
+
+def request_proof(book: Ledger, path: str | Path, request_id: str) -> dict[str, Any]:
+    """The :func:`receipt_proof` document of the receipt of ``request_id`` in receipts file ``path``
+    (:func:`read_batches`) against ``book``'s latest signed head.
+
+    Raises:
+        LedgerError: ``path`` is no readable file, no receipt before its first unreadable line has
+            this request id, or no ``receipt_batch`` entry of ``book`` commits its batch.
+    """
+    path = Path(path)
+    try:
+        for receipts, _ in read_batches(path):
+            for index, receipt in enumerate(receipts):
+                if receipt.get("request_id") == request_id:
+                    return receipt_proof(book, receipts, index)
+    except OSError as exc:
+        raise LedgerError(f"cannot read receipts file {path}: {exc.strerror or exc}") from exc
+    raise LedgerError(f"{path}: no receipt has request id {request_id!r}")
+
+
+def check_receipt(doc: Mapping[str, Any], log_key: str,
+                  keys: Mapping[str, tuple[str, str, str]] | None = None) -> ProofCheck:
+    """Check a :func:`receipt_proof` document offline against the log's public key ``log_key``
+    (hex), chosen by the checker: ``key-mismatch`` when the document's head is under another key;
+    then the batch entry in the signed head (statuses of :func:`ledger.proofs.check_document`:
+    ``bad-head``, ``bad-entry``, ``bad-signature``, ``bad-proof``), ``not-a-batch`` (the entry is
+    no ``receipt_batch``), ``bad-signer`` (given the ledger's ``keys``, ``actor -> (role,
+    public_key, proof)`` as :meth:`ledger.Ledger.key_records`: the entry's actor is not registered
+    with the document's key, or its role may not commit receipts), ``bad-receipt`` (the receipt
+    breaks :data:`RECEIPT` or names another batch or index) and ``wrong-root`` (the receipt and
+    its path do not lead to the batch's root: the receipt was altered or belongs to another batch)."""
     try:
         if doc["type"] != "receipt":
             return ProofCheck(False, "malformed", f"not a receipt proof: type {doc['type']!r}")
+        found = doc["batch_entry"]["log_public_key"]
+        if found != log_key:
+            return ProofCheck(False, "key-mismatch", f"the proof's tree head is under log key {found}, "
+                                                     f"the log key chosen to check it is {log_key}")
         level2 = check_document(doc["batch_entry"], log_key)
         if not level2.ok:
             return level2
         entry, receipt, index = doc["batch_entry"]["entry"], doc["receipt"], doc["index"]
         if entry["kind"] != KIND:
             return ProofCheck(False, "not-a-batch", f"entry {entry['seq']} is a {entry['kind']} entry, not a {KIND}")
+        signer = None if keys is None else _signer_problem(doc["batch_entry"], keys)
+        if signer:
+            return ProofCheck(False, "bad-signer", signer)
         batch = entry["payload"]
         problem = schema_problem("receipt", RECEIPT, receipt)
         if problem is None and (receipt["batch_id"], receipt["index"]) != (batch["batch_id"], index):
@@ -324,8 +384,20 @@ def check_receipt(doc: Mapping[str, Any], log_key: str | None = None) -> ProofCh
                 receipt_leaf(receipt), index, batch["count"], path, bytes.fromhex(batch["root"])):
             return ProofCheck(False, "wrong-root", f"receipt {index} and its path do not lead to the root of batch "
                                                    f"{batch['batch_id']!r} (entry {entry['seq']}): altered, or of another batch")
-    except (KeyError, TypeError, ValueError, AttributeError, LedgerError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, LedgerError, RecursionError) as exc:
         return ProofCheck(False, "malformed", f"unreadable receipt proof: {exc!r}")
     head = doc["batch_entry"]["head"]
     return ProofCheck(True, "included", f"receipt {index} of batch {batch['batch_id']!r} (request {receipt['request_id']!r}) "
                                         f"is in entry {entry['seq']}, in the signed tree of size {head['size']}, root {head['root']}")
+
+
+def _signer_problem(batch_entry: Mapping[str, Any], keys: Mapping[str, tuple[str, str, str]]) -> str | None:
+    """What is wrong with the signer of a proven batch entry, given the ledger's registered keys."""
+    seq, actor = batch_entry["entry"]["seq"], batch_entry["entry"]["actor"]
+    if actor not in keys:
+        return f"entry {seq} is signed by {actor!r}, who has no key registered in the ledger"
+    role, key, _ = keys[actor]
+    if key != batch_entry["actor_public_key"]:
+        return f"entry {seq}: the proof gives actor {actor!r} key {batch_entry['actor_public_key']}, the ledger registers {key}"
+    problem = role_problem(KIND, actor, role)
+    return f"entry {seq}: {problem}" if problem else None

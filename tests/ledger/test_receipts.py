@@ -1,5 +1,6 @@
 """Inference receipts (ledger.receipts): a batch is one signed entry, each receipt is proven with
-two inclusion levels and checked offline; every tampering fails with the status that names it."""
+two inclusion levels and checked offline against a log key the checker chose; every tampering
+fails with the status that names it."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from ledger.cli import main
 from ledger.encoding import head_bytes
 from ledger.keys import public_hex, sign
 from ledger.proofs import inclusion_document
-from ledger.receipts import build_batch, check_receipt, commit_receipts, make_receipt, receipt_leaf, receipt_proof
+from ledger.receipts import build_batch, check_receipt, commit_receipts, make_receipt, receipt_leaf, receipt_proof, request_proof
 
 CONTRIBUTORS = [f"c{i}" for i in range(5)]
 
@@ -46,8 +47,9 @@ def keys(tmp_path_factory):
 def build(path, keys):
     """A ledger with contributions, then batches of 1, 5 and 13 receipts, then one more entry."""
     with Ledger(path, keystore=keys, clock=fixed_clock()) as book:
-        for actor in (*CONTRIBUTORS, "server"):
-            book.register(actor, "tester")
+        for actor in CONTRIBUTORS:
+            book.register(actor, "contributor")
+        book.register("server", "host")
         book.append_many([("contribution", c, {"sample_id": f"s-{c}"}) for c in CONTRIBUTORS])
         batches = [commit_receipts(book, receipts(f"b{n}", n), "server") for n in (1, 5, 13)]
         book.append("contribution", "c0", {"sample_id": "s-late"})
@@ -118,7 +120,7 @@ TAMPERING = {
     "the head's root": (lambda d, k: d["batch_entry"]["head"].update(root="cd" * 32), "bad-head"),
     "the head's root, re-signed by the log": (lambda d, k: _resign_head(d, k, root="cd" * 32), "bad-proof"),
     "the head's size, re-signed by the log": (lambda d, k: _resign_head(d, k, size=8), "bad-proof"),
-    "the log key": (lambda d, k: d["batch_entry"].update(log_public_key=public_hex(k.key("c1"))), "bad-head"),
+    "the log key": (lambda d, k: d["batch_entry"].update(log_public_key=public_hex(k.key("c1"))), "key-mismatch"),
     "the document type": (lambda d, k: d.update(type="inclusion"), "malformed"),
     "the batch path as text": (lambda d, k: d.update(batch_path="00"), "malformed"),
     "the batch entry removed": (lambda d, k: d.pop("batch_entry"), "malformed"),
@@ -127,27 +129,54 @@ TAMPERING = {
 
 @pytest.mark.parametrize("name", sorted(TAMPERING))
 def test_tampering_fails_with_the_status_that_names_it(committed, keys, name):
-    doc, _ = _proof(committed)
+    doc, log_key = _proof(committed)
     tamper, status = TAMPERING[name]
     tamper(doc, keys)
-    check = check_receipt(doc)
+    check = check_receipt(doc, log_key)
     assert not check.ok and check.status == status, check
 
 
-def test_a_pinned_log_key_refuses_a_document_of_another_log(committed, keys):
+def test_a_pinned_log_key_refuses_a_document_of_another_log_naming_both_keys(committed, keys):
     doc, log_key = _proof(committed)
     assert check_receipt(doc, log_key=log_key).ok
-    check = check_receipt(doc, log_key=public_hex(keys.key("c2")))
-    assert not check.ok and check.status == "malformed" and "is not the pinned key" in check.message
+    other = public_hex(keys.key("c2"))
+    check = check_receipt(doc, log_key=other)
+    assert not check.ok and check.status == "key-mismatch" and log_key in check.message and other in check.message, check
+
+
+def test_a_deeply_nested_receipt_is_malformed(committed):
+    doc, log_key = _proof(committed)
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    doc["receipt"]["output"] = deep
+    check = check_receipt(doc, log_key)
+    assert (check.ok, check.status) == (False, "malformed") and "RecursionError" in check.message, check
 
 
 def test_an_entry_that_is_not_a_batch_is_refused(committed):
     path, _ = committed
-    doc, _ = _proof(committed)
+    doc, log_key = _proof(committed)
     with Ledger(path) as book:
         doc["batch_entry"] = inclusion_document(book, 1)  # a contribution
-    check = check_receipt(doc)
+    check = check_receipt(doc, log_key)
     assert not check.ok and check.status == "not-a-batch", check
+
+
+def test_a_forged_batch_of_a_contributor_fails_against_the_ledgers_keys(own, keys, forge):
+    """Rows written around the store: a batch signed by contributor c0 under a validly signed head
+    passes with the log key alone; the ledger's registered roles name the signer."""
+    path, _ = own
+    invented = receipts("b-forged", 3)
+    forge(path, keys, [("receipt_batch", "c0", build_batch(invented).payload())])
+    with Ledger(path) as book:
+        doc, log_key, registered = receipt_proof(book, invented, 1), book.log_public_key, book.key_records()
+    assert check_receipt(doc, log_key).ok  # the log's signature alone cannot tell
+    check = check_receipt(doc, log_key, registered)
+    assert (check.ok, check.status) == (False, "bad-signer"), check
+    assert "receipt_batch signed by 'c0', whose role 'contributor' may not sign it" in check.message
+    registered = {**registered, "c0": (registered["server"][0], registered["server"][1], "")}
+    assert "the ledger registers" in check_receipt(doc, log_key, registered).message
 
 
 def test_a_receipt_against_a_tampered_ledger_fails(own, keys, forge):
@@ -167,13 +196,14 @@ def test_a_receipt_against_a_tampered_ledger_fails(own, keys, forge):
         # the honest path against the tampered entry: the entry no longer hashes to its hash
         doc = {"type": "receipt", "receipt": batch.receipts[2], "index": 2,
                "batch_path": [h.hex() for h in batch.path(2)], "batch_entry": inclusion_document(book, entry.seq)}
-    assert check_receipt(doc).status == "bad-entry"
+        log_key = book.log_public_key
+    assert check_receipt(doc, log_key).status == "bad-entry"
     # an attacker holding every key commits another batch b5 in a validly extended log
     forged = forge(path.with_name("forged.db"), keys, [("receipt_batch", "server", build_batch(receipts("b5", 5)).payload())])
     with Ledger(path.with_name("forged.db")) as other:
         doc["batch_entry"] = inclusion_document(other, forged[0].seq)
     doc["receipt"] = {**batch.receipts[2], "output": {"label": 0}}
-    assert check_receipt(doc).status == "wrong-root"
+    assert check_receipt(doc, log_key).status == "wrong-root"
 
 
 def test_a_bad_batch_is_refused_and_nothing_is_written(own, keys):
@@ -253,7 +283,60 @@ def test_cli_verify_receipt_exit_codes(committed, tmp_path, capsys):
     assert "OK (included): receipt 6 of batch 'b13'" in capsys.readouterr().out
     doc["receipt"]["output"] = {"label": 1}
     bad.write_text(json.dumps(doc))
-    assert main(["verify-receipt", str(bad)]) == 1
+    assert main(["verify-receipt", str(bad), "--log-key", log_key]) == 1
     assert "FAILED (wrong-root)" in capsys.readouterr().out
-    assert main(["verify-receipt", str(tmp_path / "none.json")]) == 2
+    assert main(["verify-receipt", str(tmp_path / "none.json"), "--log-key", log_key]) == 2
     assert "no file at" in capsys.readouterr().err
+
+
+def test_cli_verify_receipt_takes_the_log_key_from_a_ledger_or_a_saved_head(committed, tmp_path, capsys):
+    path, _ = committed
+    doc, _ = _proof(committed)
+    receipt, head = tmp_path / "r.json", tmp_path / "head.json"
+    receipt.write_text(json.dumps(doc))
+    assert main(["head", str(path), "--out", str(head)]) == 0
+    assert main(["verify-receipt", str(receipt), "--ledger", str(path)]) == 0
+    assert main(["verify-receipt", str(receipt), "--head", str(head)]) == 0
+    assert capsys.readouterr().out.count("OK (included): receipt 6 of batch 'b13'") == 2
+
+
+def test_cli_verify_receipt_never_trusts_the_documents_own_key(committed, tmp_path, capsys):
+    """A forger's log of their own, with invented receipts: its proof holds together under the
+    forger's key, so without a key chosen by the checker it is refused, not passed."""
+    path, _ = committed
+    forger = Keystore(tmp_path / "forger-keys", seed=b"forger")
+    with Ledger(tmp_path / "forged.db", keystore=forger, clock=fixed_clock()) as book:
+        book.register("server", "host")
+        invented = receipts("b13", 13)
+        commit_receipts(book, invented, "server")
+        forged = receipt_proof(book, invented, 6)
+    assert check_receipt(forged, public_hex(forger.key("log"))).ok
+    receipt = tmp_path / "forged.json"
+    receipt.write_text(json.dumps(forged))
+    assert main(["verify-receipt", str(receipt)]) == 2
+    out, err = capsys.readouterr()
+    assert "OK" not in out and err.count("\n") == 1 and "needs a log key you chose" in err, err
+    assert main(["verify-receipt", str(receipt), "--ledger", str(path)]) == 1
+    out = capsys.readouterr().out
+    with Ledger(path) as book:
+        real = book.log_public_key
+    assert out.startswith("FAILED (key-mismatch)") and real in out and public_hex(forger.key("log")) in out, out
+    assert main(["verify-receipt", str(receipt), "--log-key", "ABC"]) == 2
+    assert "the log key must be 64 lower-case hex digits, got 'ABC'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tool", ["verify-receipt", "check-head", "verify-proof"])
+@pytest.mark.parametrize("document", ["deeply nested JSON", "a directory"])
+def test_cli_a_deep_or_unreadable_document_is_one_line_and_exit_2(committed, tmp_path, capsys, tool, document):
+    path, _ = committed
+    given = tmp_path / "doc.json"
+    if document == "a directory":
+        given.mkdir()
+    else:
+        given.write_text("[" * 100_000 + "]" * 100_000)
+    args = {"verify-receipt": [tool, str(given), "--ledger", str(path)], "check-head": [tool, str(path), str(given)],
+            "verify-proof": [tool, str(given)]}[tool]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    expected = "is a directory, not a JSON file" if document == "a directory" else "JSON nested too deeply to read"
+    assert err.count("\n") == 1 and str(given) in err and expected in err, err
