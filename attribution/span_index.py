@@ -1,4 +1,4 @@
-"""An on-disk suffix-array index of tokenized documents, queried by the infini-gram engine; the
+"""An on-disk index of tokenized documents, queried by a span engine (:data:`ENGINES`); the
 :class:`Span` it returns and the input checks it shares with :mod:`attribution.spans` (the public
 module, which re-exports everything here that callers need).
 
@@ -7,14 +7,18 @@ Layout of an index directory (infini-gram's v4 ``u16`` format, one shard)::
     tokenized.0              u16 little-endian: per document 0xffff then its tokens; then the
                              sentinel document [0] (below)
     offset.0                 u64: byte offset of each document's 0xffff in tokenized.0, sentinel last
-    table.0                  the suffix array, built by ``python -m infini_gram.indexing``
+    table.0                  the suffix array, built by ``python -m infini_gram.indexing``; only
+                             in an index built for the ``infini_gram`` engine
     datanet-span-index.json  {format, n_docs, n_tokens, vocab_size, corpus_sha256}: n_docs and
                              n_tokens count the caller's documents, not the sentinel;
                              corpus_sha256 is the SHA-256 of tokenized.0
 
-The engine only reads file names containing ``tokenized``/``table``/``offset`` (and
-``metadata``/``metaoff``/``unigram``) and matches them against the whole path, so neither the
-index's path nor any other file in it may contain these words.
+The infini-gram engine sorts the files of its index directory by matching the words
+``tokenized``/``table``/``offset``/``metadata``/``metaoff``/``unigram`` against each file's
+whole path, so a directory such as ``runs/stable/index`` would be misread. It is therefore handed
+the directory as ``/proc/self/fd/<n>``, an open descriptor of it, whose path holds none of these
+words (infini-gram ships for Linux only). The package is imported on the first query, never by
+``import attribution``.
 
 The sentinel: when a suffix sorts before every suffix of the corpus, infini-gram 2.6's longest-
 prefix search inspects no neighbour and reports 0 (its ``max(0, start - 1)`` wraps around when
@@ -34,12 +38,16 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from infini_gram.engine import InfiniGramEngine
 
 from attribution.base import AttributionError
+
+if TYPE_CHECKING:
+    from attribution.spans import ReferenceSpanMatcher
 
 MAX_VOCAB = 0xFFFF
 """Largest vocabulary of a u16 index: token ids ``0 .. 65534``; ``0xffff`` separates documents."""
@@ -102,24 +110,25 @@ def check_span_limits(min_len: int, max_count: int) -> None:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
+ENGINES = ("infini_gram", "reference")
+"""Span engines, which find the same spans: ``infini_gram`` queries the suffix array (``table.0``)
+that infini-gram's indexer builds; ``reference`` is :class:`attribution.spans.ReferenceSpanMatcher`
+over the index's documents, in memory, without the infini-gram package (its licence:
+``docs/attribution.md``)."""
 METADATA = "datanet-span-index.json"
 FORMAT = "datanet-span-index/1"
-ENGINE_WORDS = ("tokenized", "table", "offset", "metadata", "metaoff", "unigram")
-"""Substrings the engine looks for in every path of an index directory."""
+CORPUS_FILES = ("tokenized.0", "offset.0", METADATA)
+TABLE = "table.0"
 SENTINEL = (MAX_VOCAB, 0)
 """The last document of tokenized.0: a separator, then token 0."""
 TOKEN_BYTES = 2
 
 
-def _check_path(directory: Path) -> Path:
-    """``directory`` made absolute, or ``ValueError`` if its path contains a word the engine
-    matches file names with."""
-    directory = Path(directory).absolute()
-    clash = [word for word in ENGINE_WORDS if word in str(directory)]
-    if clash:
-        raise ValueError(f"span index directory {directory}: its path contains {clash}, which the infini-gram "
-                         f"engine takes for index files; choose a path without {', '.join(ENGINE_WORDS)}")
-    return directory
+def check_engine(engine: str) -> str:
+    """``engine`` if one of :data:`ENGINES`, else ``ValueError``."""
+    if engine not in ENGINES:
+        raise ValueError(f"span engine must be one of {list(ENGINES)}, got {engine!r}")
+    return engine
 
 
 def _sha256(path: Path) -> str:
@@ -152,13 +161,15 @@ def _run_indexer(directory: Path, raw: Path) -> None:
     command = [sys.executable, "-m", "infini_gram.indexing", "--data_dir", str(raw), "--save_dir", str(directory),
                "--token_dtype", "u16", "--shards", "1", "--cpus", "1", "--mem", "2", "--ulimit", str(open_files)]
     result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0 or not (directory / "table.0").is_file():
+    if result.returncode != 0 or not (directory / TABLE).is_file():
         raise AttributionError(f"span index build failed (exit {result.returncode}): {' '.join(command)}\n"
                                f"stdout: {result.stdout[-2000:]}\nstderr: {result.stderr[-2000:]}")
 
 
-def build_span_index(documents: Sequence[Sequence[int]], directory: Path, vocab_size: int) -> SpanIndex:
-    """Index ``documents`` (token ids in ``[0, vocab_size)``, ``vocab_size <= 65535``) at ``directory``.
+def build_span_index(documents: Sequence[Sequence[int]], directory: Path, vocab_size: int,
+                     engine: str = "infini_gram") -> SpanIndex:
+    """Index ``documents`` (token ids in ``[0, vocab_size)``, ``vocab_size <= 65535``) at
+    ``directory`` for ``engine`` (:data:`ENGINES`; only ``infini_gram`` builds ``table.0``).
 
     ``directory`` must not exist: the index is built in a sibling temporary directory and renamed
     into place once complete, so a failed build leaves nothing at ``directory``. Bad input
@@ -167,7 +178,8 @@ def build_span_index(documents: Sequence[Sequence[int]], directory: Path, vocab_
     indexer's output.
     """
     vocab_size = check_vocab_size(vocab_size)
-    directory = _check_path(directory)
+    engine = check_engine(engine)
+    directory = Path(directory).absolute()
     if directory.exists():
         raise FileExistsError(f"span index directory {directory} already exists; an index is never rebuilt in place, "
                               "build into a new directory")
@@ -183,45 +195,47 @@ def build_span_index(documents: Sequence[Sequence[int]], directory: Path, vocab_
         index.mkdir()
         raw.mkdir()
         metadata = _write_corpus(arrays, vocab_size, index)
-        _run_indexer(index, raw)
+        if engine == "infini_gram":
+            _run_indexer(index, raw)
         (index / METADATA).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
-        leftovers = sorted({p.name for p in index.iterdir()} - {"tokenized.0", "offset.0", "table.0", METADATA})
+        leftovers = sorted({p.name for p in index.iterdir()} - {*CORPUS_FILES, TABLE})
         if leftovers:
             raise AttributionError(f"span index build left unexpected files in {index}: {leftovers}")
         index.rename(directory)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return SpanIndex.open(directory)
+    return SpanIndex.open(directory, engine)
 
 
 class SpanIndex:
     """A built span index, read-only: :meth:`spans` of a query, and the documents back.
 
     Open with :meth:`open` (or get one from :func:`build_span_index`). Opening checks the files'
-    sizes against the metadata and the SHA-256 of tokenized.0 (one pass over the corpus).
+    sizes against the metadata and the SHA-256 of tokenized.0 (one pass over the corpus); the
+    engine is started on the first query.
     """
 
-    def __init__(self, directory: Path, metadata: dict, tokens: np.ndarray, offsets: np.ndarray) -> None:
+    def __init__(self, directory: Path, metadata: dict, tokens: np.ndarray, offsets: np.ndarray, engine: str) -> None:
         self.directory = directory
+        self.engine = engine
         self.n_docs: int = metadata["n_docs"]
         self.n_tokens: int = metadata["n_tokens"]
         self.vocab_size: int = metadata["vocab_size"]
         self.corpus_sha256: str = metadata["corpus_sha256"]
         self._tokens = tokens  # (n_tokens + n_docs + 2,) u16 memmap of tokenized.0
         self._offsets = offsets  # (n_docs + 1,) byte offset of each document's separator, sentinel last
-        self._engine = InfiniGramEngine(
-            index_dir=str(directory), eos_token_id=0, vocab_size=self.vocab_size, version=4, token_dtype="u16",
-            load_to_ram=False, ds_prefetch_depth=0, sa_prefetch_depth=0, od_prefetch_depth=0,
-            precompute_unigram_logprobs=False)  # prefetch 0: about half the latency on small indexes
 
     @classmethod
-    def open(cls, directory: Path) -> SpanIndex:
-        """The index at ``directory``, or ``FileNotFoundError``/:class:`AttributionError` naming
-        the missing file or the disagreeing field."""
-        directory = _check_path(directory)
-        for name in (METADATA, "tokenized.0", "offset.0", "table.0"):
+    def open(cls, directory: Path, engine: str = "infini_gram") -> SpanIndex:
+        """The index at ``directory``, queried by ``engine`` (:data:`ENGINES`), or
+        ``FileNotFoundError``/:class:`AttributionError` naming the missing file or the disagreeing
+        field."""
+        engine = check_engine(engine)
+        directory = Path(directory).absolute()
+        for name in CORPUS_FILES + ((TABLE,) if engine == "infini_gram" else ()):
             if not (directory / name).is_file():
-                raise FileNotFoundError(f"span index {directory}: {name} is missing")
+                raise FileNotFoundError(f"span index {directory}: {name} is missing"
+                                        + (" (an index built for the reference engine has none)" if name == TABLE else ""))
         try:
             metadata = json.loads((directory / METADATA).read_text())
         except ValueError as error:
@@ -241,7 +255,7 @@ class SpanIndex:
         if digest != metadata["corpus_sha256"]:
             raise AttributionError(f"span index {directory}: tokenized.0 has SHA-256 {digest}, {METADATA} "
                                    f"records corpus_sha256 {metadata['corpus_sha256']}")
-        return cls(directory, metadata, tokens, offsets)
+        return cls(directory, metadata, tokens, offsets, engine)
 
     def document(self, i: int) -> np.ndarray:
         """``(len_i,)`` ``uint16`` tokens of document ``i`` (a copy)."""
@@ -257,21 +271,52 @@ class SpanIndex:
     def spans(self, query: Sequence[int], min_len: int, max_count: int) -> list[Span]:
         """The spans of ``query`` (token ids in ``[0, vocab_size)``) over the indexed documents, by
         increasing start; the semantics are in :mod:`attribution.spans`. ``min_len >= 2``."""
+        return self._matcher.spans(query, min_len, max_count)
+
+    @cached_property
+    def _matcher(self) -> _EngineMatcher | ReferenceSpanMatcher:
+        """The engine, started once."""
+        if self.engine == "reference":
+            from attribution.spans import ReferenceSpanMatcher  # attribution.spans imports this module
+
+            return ReferenceSpanMatcher(self.documents(), self.vocab_size)
+        return _EngineMatcher(self)
+
+
+class _EngineMatcher:
+    """The infini-gram engine over a :class:`SpanIndex`'s files (the module docstring on its path)."""
+
+    def __init__(self, index: SpanIndex) -> None:
+        from infini_gram.engine import InfiniGramEngine  # loaded on first use only
+
+        self._index = index
+        descriptor = os.open(index.directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:  # the engine maps its files while it starts; the descriptor is not needed afterwards
+            self._engine = InfiniGramEngine(
+                index_dir=f"/proc/self/fd/{descriptor}", eos_token_id=0, vocab_size=index.vocab_size, version=4,
+                token_dtype="u16", load_to_ram=False, ds_prefetch_depth=0, sa_prefetch_depth=0, od_prefetch_depth=0,
+                precompute_unigram_logprobs=False)  # prefetch 0: about half the latency on small indexes
+        finally:
+            os.close(descriptor)
+
+    def spans(self, query: Sequence[int], min_len: int, max_count: int) -> list[Span]:
+        """:meth:`SpanIndex.spans`, answered by the engine."""
+        index = self._index
         check_span_limits(min_len, max_count)
-        query = check_tokens(query, self.vocab_size, "query").tolist()
+        query = check_tokens(query, index.vocab_size, "query").tolist()
         if not query:
             return []
         result = self._engine.attribute(input_ids=query, delim_ids=[], min_len=int(min_len), max_cnt=int(max_count),
                                         enforce_bow=False)
         if "error" in result:
-            raise AttributionError(f"span index {self.directory}: the engine refused the query: {result['error']}")
+            raise AttributionError(f"span index {index.directory}: the engine refused the query: {result['error']}")
         spans = []
         for found in result["spans"]:
             pointers = np.array([doc["ptr"] for doc in found["docs"]], dtype=np.int64)  # byte offsets in tokenized.0
-            documents = np.searchsorted(self._offsets, pointers, side="right") - 1
-            offsets = (pointers - self._offsets[documents]) // TOKEN_BYTES - 1
-            if len(pointers) != found["count"] or np.any(documents >= self.n_docs):
-                raise AttributionError(f"span index {self.directory}: the engine listed {len(pointers)} occurrences "
+            documents = np.searchsorted(index._offsets, pointers, side="right") - 1
+            offsets = (pointers - index._offsets[documents]) // TOKEN_BYTES - 1
+            if len(pointers) != found["count"] or np.any(documents >= index.n_docs):
+                raise AttributionError(f"span index {index.directory}: the engine listed {len(pointers)} occurrences "
                                        f"for a count of {found['count']}, or matched the sentinel document")
             order = np.lexsort((offsets, documents))
             spans.append(Span(found["l"], found["r"], found["count"], tuple(documents[order].tolist()),

@@ -7,10 +7,11 @@ it is at least ``min_len`` tokens long and occurs at most ``max_count`` times in
 scanning ``l`` upwards, keep a span only if its end exceeds the end of every span kept before it
 (a span inside an earlier one adds nothing).
 
-:class:`SpanIndex` (:mod:`attribution.span_index`, re-exported here) answers this with the
-engine's on-disk suffix array;
-:class:`ReferenceSpanMatcher` (and :func:`reference_spans`) answers it in memory with numpy and
-``pydivsufsort``, as the oracle of the tests and the offline re-checker of span evidence.
+:class:`SpanIndex` (:mod:`attribution.span_index`, re-exported here) answers this over an on-disk
+index with one of two engines (:data:`ENGINES`), which find the same spans: ``infini_gram``, the
+engine's suffix array, or ``reference``, :class:`ReferenceSpanMatcher` (and
+:func:`reference_spans`), which answers it in memory with numpy and ``pydivsufsort``: the oracle of
+the tests, the offline re-checker of span evidence, and the engine free of infini-gram's package.
 
 :func:`span_credit` turns spans into contributor credit (floats, positive = the contributor's data
 supplied the span): each span is worth its information content, shared among the contributors
@@ -28,6 +29,7 @@ import pandas as pd
 from pydivsufsort import divsufsort
 
 from attribution.span_index import (
+    ENGINES,
     MAX_VOCAB,
     MIN_SPAN_LEN,
     Span,
@@ -38,8 +40,8 @@ from attribution.span_index import (
     check_vocab_size,
 )
 
-__all__ = ["MAX_VOCAB", "MIN_SPAN_LEN", "ReferenceSpanMatcher", "Span", "SpanCredit", "SpanIndex", "build_span_index",
-           "reference_spans", "span_credit", "unigram_logprobs"]
+__all__ = ["ENGINES", "MAX_VOCAB", "MIN_SPAN_LEN", "ReferenceSpanMatcher", "Span", "SpanCredit", "SpanIndex",
+           "build_span_index", "reference_spans", "span_credit", "unigram_logprobs"]
 
 
 def keep_spans(candidates: Sequence[Span]) -> list[Span]:

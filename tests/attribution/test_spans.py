@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
+import subprocess
+import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -23,6 +26,7 @@ from attribution import (
     unigram_logprobs,
 )
 from attribution.base import AttributionError
+from attribution.spans import ENGINES
 
 def examples(n: int) -> settings:
     """Few examples: each builds an index in a subprocess (about 0.2 s)."""
@@ -73,10 +77,12 @@ def test_engine_matches_reference_and_brute_force(index_dir, data, min_len, max_
     documents, queries = data
     index = build_span_index(documents, index_dir(), vocab_size=3)
     matcher = ReferenceSpanMatcher(documents, vocab_size=3)
+    reference = SpanIndex.open(index.directory, "reference")
     for query in queries:
         expected = brute_force_spans(documents, query, min_len, max_count)
         assert matcher.spans(query, min_len, max_count) == expected
         assert index.spans(query, min_len, max_count) == expected
+        assert reference.spans(query, min_len, max_count) == expected
 
 
 @examples(6)
@@ -156,10 +162,41 @@ def test_an_existing_directory_is_never_rebuilt(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "index"]
 
 
-def test_paths_the_engine_would_misread_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="table"):
-        build_span_index([[1, 2]], tmp_path / "timetable", vocab_size=5)
-    assert list(tmp_path.iterdir()) == []
+def test_an_index_works_under_a_path_holding_the_engines_file_words(tmp_path):
+    # the engine sorts its files by these words, matched against the whole path
+    documents, query = [[1, 2, 3, 4], [2, 3, 4, 5], [6, 7]], [9, 2, 3, 4, 5, 6, 7]
+    expected = reference_spans(documents, query, 2, 10)
+    assert len(expected) == 2
+    built = tmp_path / "stable" / "portable-runs"
+    built.mkdir(parents=True)
+    assert build_span_index(documents, built / "index", vocab_size=10).spans(query, 2, 10) == expected
+    copied = tmp_path / "tokenized offset metadata metaoff unigram" / "table"
+    shutil.copytree(built / "index", copied)
+    for engine in ENGINES:
+        assert SpanIndex.open(copied, engine).spans(query, 2, 10) == expected
+
+
+def test_the_reference_engine_needs_no_suffix_array(tmp_path):
+    documents, query = [[1, 2, 3, 4], [2, 3, 4, 5]], [1, 2, 3, 4, 5]
+    index = build_span_index(documents, tmp_path / "index", vocab_size=10, engine="reference")
+    assert sorted(p.name for p in (tmp_path / "index").iterdir()) == ["datanet-span-index.json", "offset.0",
+                                                                      "tokenized.0"]
+    assert index.engine == "reference"
+    assert index.spans(query, 2, 10) == [Span(0, 4, 1, (0,), (0,)), Span(1, 5, 1, (1,), (0,))]
+    assert [d.tolist() for d in index.documents()] == documents
+    with pytest.raises(FileNotFoundError, match="table.0 is missing .*built for the reference engine"):
+        SpanIndex.open(tmp_path / "index", "infini_gram")
+    with pytest.raises(ValueError, match=r"span engine must be one of \['infini_gram', 'reference'\], got 'suffix'"):
+        SpanIndex.open(tmp_path / "index", "suffix")
+    with pytest.raises(ValueError, match="span engine must be one of"):
+        build_span_index(documents, tmp_path / "other", vocab_size=10, engine="suffix")
+    assert not (tmp_path / "other").exists()
+
+
+def test_import_attribution_does_not_load_infini_gram():
+    probe = "import sys, attribution, attribution.spans; print('infini_gram' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
 
 
 def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
