@@ -59,7 +59,7 @@ from datanet.training import TrainConfig, TrainResult, train
 from datanet.validation import Decision, Schema, dataset_version
 from datanet_lab.params import DEFAULTS, MAX_UNITS, STAKE_UNITS, ParameterError, check_value
 from datanet_lab.pipeline.attribute_step import roll_up, run_payload, submission_order
-from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, TRAINER, VALIDATOR, Run
+from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, TRAINER, VALIDATOR, Run, check_signing_keys
 from datanet_lab.provenance import file_sha256
 from ledger import proofs
 from ledger.reputation import REPUTATION_RULE, RoundRecord, reputation_plan, reputation_weight
@@ -167,12 +167,13 @@ def run_rounds(directory: str | Path, rounds: int = 4, seed: int = 0, dataset: s
                epochs: int = DEFAULTS["epochs"], batch_rows: int = 30, noise_rate: float = DEFAULTS["noise_rate"],
                poison_rate: float = 0.5, reward_pool: int = DEFAULTS["reward_pool"], attribution_method: str = "tracin_fast",
                reputation: bool = True, on_round: Callable[[RoundState], None] | None = None,
-               label_column: str = "") -> RoundsResult:
+               label_column: str = "", signing_keys: str = "random") -> RoundsResult:
     """Grow a Datanet over ``rounds`` rounds in the fresh ``directory`` by the module's plan.
 
-    One ledger (``directory/ledger.sqlite``) and one keystore (``directory/keystore/``), keys
-    derived from ``seed`` as :meth:`~datanet_lab.pipeline.run.Run.keystore` does, timestamps from
-    the fixed ``RUN_CLOCK``: the same arguments give the same ledger head and earnings.
+    One ledger (``directory/ledger.sqlite``) and one keystore (``directory/keystore/``), its keys
+    made as ``signing_keys`` says (:data:`~datanet_lab.pipeline.run.SIGNING_KEYS`), timestamps
+    from the fixed ``RUN_CLOCK``: the same arguments give the same earnings and entry payloads,
+    and with ``signing_keys="seeded"`` the same ledger heads too.
     ``epochs`` of SGD train ``model`` each round; ``attribution_method`` is a registry name;
     ``reward_pool`` units are paid per round. Writes ``rounds/round-<r>/`` (``dataset/``,
     ``checkpoints/``, ``head.json``, ``consistency.json``), ``rounds/planted.csv`` (what each
@@ -186,12 +187,13 @@ def run_rounds(directory: str | Path, rounds: int = 4, seed: int = 0, dataset: s
     started = time.perf_counter()
     _check(rounds, seed, model, epochs, batch_rows, noise_rate, poison_rate, reward_pool, attribution_method,
            reputation, on_round)
+    check_signing_keys(signing_keys)
     table = load_table(dataset, label_column)
     pool, test = split_test(table, TEST_FRACTION, seed)
     if rows_needed(rounds, batch_rows) > len(pool):
         raise ParameterError(f"rounds={rounds}, batch_rows={batch_rows}: the plan draws {rows_needed(rounds, batch_rows)} "
                              f"rows but dataset {dataset!r} leaves {len(pool)} for contributors")
-    run = Run(Path(directory), {"seed": seed})
+    run = Run(Path(directory), {"seed": seed, "signing_keys": signing_keys})
     for taken in (run.ledger_path, run.directory / "rounds"):
         if taken.exists():
             raise DatanetError(f"{taken} exists: {run.directory} already holds a run; use a fresh directory")

@@ -1,10 +1,11 @@
 """Ed25519 keys: a keystore directory of private keys (mode 0600) and hex-encoded signatures.
 
-Private keys never enter the ledger; only public keys (64 hex digits) do. A keystore made with a
-``seed`` derives each actor's key as SHA-256(seed || 0x00 || actor): anyone who knows the seed can
-sign as every actor, so seeded keys are only for reproducible research runs (a seeded run then
-reproduces every signature, Ed25519 being deterministic); a keystore without a seed draws random
-keys from the OS.
+Private keys never enter the ledger; only public keys (64 hex digits) do. A keystore without a
+seed draws random keys from the OS. A keystore made with a ``seed`` derives each actor's key as
+SHA-256(seed || 0x00 || actor): anyone who knows the seed can sign as every actor, and so rewrite
+a ledger and re-sign it so that it verifies; seeded keys are only for research runs whose ledgers
+must reproduce byte for byte (Ed25519 being deterministic). A keystore keeps how it was made: a
+seeded one records its seed in :data:`SEED_FILE`, so reopening it derives the same keys.
 
 Ed25519 is PyNaCl's (libsodium): it signs about 1.5x and verifies about 2x as fast as
 ``cryptography``'s (OpenSSL) on the same core, and releases the GIL while it works. A key file holds
@@ -78,18 +79,34 @@ def signature_ok(public_key: str, signature: str, message: bytes) -> bool:
     return True
 
 
+SEED_FILE = "seed"
+"""The file (mode 0600) in which a seeded keystore records its seed."""
+
+
 class Keystore:
     """Private keys of actors, one ``<actor>.key`` file (raw 32 bytes, mode 0600) each.
 
     Args:
-        directory: created with mode 0700 when missing.
-        seed: derive keys from this seed (reproducible runs only, see the module docstring);
-            ``None`` draws random keys.
+        directory: created with mode 0700 when missing. A keystore already there is reused as it
+            was made: seeded by the seed it records, else random.
+        seed: derive new keys from this seed (reproducible research runs only, see the module
+            docstring); ``None`` draws random ones unless the keystore records a seed.
+
+    Raises:
+        LedgerError: ``seed`` differs from the seed the keystore records, or the keystore already
+            holds random keys; nothing is written.
     """
 
     def __init__(self, directory: str | Path, seed: bytes | None = None) -> None:
         self.directory = Path(directory)
-        self._seed = seed
+        stored = self.directory / SEED_FILE
+        has_keys = any(self.directory.glob("*.key"))  # before the seed: a seeded keystore writes it before any key
+        recorded = stored.read_bytes() if stored.is_file() else None
+        if seed is not None and recorded is None and has_keys:
+            raise LedgerError(f"keystore {self.directory} holds random keys: it cannot derive keys from a seed")
+        if seed is not None and recorded is not None and seed != recorded:
+            raise LedgerError(f"keystore {self.directory} derives its keys from another seed ({stored})")
+        self._seed = recorded if recorded is not None else seed
         self._cache: dict[str, SigningKey] = {}
 
     def key(self, actor: str) -> SigningKey:
@@ -102,13 +119,15 @@ class Keystore:
             if len(raw) != 32:
                 raise LedgerError(f"key file {path} holds {len(raw)} bytes, expected a raw 32-byte Ed25519 key")
         else:
+            if self._seed is not None and not (self.directory / SEED_FILE).is_file():
+                self._write(self.directory / SEED_FILE, self._seed)  # before its first key: reopened, it stays seeded
             raw = os.urandom(32) if self._seed is None else hashlib.sha256(self._seed + b"\0" + actor.encode()).digest()
             self._write(path, raw)
         self._cache[actor] = SigningKey(raw)
         return self._cache[actor]
 
     def _write(self, path: Path, raw: bytes) -> None:
-        """Write a key file atomically with mode 0600 (never readable by others, even briefly)."""
+        """Write a key (or seed) file atomically with mode 0600 (never readable by others, even briefly)."""
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         partial = path.with_suffix(f".partial-{os.getpid()}")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

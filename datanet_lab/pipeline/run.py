@@ -10,10 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import ledger
-from datanet_lab.params import DEFAULTS, STAKE_UNITS  # the stake bounds the reward pool, so params checks it
+from datanet_lab.params import DEFAULTS, STAKE_UNITS, ParameterError  # the stake bounds the reward pool, so params checks it
 
 RUN_CLOCK = ledger.fixed_clock("2026-01-01T00:00:00+00:00")
-"""Ledger timestamps of a run are fixed so that a seeded run reproduces every hash."""
+"""Ledger timestamps of a run are fixed so that a run with seeded keys reproduces every hash."""
+SIGNING_KEYS = ("random", "seeded")
+"""Values of the ``signing_keys`` run option (default ``random``), how a run's new keystore makes
+keys: ``random`` keys from the OS, or ``seeded`` keys derived from the run seed, which reproduce
+the ledger byte for byte but let anyone who knows the seed sign as every actor (tests only)."""
 VALIDATOR, CURATOR, TRAINER, ATTRIBUTOR, PAYOUT_AUTHORITY = "validator", "curator", "trainer", "attributor", "payout-authority"
 
 
@@ -35,10 +39,13 @@ class Run:
         return target
 
     def keystore(self) -> ledger.Keystore:
-        """The run's keystore (``keystore/``, keys 0600). Keys are derived from the run seed so that a
-        seeded run reproduces every signature and the ledger head: fine for a reproducible research
-        run, never for real money (anyone who knows the seed can sign as every actor)."""
-        return ledger.Keystore(self.directory / "keystore", seed=f"datanet-lab run seed {self.params['seed']}".encode())
+        """The run's keystore (``keystore/``, keys 0600), reused as it was made when it exists, else
+        made as the ``signing_keys`` option says (:data:`SIGNING_KEYS`). Either way the same
+        parameters give the same payouts and the same entry payloads; only seeded keys also give
+        the same signatures and ledger head."""
+        seeded = self.params.get("signing_keys", "random") == "seeded"
+        return ledger.Keystore(self.directory / "keystore",
+                               seed=f"datanet-lab run seed {self.params['seed']}".encode() if seeded else None)
 
     def ledger(self) -> ledger.Ledger:
         return ledger.Ledger(self.ledger_path, keystore=self.keystore(), clock=RUN_CLOCK)
@@ -46,7 +53,13 @@ class Run:
 
 def open_run(run_dir: str, **params: Any) -> Run:
     """The run in ``run_dir``; an empty ``run_dir`` (a notebook run on its own) gets a fresh
-    temporary directory, deleted at exit. ``params`` are merged over :data:`DEFAULTS`."""
+    temporary directory, deleted at exit. ``params`` are merged over :data:`DEFAULTS`, and may
+    also hold the ``signing_keys`` option (:data:`SIGNING_KEYS`).
+
+    Raises:
+        ParameterError: ``signing_keys`` is not one of :data:`SIGNING_KEYS`; nothing is created.
+    """
+    check_signing_keys(params.get("signing_keys", "random"))
     if run_dir:
         directory = Path(run_dir)
         directory.mkdir(parents=True, exist_ok=True)
@@ -54,3 +67,9 @@ def open_run(run_dir: str, **params: Any) -> Run:
         directory = Path(tempfile.mkdtemp(prefix="datanet-lab-"))
         atexit.register(shutil.rmtree, directory, ignore_errors=True)
     return Run(directory, {**DEFAULTS, **params})
+
+
+def check_signing_keys(value: object) -> None:
+    """Raise :class:`ParameterError` unless ``value`` is one of :data:`SIGNING_KEYS`."""
+    if value not in SIGNING_KEYS:
+        raise ParameterError(f"signing_keys must be one of {list(SIGNING_KEYS)}, got {value!r}")

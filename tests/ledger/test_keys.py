@@ -7,9 +7,11 @@ what keeps ledgers signed before the switch to libsodium reproducible.
 
 from __future__ import annotations
 
+import stat
+
 import pytest
 
-from ledger import Keystore, keys
+from ledger import Keystore, LedgerError, keys
 from ledger.keys import public_hex, sign, signature_ok
 
 # (secret key, public key, message, signature), hex, from https://www.rfc-editor.org/rfc/rfc8032#section-7.1
@@ -77,3 +79,31 @@ def test_the_small_order_identity_key_signs_nothing():
     # verifier that does not refuse small-order points (OpenSSL's does not) accepts it for any text.
     identity = "01" + "00" * 31
     assert not signature_ok(identity, identity + "00" * 32, b"any message")
+
+
+def test_a_keystore_without_a_seed_draws_random_keys_and_keeps_them_private(tmp_path):
+    first, second = Keystore(tmp_path / "a"), Keystore(tmp_path / "b")
+    assert public_hex(first.key("alice")) != public_hex(second.key("alice"))
+    assert public_hex(Keystore(tmp_path / "a").key("alice")) == public_hex(first.key("alice"))  # reopened: reused
+    assert stat.S_IMODE((tmp_path / "a").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "a" / "alice.key").stat().st_mode) == 0o600
+    assert not (tmp_path / "a" / keys.SEED_FILE).exists()
+
+
+def test_a_seeded_keystore_records_its_seed_and_stays_seeded_when_reopened(tmp_path):
+    Keystore(tmp_path / "keys", seed=b"s1").key("alice")
+    assert (tmp_path / "keys" / keys.SEED_FILE).read_bytes() == b"s1"
+    assert stat.S_IMODE((tmp_path / "keys" / keys.SEED_FILE).stat().st_mode) == 0o600
+    reopened = Keystore(tmp_path / "keys")  # no seed given: the recorded one derives a new actor's key
+    expected = Keystore(tmp_path / "elsewhere", seed=b"s1").key("bob")
+    assert public_hex(reopened.key("bob")) == public_hex(expected)
+
+
+def test_a_keystore_refuses_a_seed_it_was_not_made_with_and_writes_nothing(tmp_path):
+    Keystore(tmp_path / "seeded", seed=b"s1").key("alice")
+    Keystore(tmp_path / "random").key("alice")
+    with pytest.raises(LedgerError, match="derives its keys from another seed"):
+        Keystore(tmp_path / "seeded", seed=b"s2")
+    with pytest.raises(LedgerError, match="holds random keys: it cannot derive keys from a seed"):
+        Keystore(tmp_path / "random", seed=b"s1")
+    assert sorted(p.name for p in (tmp_path / "random").iterdir()) == ["alice.key"]
