@@ -1,6 +1,7 @@
 """Sweep files: grid expansion, stable run ids, and strict parameter checks before anything runs."""
 
 import hashlib
+from pathlib import Path
 
 import pytest
 import rfc8785
@@ -99,3 +100,10 @@ def test_unreadable_sweep_file_is_refused(tmp_path):
         load(broken)
     with pytest.raises(ParameterError, match="cannot read sweep file"):
         load(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "methods_vs_scenarios.yaml"])
+def test_the_shipped_sweep_files_load_and_name_the_batch_notebooks(name):
+    sweep = load(Path(__file__).resolve().parents[2] / "configs" / "sweeps" / name)
+    assert sweep.runs and {nb.name for nb in sweep.notebooks} <= set(NOTEBOOKS)
+    assert all(nb.is_file() for nb in sweep.notebooks)

@@ -1,5 +1,6 @@
-"""Real sweeps of the tiny sweep file: a kill and a resume, Dask vs the local pool, reproduce,
-a failure table, and a kernel that fails to start."""
+"""Real sweeps, with real kernels, processes and ledgers, of a one-cell notebook: a kill and a
+resume, Dask vs the local pool, reproduce, a failure table, and a kernel that fails to start.
+(The notebook chain itself is run, and checked for determinism, by tests/test_runner.py.)"""
 
 import json
 import os
@@ -33,9 +34,26 @@ def sweep_records(directory: Path) -> list[dict]:
         return [e.payload for e in book.entries(KIND)]
 
 
+PLUMBING = """import json, os, time
+time.sleep(3)  # long enough for the kill below to find this run started and unfinished
+json.dump({"seed_squared": seed * seed, "nested": {"seed": seed}}, open(os.path.join(run_dir, "metrics.json"), "w"))
+open(os.path.join(run_dir, "payouts.csv"), "w").write(f"contributor,payout\\nc00,{1000 + seed}\\n")"""
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory, write_notebook_in) -> Path:
+    """A sweep of two runs (seeds 0 and 1) of a one-cell notebook that writes metrics and payouts."""
+    directory = tmp_path_factory.mktemp("plumbing")
+    notebooks = write_notebook_in(directory, PLUMBING)
+    path = directory / "tiny.yaml"
+    path.write_text(json.dumps({"name": "tiny", "notebook_dir": str(notebooks), "notebooks": ["check.ipynb"],
+                                "grid": {"product": {"seed": [0, 1]}}}))
+    return path
+
+
 @pytest.fixture(scope="module")
 def resumed(tmp_path_factory, tiny_sweep):
-    """The tiny sweep killed (SIGKILL to its process group) once its first run finished and the
+    """The sweep killed (SIGKILL to its process group) once its first run finished and the
     second had started, then run again to the end. Returns (sweep dir, first run, its mtime)."""
     out = tmp_path_factory.mktemp("runs")
     directory = out / "tiny"
@@ -79,10 +97,11 @@ def test_each_run_directory_and_record_is_complete(resumed, tiny_sweep):
     for record in sweep_records(directory):
         run = directory / record["run_id"]
         assert [nb["name"] for nb in record["notebooks"]] == chain
-        for name in (*chain, "params.yaml", "metrics.json", "payouts.csv", "ledger.sqlite"):
+        for name in (*chain, "params.yaml", "environment.json", "metrics.json", "payouts.csv"):
             assert (run / name).is_file(), name
         assert record["metrics"] == json.loads((run / "metrics.json").read_text())
-        assert record["params"]["seed"] in (0, 1) and record["params"]["dataset"] == "wine"
+        assert record["metrics"]["seed_squared"] == record["params"]["seed"] ** 2 and record["params"]["seed"] in (0, 1)
+        assert record["packages"] == json.loads((run / "environment.json").read_text())["packages"]
         assert record["executor"] == "local" and record["packages_sha256"] and record["outputs"]["payouts.csv"]
 
 
@@ -108,7 +127,7 @@ def test_reproduce_a_finished_run_matches_every_metric_and_hash(resumed, tmp_pat
     out = capsys.readouterr().out
     n_metrics = len(pd.json_normalize(record["metrics"]).columns)
     assert f"metric: {n_metrics}/{n_metrics} match" in out
-    assert f"output: {len(record['outputs'])}/{len(record['outputs'])} match" in out and "ledger.sqlite#head" in record["outputs"]
+    assert f"output: {len(record['outputs'])}/{len(record['outputs'])} match" in out and "payouts.csv" in record["outputs"]
     assert out.rstrip().endswith("REPRODUCED") and "NOT REPRODUCED" not in out
     assert (tmp_path / "again" / first.name / "payouts.csv").read_bytes() == (first / "payouts.csv").read_bytes()
     assert main(["reproduce", str(first), "--out", str(tmp_path / "again")]) == 2  # not a fresh directory
