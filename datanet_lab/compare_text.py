@@ -141,7 +141,7 @@ def backdoor_forensics(built: BuiltText, encoded: Encoded, trained: TrainedText,
         success = float((trained.model(**attacked).argmax(dim=1).numpy() == target).mean())
     fitted = method.fit(training_task(dn, encoded, trained))
     credit = fitted.scores(attacked, torch.from_numpy(labels)).mean(axis=1)
-    norms = np.sqrt(fitted.self_influence()) if hasattr(fitted, "self_influence") else np.full(len(credit), np.nan)
+    norms = np.sqrt(fitted.self_influence()) if fitted.capabilities.self_influence else np.full(len(credit), np.nan)
     poisoned = poisoned_rows(built)
     found = {"attack_success": success, "poisoned_rows": int(poisoned.sum())}
     for prefix, ranking in (("", credit), ("normalized_", credit / norms)):

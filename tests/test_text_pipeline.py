@@ -132,3 +132,5 @@ def test_the_backdoor_is_learned_and_its_poisoned_rows_rank_first(small_run):
     found = compare_text.backdoor_forensics(built, encoded, trained, attribution.FastTracIn(), seed=0, ks=(3,))
     assert found["poisoned_rows"] == poisoned.sum()
     assert found["auc"] > 0.8 and found["normalized_auc"] > 0.9, found
+    unnormalized = compare_text.backdoor_forensics(built, encoded, trained, attribution.RandomScores(0), seed=0, ks=(3,))
+    assert np.isnan(unnormalized["normalized_auc"]) and not np.isnan(unnormalized["auc"])  # random has no self-influence
