@@ -13,16 +13,19 @@ from __future__ import annotations
 import math
 from typing import Any
 
-
 from attribution import METHODS
-from datanet import DatanetError, load_table
+from attribution.spans import ENGINES
+from datanet import DatanetError, ScenarioError, load_table
 from datanet.data import FLOAT32_MAX, Table, split_test
 from datanet.datanet import TEST_FRACTION
 from datanet.models import MODELS
 from datanet.scenario import scaled_scenario, scenario_counts
 from datanet.text.behaviours import DEFAULT_TEXT_SCENARIO, TEXT_BEHAVIOURS
+from datanet.text.datanet import held_out_count
+from datanet.text.docstrings import DEFAULT_PACKAGES
 from datanet.text.files import load_text_file
-from datanet.text.lm_datanet import DEFAULT_LM_SCENARIO, LM_BEHAVIOURS
+from datanet.text.lm_datanet import (DEFAULT_LM_PACKAGES, DEFAULT_LM_SCENARIO, MAX_PROMPT_BYTES, MEMORISED_COPIES,
+                                     docstrings_needed, scenario_plan)
 
 RUN_DIR = "run_dir"
 DOCSTRINGS = "docstrings"
@@ -63,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "gen_temperature": 0.7,
     "gen_min_span": 6,
     "gen_max_count": 100,
+    "span_engine": "infini_gram",
     "generation_fee": 1000,
     "gen_loco_seeds": 1,
     "inference_requests": 2000,
@@ -79,6 +83,21 @@ STAKE_UNITS = 1000
 (rules in :mod:`ledger.epochs`), and the forfeits join the reward pool."""
 MAX_SEED = 2**32 - 1
 """scikit-learn's ``random_state`` takes seeds in ``[0, 2**32 - 1]``."""
+GEN_POSITIONS = 128
+"""Positions of the generation batch's GPT-2 (``datanet.models.lm.LMConfig``'s default): the
+prompt (its ``eot`` and at most ``MAX_PROMPT_BYTES`` tokens) and the generation share them."""
+MIN_TEMPERATURE = 0.01
+"""The lowest sampling temperature above 0 (greedy): below it sampling is greedy in all but name,
+and logits / temperature overflow float32 as the temperature nears 0."""
+LM_PACKAGE_DOCSTRINGS = 500
+"""Docstrings the generation batch may draw from each of its packages: numpy, the smallest,
+holds about 1,200 of 80-2,000 characters."""
+OFF_TOPIC_DOCSTRINGS = 300
+"""Standard-library docstrings the generation batch may draw for off-topic contributors, 60 from
+each of the five packages (``http``, the smallest, holds about 75)."""
+MAX_LM_DOCUMENTS = 5000
+"""Documents the generation batch's contributors may submit (the default submits 420, and the
+GPT-2 trains on them on the CPU, once per leave-one-contributor-out retrain too)."""
 
 MINIMA: dict[str, tuple[int, str]] = {
     "n_contributors": (2, " (payouts and the method comparisons weigh contributors against each other)"),
@@ -107,6 +126,19 @@ MINIMA: dict[str, tuple[int, str]] = {
     "reward_pool": (0, " units"),
 }
 """The integer parameters' lower bounds, each with the tail of its message."""
+MAXIMA: dict[str, tuple[int, str]] = {
+    "text_per_package": (1000, " (numpy holds about 1,200 docstrings of 80-2,000 characters, fewer within "
+                               "text_max_tokens: a larger value only reads every file of every package)"),
+    "gen_width": (1024, " (GPT-2 medium's width: the 2-layer GPT-2 trains on the CPU)"),
+    "gen_vocab_size": (65535, " (the span index stores u16 token ids)"),
+    "gen_max_new_tokens": (GEN_POSITIONS - 1 - MAX_PROMPT_BYTES,
+                           f" (the GPT-2's {GEN_POSITIONS} positions less a prompt's eot and up to "
+                           f"{MAX_PROMPT_BYTES} tokens)"),
+    "inference_requests": (100_000, " (notebook 09 keeps every inference's credit in memory; "
+                                    "datanet-lab serve-sim serves longer streams)"),
+    "rounds": (100, " (each round retrains, re-attributes and pays, twice: with and without reputation)"),
+}
+"""The integer parameters' upper bounds, each with the tail of its message."""
 
 
 class ParameterError(DatanetError):
@@ -169,14 +201,17 @@ def _range_problem(name: str, value: Any) -> str | None:
         return f"{name} must be in [0, 1], got {value}"
     if name in MINIMA and value < MINIMA[name][0]:
         return f"{name} must be >= {MINIMA[name][0]}{MINIMA[name][1]}, got {value}"
+    if name in MAXIMA and value > MAXIMA[name][0]:
+        return f"{name} must be <= {MAXIMA[name][0]}{MAXIMA[name][1]}, got {value}"
     if name == "seed" and not 0 <= value <= MAX_SEED:
         return f"seed must be in [0, {MAX_SEED}] (scikit-learn's random_state), got {value}"
     if name == "gen_width" and value % 4:
         return f"gen_width must be a multiple of 4 (the GPT-2's 4 attention heads), got {value}"
-    if name == "gen_vocab_size" and value > 65535:
-        return f"gen_vocab_size must be <= 65535 (the span index stores u16 token ids), got {value}"
-    if name == "gen_temperature" and not 0.0 <= value <= 10.0:
-        return f"gen_temperature must be in [0, 10] (0 is greedy), got {value}"
+    if name == "gen_temperature" and not (value == 0 or MIN_TEMPERATURE <= value <= 10.0):
+        return (f"gen_temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, 10] (lower, sampling is greedy and "
+                f"logits / temperature overflow float32), got {value}")
+    if name == "span_engine" and value not in ENGINES:
+        return f"unknown span_engine {value!r}; expected one of {list(ENGINES)}"
     if name == "compare_l2" and not value > 0:
         return f"compare_l2 must be > 0 (a unique optimum), got {value}"
     return None
@@ -189,8 +224,9 @@ def resolve(params: dict[str, Any]) -> dict[str, Any]:
     that count (:func:`datanet.scenario.scaled_scenario`: largest remainders of 6:2:1:1).
 
     Raises:
-        DatanetError: an unknown name, a value :func:`check_value` refuses, or a scenario that
-            does not name ``n_contributors`` contributors.
+        DatanetError: an unknown name, a value :func:`check_value` refuses, a scenario that does
+            not name ``n_contributors`` contributors, or parameters that do not fit together
+            (:func:`check_together`).
     """
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
@@ -201,9 +237,67 @@ def resolve(params: dict[str, Any]) -> dict[str, Any]:
     if "scenario" not in params:
         full["scenario"] = scaled_scenario(DEFAULTS["scenario"], full["n_contributors"])
     scenario_counts(full["scenario"], full["n_contributors"])
-    scenario_counts(full["text_scenario"], None, TEXT_BEHAVIOURS)
-    scenario_counts(full["gen_scenario"], None, LM_BEHAVIOURS)
+    check_together(full)
     return full
+
+
+def check_together(full: dict[str, Any]) -> None:
+    """Refuse parameters of ``full`` that are valid alone but not together: a text scenario with
+    more contributors than the docstring corpus leaves texts, a generation scenario the LM
+    Datanet cannot serve, and inference fees that pass :data:`MAX_UNITS` in all."""
+    if full["text_dataset"] == DOCSTRINGS:
+        check_text_fits(full, len(DEFAULT_PACKAGES) * full["text_per_package"],
+                        f"text_dataset {DOCSTRINGS!r} with text_per_package={full['text_per_package']} "
+                        f"({len(DEFAULT_PACKAGES)} packages)")
+    else:
+        text_contributors(full["text_scenario"])
+    _check_generation_plan(full["gen_scenario"], full["gen_per_contributor"])
+    total = full["inference_fee"] * full["inference_requests"]
+    if total > MAX_UNITS:
+        raise ParameterError(
+            f"inference_fee={full['inference_fee']} x inference_requests={full['inference_requests']} = {total} units "
+            f"(the epoch pays them all, split by role) passes the ledger's integer range 2**53-1 = {MAX_UNITS}")
+
+
+def check_text_fits(full: dict[str, Any], rows: int, source: str) -> None:
+    """Refuse a ``text_scenario`` naming more contributors than the ``rows`` texts of ``source``
+    leave for training once the test texts are held out (each contributor submits at least one)."""
+    named = text_contributors(full["text_scenario"])
+    pool = rows - held_out_count(rows) if rows >= 2 else 0
+    if named > pool:
+        raise ParameterError(f"text_scenario {full['text_scenario']!r} names {named} contributors but {source} leaves "
+                             f"at most {pool} training texts (each contributor submits at least one)")
+
+
+def text_contributors(spec: str) -> int:
+    """How many contributors ``text_scenario`` ``spec`` names.
+
+    Raises:
+        ParameterError: naming ``text_scenario`` and what is wrong with ``spec``.
+    """
+    try:
+        return sum(scenario_counts(spec, None, TEXT_BEHAVIOURS).values())
+    except ScenarioError as exc:
+        raise ParameterError(f"text_scenario: {exc}") from None
+
+
+def _check_generation_plan(scenario: str, per_contributor: int) -> None:
+    """Refuse a ``gen_scenario`` the LM Datanet cannot serve (see
+    :func:`datanet.text.lm_datanet.scenario_plan`) or that, with ``gen_per_contributor``, draws
+    or submits more documents than the bounds above allow."""
+    try:
+        counts = scenario_plan(scenario, DEFAULT_LM_PACKAGES)
+    except ScenarioError as exc:
+        raise ParameterError(f"gen_scenario: {exc}") from None
+    per_package, off_topic = docstrings_needed(counts, per_contributor, len(DEFAULT_LM_PACKAGES))
+    submitted = (sum(counts.values()) - counts["memorised"]) * per_contributor + counts["memorised"] * MEMORISED_COPIES
+    where = f"gen_scenario {scenario!r} with gen_per_contributor={per_contributor}"
+    for what, count, bound in ((f"docstrings from each of its {len(DEFAULT_LM_PACKAGES)} packages", per_package,
+                                LM_PACKAGE_DOCSTRINGS),
+                               ("off-topic docstrings", off_topic, OFF_TOPIC_DOCSTRINGS),
+                               ("submitted documents", submitted, MAX_LM_DOCUMENTS)):
+        if count > bound:
+            raise ParameterError(f"{where} needs {count} {what}; at most {bound}")
 
 
 def training_rows(table: Table) -> int:
@@ -214,8 +308,11 @@ def training_rows(table: Table) -> int:
 
 
 def check_fits(full: dict[str, Any], rows: int) -> None:
-    """Refuse more contributors than the ``rows`` training rows of ``full``'s dataset, and a
-    reward pool that, with every stake slashed into it, would pass :data:`MAX_UNITS`."""
+    """Refuse more contributors than the ``rows`` training rows of ``full``'s dataset, a reward
+    pool that, with every stake slashed into it, would pass :data:`MAX_UNITS`, and rounds (notebook
+    09) that the dataset cannot serve even with one row per batch, or batches larger than it."""
+    from datanet_lab.rounds import rows_needed  # datanet_lab.rounds imports this module
+
     if full["n_contributors"] > rows:
         raise ParameterError(
             f"n_contributors={full['n_contributors']}: more contributors than the {rows} training samples "
@@ -227,6 +324,12 @@ def check_fits(full: dict[str, Any], rows: int) -> None:
             f"reward_pool={full['reward_pool']} plus the {stakes} units its {full['n_contributors']} contributors stake "
             f"(slashed stakes join the pool) passes the ledger's integer range 2**53-1 = {MAX_UNITS}"
         )
+    if rows_needed(full["rounds"], 1) > rows:
+        raise ParameterError(f"rounds={full['rounds']}: dataset {full['dataset']!r} leaves {rows} training rows, fewer "
+                             f"than the plan draws with one row per batch ({rows_needed(full['rounds'], 1)})")
+    if full["round_rows"] > rows:
+        raise ParameterError(f"round_rows={full['round_rows']}: more rows per batch than the {rows} training rows "
+                             f"dataset {full['dataset']!r} leaves")
 
 
 def check(params: dict[str, Any]) -> dict[str, Any]:
@@ -239,5 +342,6 @@ def check(params: dict[str, Any]) -> dict[str, Any]:
     full = resolve(params)
     check_fits(full, training_rows(load_table(full["dataset"], full["label_column"])))
     if full["text_dataset"] != DOCSTRINGS:  # the user's text file: readable, with its two columns
-        load_text_file(full["text_dataset"], full["text_column"], full["text_label_column"])
+        table = load_text_file(full["text_dataset"], full["text_column"], full["text_label_column"])
+        check_text_fits(full, len(table), f"text file {full['text_dataset']} ({len(table)} rows)")
     return full

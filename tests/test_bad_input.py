@@ -53,6 +53,47 @@ RUN_CASES = {
                                "unknown behaviour 'sybil' in scenario 'honest:2,sybil:1'"),
     "missing text file": (["--text", "-p", "text_dataset", "missing.jsonl"], "text file not found: missing.jsonl"),
     "unknown text method": (["--text", "-p", "text_attribution_method", "magic"], "unknown text_attribution_method 'magic'"),
+    "text_per_package 10**9": (["--text", "-p", "text_per_package", str(10**9)],
+                               "text_per_package must be <= 1000 (numpy holds about 1,200 docstrings"),
+    "text_scenario of 10**9 contributors": (["--text", "-p", "text_scenario", f"honest:{10**9}"],
+                                            f"text_scenario 'honest:{10**9}' names {10**9} contributors but text_dataset "
+                                            "'docstrings' with text_per_package=60 (7 packages) leaves at most 336 training texts"),
+    "docstrings too few for the text scenario": (["--text", "-p", "text_per_package", "1"],
+                                                 "names 9 contributors but text_dataset 'docstrings' with text_per_package=1 "
+                                                 "(7 packages) leaves at most 6 training texts"),
+    "gen_scenario without one honest contributor per package": (
+        ["--generation", "-p", "gen_scenario", "honest:4,memorised:1"],
+        "gen_scenario: scenario 'honest:4,memorised:1' has 4 honest contributors but packages names 5"),
+    "gen_scenario with two memorised": (["--generation", "-p", "gen_scenario", "honest:5,memorised:2"],
+                                        "gen_scenario: at most one memorised contributor (they share one passage); "
+                                        "scenario 'honest:5,memorised:2' has 2"),
+    "gen_scenario of 10**9 honest contributors": (["--generation", "-p", "gen_scenario", f"honest:{10**9}"],
+                                                  f"gen_scenario: scenario 'honest:{10**9}' has {10**9} honest contributors"),
+    "gen_scenario of 10**9 duplicates": (["--generation", "-p", "gen_scenario", f"honest:5,duplicate:{10**9}"],
+                                         f"gen_scenario 'honest:5,duplicate:{10**9}' with gen_per_contributor=6 needs "
+                                         f"{6 * (10**9 + 5)} submitted documents; at most 5000"),
+    "gen_scenario beyond the off-topic docstrings": (["--generation", "-p", "gen_scenario", "honest:5,off_topic:60"],
+                                                     "with gen_per_contributor=6 needs 360 off-topic docstrings; at most 300"),
+    "gen_per_contributor beyond the docstrings": (["--generation", "-p", "gen_per_contributor", "1000"],
+                                                  "with gen_per_contributor=1000 needs 1212 docstrings from each of its 5 "
+                                                  "packages; at most 500"),
+    "gen_max_new_tokens beyond the positions": (["--generation", "-p", "gen_max_new_tokens", "65"],
+                                                "gen_max_new_tokens must be <= 64 (the GPT-2's 128 positions less a "
+                                                "prompt's eot and up to 63 tokens), got 65"),
+    "gen_temperature 1e-40": (["--generation", "-p", "gen_temperature", "1e-40"],
+                              "gen_temperature must be 0 (greedy) or in [0.01, 10]"),
+    "gen_width 2**20": (["--generation", "-p", "gen_width", str(2**20)], "gen_width must be <= 1024 (GPT-2 medium's width"),
+    "inference_fee 2**53-1": (["-p", "inference_fee", str(2**53 - 1)],
+                              f"inference_fee={2**53 - 1} x inference_requests=2000 = {(2**53 - 1) * 2000} units (the epoch "
+                              "pays them all, split by role) passes the ledger's integer range"),
+    "inference_requests 10**9": (["-p", "inference_requests", str(10**9)],
+                                 "inference_requests must be <= 100000 (notebook 09 keeps every inference's credit"),
+    "rounds 10**6": (["-p", "rounds", str(10**6)], "rounds must be <= 100 (each round retrains, re-attributes and pays"),
+    "rounds beyond the dataset": (["-p", "dataset", "wine", "-p", "n_contributors", "5", "-p", "rounds", "30"],
+                                  "rounds=30: dataset 'wine' leaves 142 training rows, fewer than the plan draws with one "
+                                  "row per batch (210)"),
+    "round_rows 2**53-1": (["-p", "round_rows", str(2**53 - 1)],
+                           f"round_rows={2**53 - 1}: more rows per batch than the 1437 training rows dataset 'digits' leaves"),
 }
 
 
@@ -60,6 +101,15 @@ RUN_CASES = {
 def test_bad_run_parameter(case, tmp_path, capsys):
     args, message = RUN_CASES[case]
     assert message in refused(tmp_path, capsys, ["run", *args, "--out", str(tmp_path / "results")])
+
+
+def test_a_text_file_with_fewer_rows_than_contributors(tmp_path, capsys):
+    path = tmp_path / "notes.csv"
+    pd.DataFrame({"text": [f"note number {i} about things" for i in range(10)], "label": ["a", "b"] * 5}).to_csv(path, index=False)
+    err = refused(tmp_path, capsys, ["run", "--text", "-p", "text_dataset", str(path), "--out", str(tmp_path / "results")])
+    assert ("text_scenario 'honest:4,noisy:1,duplicate:1,paraphrase_sybil:1,off_topic:1,backdoor:1' names 9 "
+            f"contributors but text file {path} (10 rows) leaves at most 8 training texts") in err
+    assert err.count("\n") == 1
 
 
 def write_table(path: Path, frame: pd.DataFrame) -> None:

@@ -127,10 +127,16 @@ def split_text(table: TextTable, seed: int, count_tokens: Callable[[str], int], 
     if len(eligible) < 2:
         raise DataSourceError(f"text table {table.name!r} has {len(eligible)} of {len(table)} texts that pass "
                               f"validation within max_tokens {max_tokens}: too few to hold out a test set")
-    n_test = min(max(1, round(TEST_FRACTION * len(eligible))), len(eligible) - 1)
+    n_test = held_out_count(len(eligible))
     rng = np.random.default_rng([seed, SPLIT_STREAM])
     test = np.sort(rng.choice(eligible, size=n_test, replace=False))
     return np.setdiff1d(np.arange(len(table)), test), test
+
+
+def held_out_count(n_eligible: int) -> int:
+    """How many of ``n_eligible`` (>= 2) valid texts :func:`split_text` holds out: a
+    ``TEST_FRACTION`` of them, at least one, and at least one left in the pool."""
+    return min(max(1, round(TEST_FRACTION * n_eligible)), n_eligible - 1)
 
 
 def build_text_datanet(table: TextTable, behaviours: dict[str, str], seed: int, *, count_tokens: Callable[[str], int],
