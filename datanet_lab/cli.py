@@ -1,4 +1,9 @@
-"""The ``datanet-lab`` command line: run the default batch, verify a ledger."""
+"""The ``datanet-lab`` command line: run the default batch, verify a ledger.
+
+``datanet-lab ledger ...`` builds only the ledger tools' parser and imports no ML stack (torch,
+pandas, numpy, transformers), so a ledger tool starts as fast as ``python -m ledger.cli``; the
+other commands import what they need.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +14,40 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 import ledger
-from datanet import DatanetError
-from datanet_lab.params import ParameterError, coerce
-from datanet_lab.runner import GENERATION_NOTEBOOKS, NOTEBOOKS, TEXT_NOTEBOOKS, run_batch
-from datanet_lab.serving.cli import add_commands as add_serving_commands
-from datanet_lab.sweep_cli import add_commands as add_sweep_commands
 from ledger.cli import add_commands as add_ledger_commands
+
+LEDGER = "ledger"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code (0 ok, 1 verification/run failure, 2 bad input)."""
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = _ledger_parser() if argv[:1] == [LEDGER] else _parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
-    except (DatanetError, ledger.LedgerError) as exc:
+    except Exception as exc:
+        if not _bad_input(exc):
+            raise
         print(f"datanet-lab: error: {exc}", file=sys.stderr)
         return 1 if isinstance(exc, ledger.LedgerIntegrityError) else 2
 
 
+def _bad_input(exc: Exception) -> bool:
+    """A ledger or Datanet error (reported in one line). A ``DatanetError`` can only come from a
+    command that imported ``datanet``, so a ledger tool need not import it to tell."""
+    datanet = sys.modules.get("datanet")
+    return isinstance(exc, ledger.LedgerError) or (datanet is not None and isinstance(exc, datanet.DatanetError))
+
+
 def _run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from datanet_lab.params import ParameterError, coerce
+    from datanet_lab.runner import GENERATION_NOTEBOOKS, NOTEBOOKS, TEXT_NOTEBOOKS, run_batch
+
     names = [name for name, _ in args.param]
     repeated = next((name for name in names if names.count(name) > 1), None)
     if repeated:
@@ -61,6 +76,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _print_generation(run_dir: Path) -> int:
     """Print a generation run's training summary, comparison table and payments per contributor."""
+    import pandas as pd
+
     summary = json.loads((run_dir / "training" / "summary.json").read_text())
     print(f"GPT-2 trained in {summary['seconds']} s ({summary['tokens_per_second']} tokens/s); held-out perplexity "
           f"{summary['validation_perplexity']:.1f} (unigram {summary['unigram_perplexity']:.1f})")
@@ -87,8 +104,11 @@ def _check_generation(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="datanet-lab", description=__doc__)
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    """Every command's parser (imports the ML stack: the serving and sweep commands need it)."""
+    from datanet_lab.serving.cli import add_commands as add_serving_commands
+    from datanet_lab.sweep_cli import add_commands as add_sweep_commands
+
+    parser, commands = _top_parser()
     run = commands.add_parser("run", help="execute the notebook batch into results/<run_id>/")
     run.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                      help="set a notebook parameter (repeatable)")
@@ -101,13 +121,29 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_run)
     add_sweep_commands(commands)
     add_serving_commands(commands)
-    ledger_cmd = commands.add_parser("ledger", help="ledger tools").add_subparsers(required=True, metavar="TOOL")
+    _add_ledger_command(commands)
+    return parser
+
+
+def _ledger_parser() -> argparse.ArgumentParser:
+    """The parser of ``datanet-lab ledger ...`` alone (no ML stack imported)."""
+    parser, commands = _top_parser()
+    _add_ledger_command(commands)
+    return parser
+
+
+def _top_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction]:
+    parser = argparse.ArgumentParser(prog="datanet-lab", description=__doc__.split("\n\n")[0])
+    return parser, parser.add_subparsers(required=True, metavar="COMMAND")
+
+
+def _add_ledger_command(commands: argparse._SubParsersAction) -> None:
+    ledger_cmd = commands.add_parser(LEDGER, help="ledger tools").add_subparsers(required=True, metavar="TOOL")
     add_ledger_commands(ledger_cmd)
     check = ledger_cmd.add_parser("check-generation", help="re-check every generation payment of a generation run "
                                                            "offline (spans, credit, units); exit 1 naming the first bad one")
     check.add_argument("run_dir", type=Path, help="a generation run directory (<run>/generation)")
     check.set_defaults(handler=_check_generation)
-    return parser
 
 
 if __name__ == "__main__":

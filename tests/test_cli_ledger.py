@@ -143,3 +143,69 @@ def test_out_that_cannot_be_written_is_a_clear_error(ledger_file, tmp_path, caps
     before = ledger_file.read_bytes()
     assert main(["ledger", "export", str(ledger_file), "--out", str(ledger_file)]) == 2
     assert "is the ledger itself" in capsys.readouterr().err and ledger_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("args", [["--help"], ["verify", "{path}"]])
+def test_datanet_lab_ledger_imports_no_ml_stack(ledger_file, args):
+    argv = ["ledger", *(a.format(path=ledger_file) for a in args)]
+    code = ("import sys; from datanet_lab.cli import main\n"
+            f"try:\n    code = main({argv!r})\nexcept SystemExit as done:\n    code = done.code\n"
+            "print(sorted(m for m in ('torch', 'pandas', 'numpy', 'transformers') if m in sys.modules)); sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout
+
+
+def test_an_export_with_a_deeply_nested_payload_is_one_error_line(ledger_file, tmp_path, capsys):
+    out = tmp_path / "export.jsonl"
+    assert main(["ledger", "export", str(ledger_file), "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    number = next(i for i, line in enumerate(lines, 1) if '"type": "entry"' in line)
+    deep = "[" * 100_000 + "]" * 100_000
+    lines[number - 1] = lines[number - 1].replace('{"sample_id": "s0"}', deep)
+    out.write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    assert main(["ledger", "verify", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{out}:{number}: unreadable export line: JSON nested too deeply" in err, err
+
+
+def test_a_ledger_entry_with_a_deeply_nested_payload_is_reported(ledger_file, capsys):
+    conn = sqlite3.connect(ledger_file)
+    conn.execute("DROP TRIGGER entries_no_update")
+    conn.execute("UPDATE entries SET payload = ? WHERE seq = 2", ("[" * 100_000 + "]" * 100_000,))
+    conn.commit()
+    conn.close()
+    assert main(["ledger", "verify", str(ledger_file)]) == 1
+    assert "INVALID at entry 2: payload is not valid JSON: nested too deeply" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_receipt_proof_turns_a_served_receipt_into_a_document_verify_receipt_checks(tmp_path, tiny_params, capsys):
+    """serve-sim on a tiny run, then the command line alone: receipt-proof, verify-receipt."""
+    from datanet_lab import pipeline
+
+    run = pipeline.open_run(str(tmp_path / "runs"), **tiny_params)
+    pipeline.attribute(run)
+    assert main(["serve-sim", str(run.directory), "--requests", "40", "--batch-size", "16"]) == 0
+    inference, book, proof = run.directory / "inference", run.directory / "ledger.sqlite", tmp_path / "r.json"
+    assert main(["ledger", "verify", str(book)]) == 0  # every entry signed by a role entitled to its kind
+    capsys.readouterr()
+    assert main(["ledger", "receipt-proof", str(inference), "req-0000000021", "-o", str(proof)]) == 0
+    doc = json.loads(proof.read_text())
+    assert (doc["receipt"]["request_id"], doc["receipt"]["batch_id"], doc["index"]) == ("req-0000000021", "batch-00000001", 5)
+    assert main(["ledger", "verify-receipt", str(proof), "--ledger", str(book)]) == 0
+    assert "OK (included): receipt 5 of batch 'batch-00000001' (request 'req-0000000021')" in capsys.readouterr().out
+    doc["receipt"]["fee"] += 1
+    proof.write_text(json.dumps(doc))
+    assert main(["ledger", "verify-receipt", str(proof), "--ledger", str(book)]) == 1
+    assert main(["ledger", "verify-receipt", str(proof)]) == 2
+    capsys.readouterr()
+    for args, message in [(["req-0000000099"], "no receipt has request id 'req-0000000099'"),
+                          (["req-0000000021", "--ledger", str(tmp_path)], "is a directory, not a ledger file")]:
+        assert main(["ledger", "receipt-proof", str(inference), *args]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
+    assert main(["ledger", "receipt-proof", str(run.directory), "req-0000000021"]) == 2
+    assert f"{run.directory} holds no receipts.jsonl" in capsys.readouterr().err
