@@ -21,11 +21,14 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 
 def refused(tmp_path: Path, capsys, argv: list[str]) -> str:
-    """Run ``argv``; check exit code 2 and that ``tmp_path`` is unchanged; return stderr."""
+    """Run ``argv``; check exit code 2, one line on stderr and that ``tmp_path`` is unchanged;
+    return stderr."""
     before = snapshot(tmp_path)
     assert main(argv) == 2
     assert snapshot(tmp_path) == before
-    return capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("datanet-lab: error: "), err
+    return err
 
 
 RUN_CASES = {
@@ -109,7 +112,6 @@ def test_a_text_file_with_fewer_rows_than_contributors(tmp_path, capsys):
     err = refused(tmp_path, capsys, ["run", "--text", "-p", "text_dataset", str(path), "--out", str(tmp_path / "results")])
     assert ("text_scenario 'honest:4,noisy:1,duplicate:1,paraphrase_sybil:1,off_topic:1,backdoor:1' names 9 "
             f"contributors but text file {path} (10 rows) leaves at most 8 training texts") in err
-    assert err.count("\n") == 1
 
 
 def write_table(path: Path, frame: pd.DataFrame) -> None:
