@@ -2,13 +2,18 @@
 
 import dataclasses
 import json
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
+import ledger
 from datanet.training import train
 from datanet_lab import pipeline
+from datanet_lab.pipeline import pay_step, text
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +156,131 @@ def test_outputs_without_a_manifest_or_from_a_changed_input_are_refused(tmp_path
     (tmp_path / "b" / "manifests" / "build.json").write_text(json.dumps(edited))
     with pytest.raises(pipeline.ManifestError, match=r"build: .*build.json was edited"):
         pipeline.datanet(run)
+
+
+@pytest.fixture(scope="module")
+def attributed(tmp_path_factory):
+    """A WINE run directory attributed but not paid, and its payout made without interruption."""
+    directory = tmp_path_factory.mktemp("attributed")
+    pipeline.attribute(pipeline.open_run(str(directory), **WINE))
+    reference = _copy(directory, tmp_path_factory.mktemp("uninterrupted"))
+    return directory, reference, pipeline.pay(reference)
+
+
+def _copy(directory, tmp_path):
+    shutil.copytree(directory, tmp_path / "run")
+    return pipeline.open_run(str(tmp_path / "run"), **WINE)
+
+
+def _ledger_records(run) -> list[tuple[str, str, dict]]:
+    with run.ledger() as book:
+        return [(e.kind, e.actor, e.payload) for e in book.entries()]
+
+
+def _stop(*_, **__):
+    raise KeyboardInterrupt("stopped")
+
+
+def _stop_after(function):
+    def stopped(*args, **kwargs):
+        function(*args, **kwargs)
+        raise KeyboardInterrupt("stopped")
+    return stopped
+
+
+def _half_written_payouts(run, *_):
+    run.path("payouts.csv").write_text("contributor,behav")  # as a kill in the middle of writing it leaves the file
+    raise KeyboardInterrupt("stopped")
+
+
+STOPS = {  # where a pay stops: each stops it by patching what pay calls there
+    "after the ledger append": lambda mp: mp.setattr(ledger.Ledger, "append_many", _stop_after(ledger.Ledger.append_many)),
+    "while writing payouts.csv": lambda mp: mp.setattr(pay_step, "write_metrics", _half_written_payouts),
+    "before metrics.json": lambda mp: mp.setattr(pay_step, "write_metrics", _stop),
+    "before the manifest": lambda mp: mp.setattr(pay_step, "write_metrics", _stop_after(pay_step.write_metrics)),
+}
+
+
+@pytest.mark.parametrize("where", STOPS)
+def test_a_pay_stopped_anywhere_finishes_when_run_again_as_if_never_stopped(attributed, tmp_path, monkeypatch, where):
+    directory, reference, paid = attributed
+    run = _copy(directory, tmp_path)
+    with monkeypatch.context() as patched:
+        STOPS[where](patched)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.pay(run)
+    assert not (tmp_path / "run" / "manifests" / "pay.json").exists()
+    table = pipeline.pay(run)
+    pd.testing.assert_frame_equal(table, paid)
+    assert run.path("payouts.csv").read_bytes() == reference.path("payouts.csv").read_bytes()
+    assert _ledger_records(run) == _ledger_records(reference)  # the epoch once, as an uninterrupted pay records it
+    metrics, expected = (json.loads(r.path("metrics.json").read_text()) for r in (run, reference))
+    assert metrics["ledger"]["head_hash"] == ledger.verify(run.ledger_path).head_hash
+    assert {k: v for k, v in metrics.items() if k != "ledger"} == {k: v for k, v in expected.items() if k != "ledger"}
+    assert metrics["ledger"]["entries"] == expected["ledger"]["entries"]
+    pipeline.manifest.check(run.directory, pipeline.manifest.PAY, run.params)
+    with pytest.raises(ledger.LedgerError, match="already paid"):  # finished: paying again is refused
+        pipeline.pay(run)
+
+
+def test_a_stopped_pay_is_not_finished_with_other_parameters(attributed, tmp_path, monkeypatch):
+    directory, _, _ = attributed
+    run = _copy(directory, tmp_path)
+    with monkeypatch.context() as patched:
+        STOPS["after the ledger append"](patched)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.pay(run)
+    before = _ledger_records(run)
+    other = pipeline.open_run(str(tmp_path / "run"), **(WINE | {"reward_pool": run.params["reward_pool"] + 1}))
+    with pytest.raises(pipeline.ManifestError, match=r"records payout epoch 1 otherwise than this run would pay it"):
+        pipeline.pay(other)
+    assert _ledger_records(run) == before
+    assert not run.path("payouts.csv").exists() and not run.path("metrics.json").exists()
+
+
+KILLED_PAY = """
+import os, signal, sys
+import ledger
+from datanet_lab import pipeline
+append = ledger.Ledger.append_many
+def append_then_die(self, records):
+    records = list(records)
+    entries = append(self, records)
+    if any(kind == "payout_epoch" for kind, _, _ in records):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return entries
+ledger.Ledger.append_many = append_then_die
+pipeline.pay(pipeline.open_run(sys.argv[1], dataset="wine", n_contributors=3, scenario="honest:3", epochs=1))
+"""
+
+
+@pytest.mark.slow
+def test_a_pay_killed_after_its_ledger_append_finishes_when_run_again(attributed, tmp_path):
+    directory, reference, paid = attributed
+    run = _copy(directory, tmp_path)
+    killed = subprocess.run([sys.executable, "-c", KILLED_PAY, str(run.directory)], capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    assert not run.path("payouts.csv").exists()
+    pd.testing.assert_frame_equal(pipeline.pay(run), paid)
+    assert _ledger_records(run) == _ledger_records(reference)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_text_pay_stopped_after_its_ledger_append_finishes_when_run_again(tmp_path, monkeypatch):
+    small = {"text_per_package": 12, "text_epochs": 1, "text_ig_examples": 1, "reward_pool": 10_000}
+    text.attribute_text(text.text_run(pipeline.open_run(str(tmp_path / "attributed"), **small)))
+    runs = []
+    for name in ("uninterrupted", "stopped"):
+        shutil.copytree(tmp_path / "attributed", tmp_path / name)
+        runs.append(text.text_run(pipeline.open_run(str(tmp_path / name), **small)))
+    reference, run = runs
+    paid = text.pay_text(reference)
+    with monkeypatch.context() as patched:
+        STOPS["after the ledger append"](patched)
+        with pytest.raises(KeyboardInterrupt):
+            text.pay_text(run)
+    pd.testing.assert_frame_equal(text.pay_text(run), paid)
+    assert run.path("payouts.csv").read_bytes() == reference.path("payouts.csv").read_bytes()
+    assert _ledger_records(run) == _ledger_records(reference)
+    pipeline.manifest.check(run.directory, pipeline.manifest.TEXT_PAY, run.params)

@@ -15,7 +15,9 @@ mismatch raises :class:`ManifestError` naming the step and the parameter, input 
 old and new value; the step never recomputes over them. Outputs already fed the run's ledger (a
 training run record, an attribution record, payouts), so overwriting them would leave a ledger
 that records one thing and a directory that holds another: a run with other parameters needs a
-fresh run directory. Outputs without a manifest (an interrupted step) are refused the same way.
+fresh run directory. Outputs without a manifest (an interrupted step) are refused the same way,
+but for a pay step stopped after its ledger append: its files are written again from the ledger's
+epoch (:func:`~datanet_lab.pipeline.pay_step.pay_epoch`).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Text step 5, pay: the tabular run's payout rules (:func:`~datanet_lab.pipeline.pay_step.settle`)
+"""Text step 5, pay: the tabular run's pay step (:func:`~datanet_lab.pipeline.pay_step.pay_epoch`)
 over the text Datanet's attribution."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pandas as pd
 
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.build_step import submission_counts
-from datanet_lab.pipeline.pay_step import settle, write_metrics
+from datanet_lab.pipeline.pay_step import pay_epoch
 from datanet_lab.pipeline.run import Run
 from datanet_lab.pipeline.text.attribute_step import attribute_text
 from datanet_lab.pipeline.text.build_step import build_text
@@ -18,13 +18,10 @@ def pay_text(run: Run, epoch: int = 1) -> pd.DataFrame:
     """Pay the text run's payout ``epoch`` (slashes, payments, closing in its ledger), write
     ``payouts.csv`` and ``metrics.json`` and return the payouts table. Never reused: the ledger
     refuses an epoch paid before, and payouts made with other parameters stop it first
-    (:class:`~datanet_lab.pipeline.manifest.ManifestError`)."""
+    (:class:`~datanet_lab.pipeline.manifest.ManifestError`); a pay stopped after its ledger append
+    finishes when run again."""
     built, trained, found = build_text(run), train_text(run), attribute_text(run)
-    manifest.check(run.directory, manifest.TEXT_PAY, run.params)  # raises on a mismatch; a match is paid again (refused)
     dn = built.datanet
     behaviours = built.ground_truth.groupby("contributor")["behaviour"].first()
-    table = settle(run, epoch, dn.version, found.contributor_credit, found.sample_credit, submission_counts(dn), behaviours)
-    table.to_csv(run.path("payouts.csv"), index=False)
-    write_metrics(run, dn.version, trained.history, table)
-    manifest.write(run.directory, manifest.TEXT_PAY, run.params)
-    return table
+    return pay_epoch(run, manifest.TEXT_PAY, epoch, dn.version, trained.history, found.contributor_credit,
+                     found.sample_credit, submission_counts(dn), behaviours)
