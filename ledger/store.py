@@ -22,8 +22,10 @@ trigger or file is created. SQLite's read-only mode creates the ``-wal`` and ``-
 database that has none (and cannot delete them afterwards), so when no ``-wal`` file exists (no
 writer is attached) the file is opened ``immutable``; a writer that checkpoints into it while it is
 read is detected (:func:`fingerprint`) and the read refused. When a writer is attached (or one was
-killed), its ``-wal`` and ``-shm`` files are read as they are; only a ``-wal`` file whose ``-shm``
-file is gone gets a new ``-shm`` file, which SQLite needs to read the ``-wal``.
+killed), its ``-wal`` and ``-shm`` files are read as they are, the ``-shm`` file opened read-only
+(SQLite's ``readonly_shm``): a reader never rewrites it, not even the stale index a killed writer
+left (SQLite then rebuilds the index from the ``-wal`` in the reader's own memory). Only a ``-wal``
+file whose ``-shm`` file is gone gets a new ``-shm`` file, which SQLite needs to read the ``-wal``.
 """
 
 from __future__ import annotations
@@ -183,8 +185,10 @@ def open_read_only(path: str | Path) -> tuple[sqlite3.Connection, tuple[int, ...
     """
     path = Path(path)
     check_file(path)
-    snapshot = None if Path(f"{path}-wal").exists() else fingerprint(path)
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if snapshot is None else "&immutable=1")
+    wal, shm = Path(f"{path}-wal").exists(), Path(f"{path}-shm").exists()
+    snapshot = None if wal else fingerprint(path)
+    flags = "&immutable=1" if not wal else "&readonly_shm=1" if shm else ""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro{flags}"
     return sqlite3.connect(uri, uri=True, isolation_level=None, timeout=30.0), snapshot
 
 

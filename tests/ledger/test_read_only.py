@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,6 +128,33 @@ def test_a_ledger_with_a_live_writer_verifies_with_its_uncheckpointed_entries(tm
         assert {k: v for k, v in after.items() if not k.endswith("-shm")} == {k: v for k, v in before.items() if not k.endswith("-shm")}
         writer.append("contribution", "c0", {"sample_id": "s5"})  # the writer goes on
     assert verify(path).entries == 6
+
+
+def test_the_files_a_killed_writer_left_are_read_and_left_byte_identical(tmp_path):
+    """A writer killed (SIGKILL) with entries only in its -wal: every read-only tool reads them
+    and rewrites nothing, not even the -shm index the writer left."""
+    path = tmp_path / "ledger.sqlite"
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from ledger import Keystore, Ledger, fixed_clock\n"
+        f"book = Ledger({str(path)!r}, keystore=Keystore({str(tmp_path / 'keys')!r}, seed=b'killed'), clock=fixed_clock())\n"
+        "book.register('c0', 'contributor')\n"
+        "for i in range(3):\n    book.append_many([('contribution', 'c0', {'sample_id': f's{i}-{k}'}) for k in range(4)])\n"
+        "print('appended', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline() == "appended\n"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert {p.name for p in tmp_path.iterdir()} >= {"ledger.sqlite-wal", "ledger.sqlite-shm"}
+    before = _state(tmp_path)
+    report = verify(path)
+    assert report.ok and report.entries == 12, report
+    for tool in ("show", "head", "prove"):
+        args = [arg.format(path=path, elsewhere=tmp_path) for arg in TOOLS[tool]]
+        assert main(args) == 0
+    with Ledger(path) as book:
+        assert len(book) == 12
+    assert _state(tmp_path) == before
 
 
 def test_a_writer_that_checkpoints_while_a_reader_reads_is_detected(tmp_path):
