@@ -41,3 +41,13 @@ def test_stored_outputs_hold_no_paths_or_timings(name):
     text = Path(NOTEBOOK_DIR / name).read_text()
     for leak in ("/tmp/", "/work/", "datanet-lab-", "0x7f"):
         assert leak not in text, f"{name} stores {leak!r} in its outputs"
+
+
+def test_an_empty_run_dir_opens_the_shared_directory_when_one_is_named(monkeypatch, tmp_path):
+    from datanet_lab.pipeline.run import SHARED_RUN_DIR, open_run
+    monkeypatch.setenv(SHARED_RUN_DIR, str(tmp_path / "shared"))
+    assert open_run("").directory == tmp_path / "shared" and (tmp_path / "shared").is_dir()
+    assert open_run(str(tmp_path / "own")).directory == tmp_path / "own"  # a given run_dir wins
+    monkeypatch.delenv(SHARED_RUN_DIR)
+    fresh = open_run("").directory
+    assert fresh != tmp_path / "shared" and fresh.name.startswith("datanet-lab-")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ SIGNING_KEYS = ("random", "seeded")
 """Values of the ``signing_keys`` run option (default ``random``), how a run's new keystore makes
 keys: ``random`` keys from the OS, or ``seeded`` keys derived from the run seed, which reproduce
 the ledger byte for byte but let anyone who knows the seed sign as every actor (tests only)."""
+SHARED_RUN_DIR = "DATANET_LAB_SHARED_RUN_DIR"
+"""Environment variable: when it names a directory, notebooks opened with an empty ``run_dir`` all
+use it instead of a fresh temporary directory each, so that notebooks executed one by one share
+their steps as ``datanet-lab run`` does (the test suite sets it for nbval)."""
 VALIDATOR, CURATOR, TRAINER, ATTRIBUTOR, PAYOUT_AUTHORITY = "validator", "curator", "trainer", "attributor", "payout-authority"
 
 
@@ -52,14 +57,16 @@ class Run:
 
 
 def open_run(run_dir: str, **params: Any) -> Run:
-    """The run in ``run_dir``; an empty ``run_dir`` (a notebook run on its own) gets a fresh
-    temporary directory, deleted at exit. ``params`` are merged over :data:`DEFAULTS`, and may
+    """The run in ``run_dir``; an empty ``run_dir`` (a notebook run on its own) gets the directory
+    :data:`SHARED_RUN_DIR` names, or else a fresh temporary directory, deleted at exit.
+    ``params`` are merged over :data:`DEFAULTS`, and may
     also hold the ``signing_keys`` option (:data:`SIGNING_KEYS`).
 
     Raises:
         ParameterError: ``signing_keys`` is not one of :data:`SIGNING_KEYS`; nothing is created.
     """
     check_signing_keys(params.get("signing_keys", "random"))
+    run_dir = run_dir or os.environ.get(SHARED_RUN_DIR, "")
     if run_dir:
         directory = Path(run_dir)
         directory.mkdir(parents=True, exist_ok=True)
