@@ -9,13 +9,14 @@ instead keeps each contributor's balance exactly (each share to ``1 / RESOLUTION
 the exact :class:`~fractions.Fraction`, see :class:`Accrual`) and pays the whole units when an
 epoch closes, carrying the remainder (< 1 unit each) into the next epoch:
 nothing is lost and nobody is paid another's share. :func:`measure_dust` puts numbers on the
-three for a stream of inferences.
+three for a stream of inferences. A :class:`FeeAccount` keeps where every fee unit of a stream of
+inferences is (roles, paid, unallocated, accrued), exactly, within the ledger's integer range.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from math import isfinite, lcm
@@ -35,6 +36,9 @@ CONTRIBUTORS = "contributors"
 RESOLUTION = lcm(*range(1, 21)) * 10**4
 """Default :class:`Accrual` resolution (about 2.3e12): a contributor's share of one inference is
 exact to ``1 / RESOLUTION`` unit, and exact when up to 20 contributors share a pool equally."""
+
+CARRIED, UNALLOCATED, CONTRIBUTOR = "carried", "unallocated", "contributor"
+"""Row roles of :meth:`FeeAccount.earnings` beside the fee roles."""
 
 FRACTION = re.compile(r"(0|[1-9][0-9]*)/([1-9][0-9]*)")
 """A non-negative fraction as written in states and receipts: ``"n/d"``."""
@@ -62,6 +66,26 @@ def split_by_role(fee: int, shares: Mapping[str, int] = DEFAULT_ROLE_SHARES) -> 
     if not sum(shares.values()):
         raise LedgerError(f"role shares must sum to more than 0, got {dict(shares)}")
     return hamilton(fee, shares)
+
+
+def checked_fee_split(fee: int, role_shares: Mapping[str, int]) -> dict[str, int]:
+    """:func:`split_by_role` of a per-inference ``fee`` of at most ``2**53 - 1`` units (what a
+    ledger entry can hold), its errors naming the fee and the shares."""
+    try:
+        if type(fee) is int and fee > SAFE_INT:
+            raise LedgerError(f"a fee must be at most {SAFE_INT} units (2**53 - 1, the largest amount a ledger entry holds)")
+        return split_by_role(fee, role_shares)
+    except LedgerError as exc:
+        raise LedgerError(f"inference fee {fee!r} and role shares {dict(role_shares)!r}: {exc}") from None
+
+
+def check_charged(fees: int, what: str) -> None:
+    """Raise :class:`LedgerError` unless ``fees`` units charged in all (by ``what``) fit a ledger
+    entry, ``2**53 - 1``: every amount a :class:`FeeAccount` of these fees produces (a role
+    total, a payout, an epoch's pool) is at most its fees."""
+    if fees > SAFE_INT:
+        raise LedgerError(f"{what} would bring the fees charged to {fees} units, over {SAFE_INT} "
+                          f"(2**53 - 1, the largest amount a ledger entry holds); nothing charged")
 
 
 def hamilton(units: int, weights: Mapping[str, int]) -> dict[str, int]:
@@ -195,6 +219,25 @@ class Accrual:
             balances[contributor] = balances.get(contributor, 0) + part
         return {c: Fraction(p, self._scale) for c, p in parts.items()}
 
+    def copy(self) -> Accrual:
+        """An independent copy (balances are immutable numbers: a shallow copy of each field)."""
+        twin = Accrual(self.resolution)
+        twin._balances, twin._unallocated = dict(self._balances), self._unallocated
+        twin._accrued, twin._carried_in = self._accrued, self._carried_in
+        return twin
+
+    def add(self, other: Accrual) -> None:
+        """Add ``other``'s balances and counts (an accrual of the same resolution with nothing
+        carried in: the charges of a stream not yet closed) to this one."""
+        if other._carried_in:
+            raise ValueError("only an accrual with nothing carried in can be added")
+        if other.resolution != self.resolution:
+            raise ValueError(f"accrual resolutions differ: {self.resolution} and {other.resolution}")
+        for contributor, balance in other._balances.items():
+            self._balances[contributor] = self._balances.get(contributor, 0) + balance
+        self._unallocated += other._unallocated
+        self._accrued += other._accrued
+
     def close(self) -> AccrualClose:
         """Pay the whole units of every balance; keep the remainders for the next epoch."""
         payouts, carried, kept = {}, {}, {}
@@ -245,6 +288,139 @@ class Accrual:
         accrual._unallocated, accrual._accrued = state["unallocated"], state["accrued"]
         accrual._carried_in = parse_fraction(state["carried_in"], "accrual state: 'carried_in'")
         return accrual
+
+
+class FeeAccount:
+    """Where every fee unit of the inferences charged to it is, exactly (no I/O).
+
+    ``fees``: units charged; ``roles``: units per role other than ``contributors``; ``paid``:
+    whole units per contributor over closed epochs; ``unallocated``: contributors' parts that no
+    positive credit claimed, over closed epochs; ``accrual``: the open epoch (its balances hold
+    the carried remainders; its ``unallocated`` the open epoch's). Invariant (exact):
+    ``fees == sum(roles) + sum(paid) + unallocated + accrual.unallocated + sum(accrual.balances)``
+    (:meth:`placed`). Every amount is at most ``fees``, so an account whose ``fees`` is at most
+    ``2**53 - 1`` only produces amounts a ledger entry can hold (:func:`check_charged`).
+
+    Args:
+        resolution: the :class:`Accrual` resolution (``None``: exact fractions).
+    """
+
+    def __init__(self, resolution: int | None = RESOLUTION) -> None:
+        self.accrual = Accrual(resolution)
+        self.fees = 0
+        self.roles: dict[str, int] = {}
+        self.paid: dict[str, int] = {}
+        self.unallocated = 0
+
+    def charge(self, fee_split: Mapping[str, int], credit: Mapping[str, float]) -> dict[str, Fraction]:
+        """Charge one inference's ``fee_split`` (units by role): the ``contributors`` part is
+        accrued by positive ``credit`` (:meth:`Accrual.accrue`, whose shares it returns), the
+        other parts added to their roles."""
+        shares = self.accrual.accrue(fee_split.get(CONTRIBUTORS, 0), credit)
+        self._add_roles(fee_split)
+        return shares
+
+    def charge_receipts(self, receipts: Sequence[Mapping[str, Any]]) -> None:
+        """Charge committed receipts again from their exact ``shares`` (the same balances as
+        :meth:`charge` gave them: a share does not depend on the balances)."""
+        delta = FeeAccount(self.accrual.resolution)
+        balances: dict[str, Fraction] = {}
+        accrued = unallocated = 0
+        for receipt in receipts:
+            part = receipt["fee_split"].get(CONTRIBUTORS, 0)
+            accrued += part
+            if not receipt["shares"]:
+                unallocated += part
+            for contributor, text in receipt["shares"].items():
+                balances[contributor] = balances.get(contributor, 0) + parse_fraction(text, f"share of {contributor!r}")
+            delta._add_roles(receipt["fee_split"])
+        delta.accrual = Accrual.from_state({
+            "resolution": self.accrual.resolution, "balances": {c: fraction_text(Fraction(b)) for c, b in balances.items()},
+            "unallocated": unallocated, "accrued": accrued, "carried_in": "0/1"})
+        self.absorb(delta)
+
+    def absorb(self, other: FeeAccount) -> None:
+        """Add ``other``'s charges (an account with nothing closed: its fees, roles and open
+        accrual) to this one."""
+        if other.paid or other.unallocated:
+            raise ValueError("only an account with nothing closed can be absorbed")
+        self.accrual.add(other.accrual)
+        self.fees += other.fees
+        for role, units in other.roles.items():
+            self.roles[role] = self.roles.get(role, 0) + units
+
+    def close(self) -> AccrualClose:
+        """Close the open epoch (:meth:`Accrual.close`) and book what it pays."""
+        done = self.accrual.close()
+        for contributor, units in done.payouts.items():
+            self.paid[contributor] = self.paid.get(contributor, 0) + units
+        self.unallocated += done.unallocated
+        return done
+
+    def placed(self) -> Fraction:
+        """The units found in the places of the invariant (equal to :attr:`fees`)."""
+        return (sum(self.roles.values()) + sum(self.paid.values()) + self.unallocated + self.accrual.unallocated
+                + sum(self.accrual.balances.values(), Fraction(0)))
+
+    def copy(self) -> FeeAccount:
+        """An independent copy."""
+        twin = FeeAccount(self.accrual.resolution)
+        twin.accrual, twin.fees, twin.unallocated = self.accrual.copy(), self.fees, self.unallocated
+        twin.roles, twin.paid = dict(self.roles), dict(self.paid)
+        return twin
+
+    def earnings(self, contributors: Sequence[str]) -> list[tuple[str, str, int]]:
+        """``(id, role, units)`` rows right after a close: each fee role's total (id = role), each
+        contributor's paid units (every id of ``contributors`` and of :attr:`paid`, role
+        :data:`CONTRIBUTOR`), the :data:`UNALLOCATED` units and the :data:`CARRIED` total. Their
+        sum is :attr:`fees`: the carried remainders add up to whole units when every other place
+        holds whole units.
+
+        Raises:
+            ValueError: the epoch is open (units accrued since the last close).
+        """
+        if self.accrual.accrued or self.accrual.unallocated:
+            raise ValueError(f"the epoch is open ({self.accrual.accrued} units accrued since the last close); close it first")
+        carried = sum(self.accrual.balances.values(), Fraction(0))
+        if carried.denominator != 1:  # impossible when the invariant holds: every other place is whole
+            raise ValueError(f"carried remainders sum to {carried}, not whole units: the account is inconsistent")
+        rows = [(role, role, units) for role, units in sorted(self.roles.items())]
+        rows += [(c, CONTRIBUTOR, self.paid.get(c, 0)) for c in sorted(set(contributors) | set(self.paid))]
+        return rows + [(UNALLOCATED, UNALLOCATED, self.unallocated), (CARRIED, CARRIED, int(carried))]
+
+    def to_state(self) -> dict[str, Any]:
+        """Plain JSON for :meth:`from_state`."""
+        return {"fees": self.fees, "roles": dict(sorted(self.roles.items())), "paid": dict(sorted(self.paid.items())),
+                "unallocated": self.unallocated, "accrual": self.accrual.to_state()}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> FeeAccount:
+        """The account of :meth:`to_state`; raises :class:`LedgerError` naming a bad field."""
+        expected = {"fees", "roles", "paid", "unallocated", "accrual"}
+        if not isinstance(state, Mapping) or set(state) != expected:
+            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise LedgerError(f"account state must hold exactly {sorted(expected)}, got {found}")
+        account = cls()
+        account.accrual = Accrual.from_state(state["accrual"])
+        for name in ("fees", "unallocated"):
+            if not _units(state[name]):
+                raise LedgerError(f"account state: {name!r} must be an integer >= 0 units, got {state[name]!r}")
+        for name in ("roles", "paid"):
+            if type(state[name]) is not dict or not all(type(k) is str and _units(v) for k, v in state[name].items()):
+                raise LedgerError(f"account state: {name!r} must map ids to integers >= 0 units, got {state[name]!r}")
+        account.fees, account.unallocated = state["fees"], state["unallocated"]
+        account.roles, account.paid = dict(state["roles"]), dict(state["paid"])
+        return account
+
+    def _add_roles(self, fee_split: Mapping[str, int]) -> None:
+        self.fees += sum(fee_split.values())
+        for role, units in fee_split.items():
+            if role != CONTRIBUTORS:
+                self.roles[role] = self.roles.get(role, 0) + units
+
+
+def _units(value: Any) -> bool:
+    return type(value) is int and value >= 0
 
 
 @dataclass(frozen=True)
