@@ -24,7 +24,8 @@ from ledger.fees import CONTRIBUTORS, DEFAULT_ROLE_SHARES, DustReport, measure_d
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving import figures
 from datanet_lab.serving.attributor import QueryAttributor
-from datanet_lab.serving.economy import FOLDER, PHASES, RECEIPTS, EpochClose, InferenceEconomy, checked_fee_split
+from datanet_lab.serving.economy import (FOLDER, PHASES, RECEIPTS, EpochClose, InferenceEconomy, check_fee_room,
+                                         checked_fee_split)
 from datanet_lab.serving.requests import read_requests
 from datanet_lab.serving.runs import ServingError, run_test_inputs, served_run
 
@@ -112,6 +113,7 @@ def serve_sim(run_dir: str | Path | Run, requests: int | None = None, inputs: st
     checked_fee_split(fee, role_shares)  # before anything is written
     attributor = QueryAttributor.from_run(run)
     x = request_inputs(run, attributor.n_features, requests, inputs, seed)
+    check_fee_room(run, fee, len(x))  # every amount within the ledger's range, before anything is written
     stream: list[tuple[int, dict[str, float]]] = []
     with InferenceEconomy(run, fee, role_shares, top_k, attributor) as economy:
         pool = economy.fee_split.get(CONTRIBUTORS, 0)

@@ -7,6 +7,8 @@ import hashlib
 import json
 import struct
 import threading
+import time
+from concurrent.futures import Future
 from fractions import Fraction
 from math import floor
 from pathlib import Path
@@ -18,13 +20,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import ledger
-from datanet_lab import pipeline
+from datanet_lab import cli, pipeline
 from datanet_lab.serving import economy as economy_module
 from datanet_lab.serving import QueryAttributor, RequestError, ServingError, run_test_inputs
-from datanet_lab.serving.economy import (EARNINGS, FOLDER, HOST, RECEIPTS, STATE, FeeAccount, InferenceEconomy,
-                                         check_receipts, earnings_table)
+from datanet_lab.serving.economy import EARNINGS, InferenceEconomy, earnings_table
+from datanet_lab.serving.receipt_check import check_receipts
+from datanet_lab.serving.receipts_file import FOLDER, HOST, RECEIPTS
+from datanet_lab.serving.tally import STATE
 from ledger.canonical import canonical_json
-from ledger.fees import RESOLUTION, fraction_text
+from ledger.fees import RESOLUTION, FeeAccount, fraction_text
 from ledger.receipts import build_batch, check_receipt
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -230,29 +234,33 @@ def test_a_crash_after_the_ledger_entry_is_replayed_from_the_receipts(run_dir, s
         assert economy.serve(x[:1])[0].receipt["request_id"] == "req-0000000020"
 
 
-def test_the_state_is_saved_every_so_many_receipts(run_dir, monkeypatch):
-    monkeypatch.setattr(economy_module, "CHECKPOINT_RECEIPTS", 5)
+def test_committed_receipts_are_provable_before_any_checkpoint_and_each_close_writes_one(run_dir):
     x = _inputs(run_dir, 9)
+    state = run_dir / FOLDER / STATE
     with InferenceEconomy(run_dir) as economy:
         economy.serve(x[:4]), economy.commit()
-        assert not (run_dir / FOLDER / STATE).exists()
-        assert check_receipts(run_dir).checked == 4  # committed receipts are provable before any checkpoint
-        economy.serve(x[4:6]), economy.commit()
-        assert json.loads((run_dir / FOLDER / STATE).read_text())["requests"] == 6
-        economy.serve(x[6:]), economy.commit()
-        assert json.loads((run_dir / FOLDER / STATE).read_text())["requests"] == 6
-    assert json.loads((run_dir / FOLDER / STATE).read_text())["requests"] == 9
+        assert not state.exists()
+        assert check_receipts(run_dir).checked == 4
+        economy.close_epoch()
+        assert json.loads(state.read_text())["requests"] == 4
+        economy.serve(x[4:]), economy.commit()
+        assert json.loads(state.read_text())["requests"] == 4
+    assert json.loads(state.read_text())["requests"] == 9
 
 
-def test_lost_committed_receipts_are_named(run_dir):
+def test_lost_or_altered_committed_receipts_are_named(run_dir):
     with InferenceEconomy(run_dir) as economy:
         economy.serve(_inputs(run_dir, 5))
     path = run_dir / FOLDER / RECEIPTS
-    path.write_bytes(path.read_bytes().split(b"\n", 1)[1])
-    with pytest.raises(ServingError, match="committed receipts are missing"):
+    lines = path.read_bytes().splitlines(keepends=True)
+    missing = r"entry \d+ commits batch 'batch-00000000', which .*receipts.jsonl does not hold at byte 0"
+    path.write_bytes(b"".join(lines[1:]))
+    with pytest.raises(ServingError, match=missing):
         InferenceEconomy(run_dir)
-    (run_dir / FOLDER / STATE).unlink()  # replaying from the start finds another batch than the entry's
-    with pytest.raises(ServingError, match="entry .* commits batch 'batch-00000000', which .* does not hold"):
+    altered = json.loads(lines[0])
+    altered["output"]["class"] += 1
+    path.write_bytes(canonical_json(altered) + b"\n" + b"".join(lines[1:]))
+    with pytest.raises(ServingError, match=missing):
         InferenceEconomy(run_dir)
 
 
@@ -301,9 +309,11 @@ def test_receipts_are_provable_and_a_tampered_one_is_not(run_dir):
         with pytest.raises(ServingError, match="no committed receipt has request id 'req-0000000099'"):
             economy.proof("req-0000000099")
     assert document["receipt"]["index"] == 37 - 32
-    assert check_receipt(document).ok
+    with ledger.Ledger(run_dir / "ledger.sqlite") as book:
+        key = book.log_public_key
+    assert check_receipt(document, key).ok
     document["receipt"]["output"]["class"] += 1
-    assert check_receipt(document).status == "wrong-root"
+    assert check_receipt(document, key).status == "wrong-root"
     found = check_receipts(run_dir, sample=10, seed=1)
     assert (found.checked, found.total, found.ok) == (10, 60, True)
 
@@ -327,3 +337,198 @@ def test_threads_share_one_economy(run_dir):
     assert check_receipts(run_dir).ok
     assert ledger.verify(run_dir / "ledger.sqlite").ok
 
+
+
+# --- an interrupt or an error at any point of a commit or a close --------------------------------------------------
+
+def _once(patch: pytest.MonkeyPatch, owner: object, name: str, *, error: type[BaseException] = KeyboardInterrupt,
+          after: bool = False, kind: str | None = None) -> None:
+    """Make ``owner.name`` raise ``error`` once (``after`` it ran; only for records of ``kind`` when
+    it is the ledger's ``append_many``), then behave."""
+    real, armed = getattr(owner, name), [True]
+
+    def once(*args, **kwargs):
+        if kind is not None:
+            args = (args[0], list(args[1]), *args[2:])
+        if not armed[0] or (kind is not None and not any(record[0] == kind for record in args[1])):
+            return real(*args, **kwargs)
+        armed[0] = False
+        if after:
+            real(*args, **kwargs)
+        raise error("interrupted")
+
+    patch.setattr(owner, name, once)
+
+
+def _torn_write(patch: pytest.MonkeyPatch) -> None:
+    """Half the batch's lines reach the receipts file, then the process is interrupted."""
+    real = economy_module.write_at
+
+    def torn(path, offset, data):
+        patch.setattr(economy_module, "write_at", real)
+        real(path, offset, data[: len(data) // 2])
+        raise KeyboardInterrupt
+
+    patch.setattr(economy_module, "write_at", torn)
+
+
+def _interrupted_wait(patch: pytest.MonkeyPatch, kind: str) -> None:
+    """The caller is interrupted while it waits for the ledger's thread, which goes on to write
+    the entries of ``kind`` a moment later."""
+    real_append, real_result, armed = ledger.Ledger.append_many, Future.result, [True]
+
+    def slow_append(book, records):
+        records = list(records)
+        if any(record[0] == kind for record in records):
+            time.sleep(0.3)
+        return real_append(book, records)
+
+    def interrupted(future, timeout=None):
+        if armed.pop() if armed else False:
+            raise KeyboardInterrupt
+        return real_result(future, timeout)
+
+    patch.setattr(ledger.Ledger, "append_many", slow_append)
+    patch.setattr(Future, "result", interrupted)
+
+
+BATCH, EPOCH = "receipt_batch", "payout_epoch"
+STAGES = {  # stage -> (what is interrupted, how)
+    "before the receipts are written": ("commit", lambda p: _once(p, economy_module, "write_at")),
+    "half the receipts written": ("commit", _torn_write),
+    "the ledger refuses the batch": ("commit", lambda p: _once(p, ledger.Ledger, "append_many", kind=BATCH,
+                                                               error=ledger.LedgerError)),
+    "while the batch entry is written": ("commit", lambda p: _interrupted_wait(p, BATCH)),
+    "right after the batch entry": ("commit", lambda p: _once(p, ledger.Ledger, "append_many", kind=BATCH, after=True)),
+    "in the bookkeeping after the entry": ("commit", lambda p: _once(p, economy_module, "_Books")),
+    "before the epoch is written": ("close", lambda p: _once(p, ledger.Ledger, "append_many", kind=EPOCH)),
+    "while the epoch is written": ("close", lambda p: _interrupted_wait(p, EPOCH)),
+    "right after the epoch entries": ("close", lambda p: _once(p, ledger.Ledger, "append_many", kind=EPOCH, after=True)),
+    "writing the checkpoint after the epoch": ("close", lambda p: _once(p, economy_module, "write_atomic")),
+}
+
+
+def _interrupt(economy: InferenceEconomy, patch: pytest.MonkeyPatch, stage: str, x: np.ndarray) -> None:
+    """Commit 4 receipts, serve 4 more, then interrupt the commit of these (or, with the 8
+    committed, the epoch's close) at ``stage``."""
+    step, arm = STAGES[stage]
+    economy.serve(x[:4]), economy.commit()
+    economy.serve(x[4:8])
+    if step == "close":
+        economy.commit()
+    arm(patch)
+    with pytest.raises((KeyboardInterrupt, ledger.LedgerError)):
+        economy.commit() if step == "commit" else economy.close_epoch()
+
+
+def _check_every_committed_receipt(run_dir: Path, extra: int) -> None:
+    """Every receipt the ledger commits is in the file and provable; reopening works, continues
+    the ids after them, closes an epoch, and leaves a valid ledger."""
+    committed = sum(e.payload["count"] for e in _host_entries(run_dir, "receipt_batch"))
+    found = check_receipts(run_dir)
+    assert found.ok and found.checked == found.total == committed
+    with InferenceEconomy(run_dir) as economy:
+        assert len(_lines(run_dir)) == committed  # any uncommitted tail is cut off
+        assert economy.account.fees == 1000 * committed == economy.account.placed()
+        assert economy.serve(_inputs(run_dir, extra)[-1:])[0].receipt["request_id"] == f"req-{committed:010d}"
+        economy.close_epoch()
+    assert check_receipts(run_dir).total == committed + 1
+    assert ledger.verify(run_dir / "ledger.sqlite").ok
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_an_interrupt_at_any_point_of_a_commit_or_close_loses_no_committed_receipt(run_dir, monkeypatch, stage):
+    x = _inputs(run_dir, 8)
+    with pytest.raises((KeyboardInterrupt, ledger.LedgerError)):
+        with InferenceEconomy(run_dir) as economy, monkeypatch.context() as patch:
+            _interrupt(economy, patch, stage, x)
+            raise KeyboardInterrupt  # the process stops here: the economy is left by the exception
+    assert sum(e.payload["count"] for e in _host_entries(run_dir, "receipt_batch")) in (4, 8)
+    _check_every_committed_receipt(run_dir, 9)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_an_economy_goes_on_after_an_interrupted_commit_or_close(run_dir, monkeypatch, stage):
+    x = _inputs(run_dir, 12)
+    with InferenceEconomy(run_dir) as economy:
+        with monkeypatch.context() as patch:
+            _interrupt(economy, patch, stage, x)
+        economy.serve(x[8:]), economy.commit()
+        economy.close_epoch()
+        state = economy.account.to_state()
+    assert [r["request_id"] for r in _lines(run_dir)] == [f"req-{i:010d}" for i in range(12)]
+    batches = [e.payload["batch_id"] for e in _host_entries(run_dir, "receipt_batch")]
+    assert len(batches) == len(set(batches))
+    with InferenceEconomy(run_dir) as economy:
+        assert economy.account.to_state() == state
+    _check_every_committed_receipt(run_dir, 13)
+
+
+# --- the state comes from the ledger ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("into", ["balance", "paid"])
+def test_an_edited_checkpoint_is_refused_naming_its_field_and_rebuilt_once_deleted(run_dir, into):
+    x = _inputs(run_dir, 6)
+    with InferenceEconomy(run_dir, fee=10**6) as economy:
+        economy.serve(x[:3]), economy.close_epoch()
+        economy.serve(x[3:])
+    honest = economy.account.to_state()
+    path = run_dir / FOLDER / STATE
+    state = json.loads(path.read_text())
+    account = state["account"]
+    contributor = next(iter(account["paid"]))
+    account["roles"]["model_host"] -= 200_000  # 200,000 units moved from the host to a contributor
+    if into == "balance":
+        balances = account["accrual"]["balances"]
+        balances[contributor] = fraction_text(Fraction(balances.get(contributor, "0/1")) + 200_000)
+        field = f"account.accrual.balances.{contributor}"
+    else:
+        account["paid"][contributor] += 200_000
+        field = f"account.paid.{contributor}"
+    assert FeeAccount.from_state(account).placed() == account["fees"]  # a consistent account, yet a false one
+    path.write_text(json.dumps(state))
+    edited = path.read_bytes()
+    with pytest.raises(ServingError, match=rf"accrual\.json: field '{field}' is .*, but the ledger's entries of "
+                                           rf"'inference-host' and the receipts file make it .*\(delete it to rebuild"):
+        InferenceEconomy(run_dir)
+    assert path.read_bytes() == edited
+    path.unlink()
+    with InferenceEconomy(run_dir) as economy:
+        assert economy.account.to_state() == honest
+    assert json.loads(path.read_text())["account"] == honest
+
+
+# --- amounts within the ledger's integer range -----------------------------------------------------------------------
+
+def test_fees_beyond_the_safe_integer_range_are_refused_before_anything_is_charged(run_dir):
+    with pytest.raises(ledger.LedgerError, match=r"inference fee 9007199254740992 .*at most 9007199254740991 units"):
+        InferenceEconomy(run_dir, fee=2**53)
+    x = _inputs(run_dir, 3)
+    too_much = r"2 more inferences at 4503599627370496 units each would bring the fees charged to 9007199254740992 units"
+    with InferenceEconomy(run_dir, fee=2**52) as economy:
+        with pytest.raises(ledger.LedgerError, match=too_much):
+            economy.serve(x[:2])
+        assert economy.pending == 0 and economy.account.fees == 0
+        economy.serve(x[:1])
+        with pytest.raises(ledger.LedgerError, match="1 more inferences at 4503599627370496 units each .* 9007199254740992"):
+            economy.serve(x[1:2])
+        assert economy.pending == 1
+        assert economy.close_epoch().close.accrued == 2**51  # the pool fits a ledger entry
+    with InferenceEconomy(run_dir, fee=1000) as economy:  # the directory goes on
+        economy.serve(x), economy.close_epoch()
+        assert economy.account.fees == 2**52 + 3000 == economy.account.placed()
+    assert ledger.verify(run_dir / "ledger.sqlite").ok
+
+
+def test_serve_sim_checks_the_fees_of_all_its_requests_before_writing_anything(run_dir, capsys):
+    with ledger.Ledger(run_dir / "ledger.sqlite") as book:
+        head = book.head()
+    args = ["serve-sim", str(run_dir), "--fee", str(2**52), "--batch-size", "1", "--requests", "8"]
+    assert cli.main(args) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "8 inferences at 4503599627370496 units each would bring the fees charged to 36028797018963968 units" in line
+    assert not (run_dir / FOLDER).exists()
+    with ledger.Ledger(run_dir / "ledger.sqlite") as book:
+        assert book.head() == head
+    assert cli.main([*args[:3], "1000", *args[4:]]) == 0
+    assert check_receipts(run_dir).total == 8
