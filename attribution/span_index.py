@@ -117,7 +117,7 @@ over the index's documents, in memory, without the infini-gram package (its lice
 ``docs/attribution.md``)."""
 METADATA = "datanet-span-index.json"
 FORMAT = "datanet-span-index/1"
-CORPUS_FILES = ("tokenized.0", "offset.0", METADATA)
+CORPUS_FILES = (METADATA, "tokenized.0", "offset.0")
 TABLE = "table.0"
 SENTINEL = (MAX_VOCAB, 0)
 """The last document of tokenized.0: a separator, then token 0."""

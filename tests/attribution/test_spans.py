@@ -199,6 +199,16 @@ def test_import_attribution_does_not_load_infini_gram():
     assert result.stdout.strip() == "False"
 
 
+def test_the_reference_engine_runs_without_the_infini_gram_package(tmp_path):
+    probe = ("import sys; sys.modules['infini_gram'] = None  # importing it now fails\n"
+             "from attribution.spans import build_span_index\n"
+             f"index = build_span_index([[1, 2, 3, 4]], {str(tmp_path / 'index')!r}, 10, engine='reference')\n"
+             "print(index.spans([0, 2, 3, 4], 2, 5))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == repr([Span(1, 4, 1, (0,), (1,))])
+
+
 def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr("attribution.span_index.sys.executable", "/bin/false")
     with pytest.raises(AttributionError, match="span index build failed"):
