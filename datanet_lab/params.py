@@ -15,6 +15,7 @@ from typing import Any
 
 from attribution import METHODS
 from attribution.spans import ENGINES
+from attribution.spans import ENGINES
 from datanet import DatanetError, ScenarioError, load_table
 from datanet.data import FLOAT32_MAX, Table, split_test
 from datanet.datanet import TEST_FRACTION
@@ -66,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "gen_temperature": 0.7,
     "gen_min_span": 6,
     "gen_max_count": 100,
+    "span_engine": "infini_gram",
     "span_engine": "infini_gram",
     "generation_fee": 1000,
     "gen_loco_seeds": 1,
@@ -210,6 +212,8 @@ def _range_problem(name: str, value: Any) -> str | None:
     if name == "gen_temperature" and not (value == 0 or MIN_TEMPERATURE <= value <= 10.0):
         return (f"gen_temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, 10] (lower, sampling is greedy and "
                 f"logits / temperature overflow float32), got {value}")
+    if name == "span_engine" and value not in ENGINES:
+        return f"unknown span_engine {value!r}; expected one of {list(ENGINES)}"
     if name == "span_engine" and value not in ENGINES:
         return f"unknown span_engine {value!r}; expected one of {list(ENGINES)}"
     if name == "compare_l2" and not value > 0:

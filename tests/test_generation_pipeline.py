@@ -1,10 +1,11 @@
 """The generation run end to end on a tiny LM Datanet: one ``generation_payment`` per generation
 (fee conserved, payees registered, the credit table agreeing), span credit on the run's real
 corpus, the offline re-check accepting the run and naming every forgery, manifests, determinism,
-the LOCO comparison against a direct retrain, and the ``gen_*`` parameter checks.
+the LOCO comparison against a direct retrain, the ``gen_*`` parameter checks, and the reference
+span engine paying what the infini-gram engine pays.
 
-Tmp directories are named by hand: the span index refuses paths holding the infini-gram engine's
-file words, which a test's own name could bring in.
+The tiny run lives under a path holding the words the infini-gram engine sorts its files by
+(``table``, ``offset``, ...): a run directory works wherever it is.
 """
 
 import copy
@@ -12,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -47,7 +49,7 @@ TINY_GEN = {"gen_per_contributor": 2, "gen_epochs": 3, "gen_width": 32, "gen_voc
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The tiny run, stepped through pay; the fresh outputs of each step."""
-    run = gen.generation_run(open_run(str(tmp_path_factory.mktemp("genrun")), **TINY_GEN))
+    run = gen.generation_run(open_run(str(tmp_path_factory.mktemp("stable-table-offset-unigram")), **TINY_GEN))
     dn, trained, index = gen.build_generation(run), gen.train_generation(run), gen.index_generation(run)
     generations = gen.generate_texts(run)
     return {"run": run, "dn": dn, "trained": trained, "index": index, "generations": generations,
@@ -245,6 +247,62 @@ def test_a_run_missing_what_the_check_reads_is_refused_naming_it(tiny, tmp_path_
 # --- 4. manifests ------------------------------------------------------------------------------
 
 
+def damage(run: Run, part: str) -> Path:
+    """Damage one file the check reads: truncate the last checkpoint's weights or overwrite a JSON file."""
+    path = run.directory / part.replace("LAST", sorted((run.directory / "training" / "checkpoints").glob("epoch-*"))[-1].name)
+    if path.suffix == ".safetensors":
+        path.write_bytes(path.read_bytes()[:100])
+    else:
+        path.write_text("not JSON {")
+    return path
+
+
+@pytest.mark.parametrize("part, names", [
+    ("training/checkpoints/LAST/model.safetensors", "LAST: cannot be loaded as the trained model .*SafetensorError"),
+    ("training/checkpoints/LAST/tokenizer.json", "LAST: cannot be loaded as the trained model .*JSONDecodeError"),
+    ("dataset/lm_datanet.json", "lm_datanet.json: cannot be read: JSONDecodeError"),
+    ("manifests/pay.json", "pay.json: cannot be read: JSONDecodeError"),
+])
+def test_a_damaged_run_file_is_one_line_naming_it_and_exit_2(tiny, tmp_path_factory, capsys, part, names):
+    damaged = copy_run(tiny, tmp_path_factory, "damaged-file")
+    path = damage(damaged, part)
+    names = names.replace("LAST", path.parent.name)
+    with pytest.raises(DataSourceError, match=names):
+        check_generations(damaged.directory)
+    capsys.readouterr()
+    assert cli.main(["ledger", "check-generation", str(damaged.directory)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert re.match(rf"datanet-lab: error: {re.escape(str(damaged.directory))}/.*{names}", captured.err)
+
+
+def test_a_payment_with_malformed_evidence_fails_naming_the_field(tiny, tmp_path_factory, capsys):
+    forged = copy_run(tiny, tmp_path_factory, "malformed")
+    original = next(e.payload for e in payments(forged) if e.payload["evidence"]["credit"])
+    no_spans, text_credit = copy.deepcopy(original), copy.deepcopy(original)
+    del no_spans["evidence"]["spans"]
+    text_credit["evidence"]["credit"] = {c: str(v) for c, v in text_credit["evidence"]["credit"].items()}
+    with forged.ledger() as book:
+        seqs = [book.append("generation_payment", PAYOUT_AUTHORITY, p).seq for p in (no_spans, text_credit)]
+    checks = {c.seq: c for c in check_generations(forged.directory)}
+    assert checks[seqs[0]].problem == "generation_payment evidence payload: required field 'spans' is missing"
+    assert checks[seqs[1]].problem.startswith("generation_payment evidence payload: field 'credit' must be a JSON "
+                                              "object of finite numbers, got {")
+    capsys.readouterr()
+    assert cli.main(["ledger", "check-generation", str(forged.directory)]) == 1
+    assert capsys.readouterr().out.count("FAILED") == 3  # the two entries and the summary
+
+
+def test_the_reference_engine_pays_what_the_infini_gram_engine_pays(tiny, tmp_path_factory):
+    run = gen.generation_run(open_run(str(tmp_path_factory.mktemp("reference")), **TINY_GEN, span_engine="reference"))
+    table = gen.pay_generation(run)
+    assert not (run.directory / "index" / "table.0").exists()  # built without infini-gram's indexer
+    assert gen.index_generation(run).engine == "reference"
+    pd.testing.assert_frame_equal(table, tiny["table"])
+    assert [e.payload for e in payments(run)] == [e.payload for e in payments(tiny["run"])]
+    assert all(c.ok for c in check_generations(run.directory))
+
+
 def test_steps_reuse_their_outputs_and_refuse_another_min_span(tiny):
     run = tiny["run"]
     before = head(run)
@@ -337,3 +395,9 @@ def test_bad_generation_parameters_are_named(name, good, bad, expect):
     assert resolve({name: good})[name] == good
     with pytest.raises(ParameterError, match=rf"{name} must be {expect}.*got {bad}"):
         resolve({name: bad})
+
+
+def test_an_unknown_span_engine_is_named():
+    assert resolve({"span_engine": "reference"})["span_engine"] == "reference"
+    with pytest.raises(ParameterError, match=r"unknown span_engine 'suffix'; expected one of \['infini_gram', 'reference'\]"):
+        resolve({"span_engine": "suffix"})

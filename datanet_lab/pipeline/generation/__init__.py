@@ -9,7 +9,8 @@ keystore and ledger. Its layout::
     manifests/   build.json train.json index.json generate.json pay.json
     dataset/     lm_datanet.json      (documents with verdicts, held-out texts, prompts)
     training/    history.csv summary.json checkpoints/epoch-NNN/ (weights, tokenizer)
-    index/       tokenized.0 offset.0 table.0 datanet-span-index.json   (infini-gram v4, u16)
+    index/       tokenized.0 offset.0 table.0 datanet-span-index.json   (infini-gram v4, u16; no
+                 table.0 with span_engine="reference")
     credit/      generation_credit.csv spans.csv
 """
 
