@@ -304,8 +304,8 @@ def receipt_proof(book: Ledger, batch: ReceiptBatch | Sequence[Mapping[str, Any]
 
 def read_batches(path: Path, start: int = 0) -> Iterator[tuple[list[dict[str, Any]], int]]:
     """The batches of receipts file ``path`` (one receipt per line, a batch's lines together) from
-    byte ``start``, each with the byte offset after it; stops at a line that is not a whole receipt
-    (a write cut short)."""
+    byte ``start``: runs of lines of one batch id indexed 0, 1, ..., each with the byte offset after
+    it; stops at a line that is not a whole receipt (a write cut short)."""
     batch: list[dict[str, Any]] = []
     position = start
     with open(path, "rb") as lines:
@@ -317,7 +317,7 @@ def read_batches(path: Path, start: int = 0) -> Iterator[tuple[list[dict[str, An
                 receipt = None
             if not isinstance(receipt, dict) or "batch_id" not in receipt:
                 break
-            if batch and receipt["batch_id"] != batch[0]["batch_id"]:
+            if batch and (receipt["batch_id"], receipt.get("index")) != (batch[0]["batch_id"], len(batch)):
                 yield batch, position
                 batch = []
             batch.append(receipt)
