@@ -11,7 +11,7 @@ accrual), and draws the figures (:mod:`~datanet_lab.serving.figures`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from time import perf_counter
@@ -21,13 +21,20 @@ import pandas as pd
 
 import ledger
 from ledger.fees import CONTRIBUTORS, DEFAULT_ROLE_SHARES, DustReport, measure_dust
+from datanet_lab.pipeline.build_step import datanet
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving import figures
 from datanet_lab.serving.attributor import QueryAttributor
 from datanet_lab.serving.economy import (FOLDER, PHASES, RECEIPTS, EpochClose, InferenceEconomy, check_fee_room,
                                          checked_fee_split)
-from datanet_lab.serving.requests import read_requests
+from datanet_lab.serving.requests import RequestError, read_requests
 from datanet_lab.serving.runs import ServingError, run_test_inputs, served_run
+
+MAX_REQUESTS = 1_000_000
+"""The most inferences one :func:`serve_sim` serves: it holds every input, and every inference's
+credit for the dust measure (about 100 bytes per contributor), in memory."""
+_CHECK_ROWS = 65_536
+"""Inputs per forward pass of :func:`check_outputs`."""
 
 
 @dataclass(frozen=True)
@@ -71,19 +78,32 @@ class SimResult:
         ]
 
 
-def request_inputs(run: Run, n_features: int, requests: int | None, inputs: str | Path | None, seed: int | None) -> np.ndarray:
+def request_inputs(run: Run, n_features: int, requests: int | None, inputs: str | Path | None, seed: int | None,
+                   model: QueryAttributor | None = None) -> np.ndarray:
     """``(requests, n_features)`` float64 requests: the rows of ``inputs`` (a CSV/Parquet/JSONL
-    file, in file order) or the run's test inputs, cycled to ``requests`` rows (``None``: one
-    pass). With ``seed`` each pass over the test inputs is a fresh permutation drawn with it.
+    file, in file order; a header must name the run's features) or the run's test inputs, cycled
+    to ``requests`` rows (``None``: one pass). With ``seed`` each pass over the test inputs is a
+    fresh permutation drawn with it. Given ``model``, each input is first checked to give it a
+    finite output (:func:`check_outputs`).
 
     Raises:
-        RequestError: a bad inputs file (file, row and field named).
-        ServingError: ``requests`` not an integer >= 1.
+        RequestError: a bad inputs file, or an input ``model`` cannot compute on (row and field named).
+        ServingError: ``requests`` not an integer from 1 to :data:`MAX_REQUESTS` (nor ``None``
+            with more inputs than that), or ``seed`` neither ``None`` nor an integer >= 0.
     """
-    if requests is not None and (type(requests) is not int or requests < 1):
-        raise ServingError(f"requests must be an integer >= 1, got {requests!r}")
-    source = read_requests(inputs, n_features) if inputs is not None else run_test_inputs(run)
+    if requests is not None and (type(requests) is not int or not 1 <= requests <= MAX_REQUESTS):
+        raise ServingError(f"requests must be an integer from 1 to {MAX_REQUESTS:,} (a sim holds its inputs and "
+                           f"credit in memory), got {requests!r}")
+    if seed is not None and (type(seed) is not int or seed < 0):
+        raise ServingError(f"seed must be an integer >= 0, got {seed!r}")
+    names = datanet(run).feature_names
+    source = run_test_inputs(run) if inputs is None else read_requests(inputs, n_features, names)
+    where = "the run's test inputs" if inputs is None else f"request file {inputs}"
     count = len(source) if requests is None else requests
+    if count > MAX_REQUESTS:
+        raise ServingError(f"{where}: {count:,} inputs, more than the {MAX_REQUESTS:,} a sim serves; give requests")
+    if model is not None:
+        check_outputs(model, source, where, names)
     passes = -(-count // len(source))
     if inputs is not None or seed is None:
         order = np.tile(np.arange(len(source)), passes)
@@ -91,6 +111,24 @@ def request_inputs(run: Run, n_features: int, requests: int | None, inputs: str 
         rng = np.random.default_rng(seed)
         order = np.concatenate([rng.permutation(len(source)) for _ in range(passes)])
     return source[order[:count]]
+
+
+def check_outputs(model: QueryAttributor, x: np.ndarray, source: str, names: Sequence[str]) -> None:
+    """Check that ``model`` gives every input of ``x`` finite probabilities: a value finite as a
+    float32 can still overflow once the model standardizes it, and its credit would be NaN.
+
+    Raises:
+        RequestError: the first input that overflows, named by its place in ``source`` (from 1),
+            with its largest-magnitude field.
+    """
+    for first in range(0, len(x), _CHECK_ROWS):
+        _, probabilities = model.predict(x[first : first + _CHECK_ROWS])
+        bad = ~np.isfinite(probabilities).all(axis=1)
+        if bad.any():
+            row = first + int(np.argmax(bad))
+            field = int(np.argmax(np.abs(x[row])))
+            raise RequestError(f"{source}: input {row + 1} overflows the float32 model once standardized (its output "
+                               f"is not finite); its largest value is field {field} ({names[field]!r}) = {x[row, field]:g}")
 
 
 def serve_sim(run_dir: str | Path | Run, requests: int | None = None, inputs: str | Path | None = None,
@@ -105,14 +143,14 @@ def serve_sim(run_dir: str | Path | Run, requests: int | None = None, inputs: st
 
     Raises:
         RequestError: a bad inputs file. ServingError: a run that cannot be served, or bad
-        ``requests`` / ``batch_size`` / ``top_k``. LedgerError: a bad ``fee`` or ``role_shares``.
+        ``requests`` / ``seed`` / ``batch_size`` / ``top_k``. LedgerError: a bad ``fee`` or ``role_shares``.
     """
     run = served_run(run_dir)
     if type(batch_size) is not int or batch_size < 1:
         raise ServingError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     checked_fee_split(fee, role_shares)  # before anything is written
     attributor = QueryAttributor.from_run(run)
-    x = request_inputs(run, attributor.n_features, requests, inputs, seed)
+    x = request_inputs(run, attributor.n_features, requests, inputs, seed, attributor)
     check_fee_room(run, fee, len(x))  # every amount within the ledger's range, before anything is written
     stream: list[tuple[int, dict[str, float]]] = []
     with InferenceEconomy(run, fee, role_shares, top_k, attributor) as economy:

@@ -16,7 +16,8 @@ import pytest
 import ledger
 from datanet_lab import pipeline
 from datanet_lab.cli import main
-from datanet_lab.serving import RequestError, run_test_inputs
+from datanet_lab.pipeline.build_step import datanet
+from datanet_lab.serving import RequestError, run_test_inputs, served_run
 from datanet_lab.serving.economy import FOLDER, RECEIPTS, InferenceEconomy, check_receipts
 from datanet_lab.serving.sim import request_inputs, serve_sim
 
@@ -26,6 +27,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def _head(run_dir: Path) -> tuple[int, str]:
     with ledger.Ledger(run_dir / "ledger.sqlite") as book:
         return len(book), book.head().hash
+
+
+def _features(run_dir: Path) -> list[str]:
+    """The run's feature names (the wine dataset's), as a request file's header must give them."""
+    return list(datanet(served_run(run_dir)).feature_names)
 
 
 def test_a_sim_serves_commits_closes_and_draws(run_dir):
@@ -57,7 +63,7 @@ def test_the_test_set_is_cycled_in_seeded_passes(run_dir):
         np.testing.assert_array_equal(np.sort(x[first : first + len(test)], axis=0), np.sort(test, axis=0))
     assert not np.array_equal(x[: len(test)], test)
     np.testing.assert_array_equal(request_inputs(run, test.shape[1], None, None, seed=None), test)
-    with pytest.raises(Exception, match="requests must be an integer >= 1, got 0"):
+    with pytest.raises(Exception, match="requests must be an integer from 1 to 1,000,000 .*, got 0"):
         request_inputs(run, test.shape[1], 0, None, seed=None)
 
 
@@ -93,17 +99,64 @@ def test_an_inputs_file_is_served_in_order(run_dir, tmp_path):
 
 def test_a_bad_inputs_file_is_refused_with_nothing_written(run_dir, tmp_path, capsys):
     path = tmp_path / "requests.csv"
-    features = [f"f{i}" for i in range(13)]
     rows = run_test_inputs(run_dir)[:3].astype(object)
     rows[2, 4] = "oops"
-    pd.DataFrame(rows, columns=features).to_csv(path, index=False)
+    pd.DataFrame(rows, columns=_features(run_dir)).to_csv(path, index=False)
     before = _head(run_dir)
-    with pytest.raises(RequestError, match=r"requests.csv: data row 3, field 4 \('f4'\) is 'oops'"):
+    with pytest.raises(RequestError, match=r"requests.csv: data row 3, field 4 \('magnesium'\) is 'oops'"):
         serve_sim(run_dir, inputs=path, log=None)
     assert main(["serve-sim", str(run_dir), "--inputs", str(path)]) == 2
     assert "data row 3, field 4" in capsys.readouterr().err
     for bad in (["--batch-size", "0"], ["--fee", "-5"], ["--top-k", "0"], ["--requests", "0"]):
         assert main(["serve-sim", str(run_dir), *bad]) == 2
+    assert not (run_dir / FOLDER).exists() and _head(run_dir) == before
+
+
+def test_a_csv_without_a_header_is_served_row_for_row(run_dir, tmp_path):
+    """Its first row repeats a value, which pandas would mangle into a header that reads as text."""
+    x = run_test_inputs(run_dir)[:3].copy()
+    x[0, :2] = 0.0
+    path = tmp_path / "requests.csv"
+    pd.DataFrame(x).to_csv(path, index=False, header=False)
+    result = serve_sim(run_dir, inputs=path, draw=False, log=None)
+    hashes = [json.loads(line)["input_hash"] for line in result.receipts.read_text().splitlines()]
+    assert result.requests == 3
+    assert hashes == [hashlib.sha256(row.astype("<f8").tobytes()).hexdigest() for row in x]
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    (5, 1e308, r"line 301: field 5 is 1e\+308, beyond the float32 range"),  # infinite as a float32
+    (0, 3e38, r"input 301 overflows the float32 model once standardized .* field 0 \('alcohol'\) = 3e\+38"),
+])
+def test_an_input_the_float32_model_cannot_take_is_refused_before_any_receipt(run_dir, tmp_path, field, value, reason):
+    x = run_test_inputs(run_dir)
+    rows = [x[i % len(x)].tolist() for i in range(301)]
+    rows[300][field] = value
+    path = tmp_path / "requests.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    before = _head(run_dir)
+    with pytest.raises(RequestError, match=reason):
+        serve_sim(run_dir, inputs=path, batch_size=256, draw=False, log=None)
+    assert not (run_dir / FOLDER).exists() and _head(run_dir) == before
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_text("[" * 100_000 + "]" * 100_000 + "\n"), "line 1 is not JSON this reader takes: nested too deeply"),
+    (lambda p: p.write_text("[" + "9" * 400 + ", 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"),
+     "line 1: field 0 is an integer of 400 digits, beyond the float32 range"),
+    (None, "seed must be an integer >= 0, got -1"),
+    (None, "requests must be an integer from 1 to 1,000,000 .*, got 1000000000000"),
+])
+def test_the_cli_refuses_what_it_cannot_serve_in_one_line_with_nothing_written(run_dir, tmp_path, capsys, make, reason):
+    if make is not None:
+        make(tmp_path / "requests.jsonl")
+        options = ["--inputs", str(tmp_path / "requests.jsonl")]
+    else:
+        options = ["--seed", "-1"] if "seed" in reason else ["--requests", str(10**12)]
+    before = _head(run_dir)
+    assert main(["serve-sim", str(run_dir), *options]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and re.match(rf"datanet-lab: error: .*{reason}", err), err
     assert not (run_dir / FOLDER).exists() and _head(run_dir) == before
 
 
