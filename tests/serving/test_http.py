@@ -139,6 +139,8 @@ BAD = {
     "NaN": (lambda w: _nan_row(w, 3, "NaN"), 422, ["inputs row 1", "field 3", "nan", "finite"], ["inputs", 1]),
     "inf": (lambda w: _nan_row(w, 2, "-Infinity"), 422, ["inputs row 1", "field 2", "inf", "finite"], ["inputs", 1]),
     "overflow": (lambda w: _nan_row(w, 4, "1e999"), 422, ["inputs row 1", "field 4", "finite"], ["inputs", 1]),
+    "past float32": (lambda w: _nan_row(w, 4, "1e308"), 422, ["inputs row 1", "field 4", "1e+308", "float32"],
+                     ["inputs", 1]),  # finite in float64, infinite in the float32 model
     "string": (lambda w: json.dumps({"inputs": [[1.0] * (w - 1) + ["7"]]}).encode(), 422,
                ["inputs row 0 field", "'7'"], ["inputs", 0, None]),
     "bool": (lambda w: json.dumps({"input": [True] + [1.0] * (w - 1)}).encode(), 422, ["input field 0", "True"],
