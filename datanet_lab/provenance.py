@@ -16,11 +16,17 @@ import ledger
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENVIRONMENT_FILE = "environment.json"
 """Where a run directory records the environment it ran in (:func:`environment_record`)."""
-UNHASHED = ("*.ipynb", "ledger.sqlite*", ENVIRONMENT_FILE)
+SIGNED = ("keystore/*", "rounds/*/head.json", "rounds/*/consistency.json", "manifests/pay.json", "metrics.json")
+"""Outputs that hold keys, signatures or a head hash: a run signs with its own random keys, so
+these differ between two runs of the same parameters (``metrics.json`` is compared metric by
+metric instead, less :data:`SIGNED_METRICS`)."""
+SIGNED_METRICS = ("ledger.head_hash",)
+UNHASHED = ("*.ipynb", "ledger.sqlite*", ENVIRONMENT_FILE, *SIGNED)
 """Left out of output hashes: executed notebooks hold timings, SQLite pages are not canonical
-(the run ledger is pinned by its head hash instead), and the environment is compared apart."""
+(the run ledger is pinned by its entries' content instead), the environment is compared apart,
+and :data:`SIGNED` outputs depend on the run's keys."""
 LOCK_FILE = "requirements.lock"
-LEDGER_HEAD = "ledger.sqlite#head"
+LEDGER_ENTRIES = "ledger.sqlite#entries"
 PACKAGES = ("datanet", "attribution", "ledger", "datanet_lab")
 
 
@@ -87,10 +93,22 @@ def file_sha256(path: Path) -> str:
 
 def output_hashes(run_dir: Path) -> dict[str, str]:
     """SHA-256 of every output file of ``run_dir`` by relative path (see :data:`UNHASHED`), plus
-    the run ledger's head hash under :data:`LEDGER_HEAD` when it has one."""
+    :func:`ledger_entries_sha256` of the run ledger under :data:`LEDGER_ENTRIES` when it has one."""
     hashes = {p.relative_to(run_dir).as_posix(): file_sha256(p) for p in sorted(run_dir.rglob("*"))
               if p.is_file() and not any(p.match(pattern) for pattern in UNHASHED)}
     if (run_dir / "ledger.sqlite").is_file():
-        hashes[LEDGER_HEAD] = ledger.verify(run_dir / "ledger.sqlite").head_hash
+        hashes[LEDGER_ENTRIES] = ledger_entries_sha256(run_dir / "ledger.sqlite")
     return hashes
+
+
+def ledger_entries_sha256(path: Path) -> str:
+    """SHA-256 of the canonical JSON of every entry's kind, actor, timestamp and payload, in log
+    order: what two runs of the same parameters share whatever keys signed them. The ledger must
+    verify first (a :class:`ledger.LedgerIntegrityError` otherwise)."""
+    report = ledger.verify(path)
+    if not report.ok:
+        raise ledger.LedgerIntegrityError(f"run ledger {path}: {report}")
+    with ledger.Ledger(path) as book:
+        content = [[e.kind, e.actor, e.timestamp, e.payload] for e in book.entries()]
+    return hashlib.sha256(ledger.canonical_json(content)).hexdigest()
 

@@ -28,7 +28,8 @@ COLUMNS = ["kind", "name", "recorded", "reproduced", "match"]
 
 @dataclass(frozen=True)
 class Comparison:
-    """Recorded vs reproduced values, one row each; ``kind`` is metric, output or environment."""
+    """Recorded vs reproduced values, one row each; ``kind`` is metric, output, signed (a
+    :data:`provenance.SIGNED_METRICS` value) or environment."""
 
     run_id: str
     directory: Path
@@ -37,8 +38,9 @@ class Comparison:
 
     @property
     def ok(self) -> bool:
-        """The run succeeded and every metric and output hash matches (the environment may differ)."""
-        checked = self.rows[self.rows["kind"] != "environment"]
+        """The run succeeded and every metric and output hash matches (the environment and what
+        the run's own random keys signed may differ)."""
+        checked = self.rows[~self.rows["kind"].isin(["environment", "signed"])]
         return self.failure is None and bool(checked["match"].all())
 
 
@@ -77,7 +79,10 @@ def reproduce(run_path: str | Path, out: str | Path | None = None) -> Comparison
     task = Task(record["run_id"], record["params"], notebooks, target.resolve(), record["kernel"])
     with open_executor("local", 1) as pool:
         outcome = pool.submit(execute, task).result()
-    rows = [*_compare("metric", _flat(record["metrics"]), _flat(outcome.metrics)),
+    recorded, reproduced = _flat(record["metrics"]), _flat(outcome.metrics)
+    signed = {name: recorded.pop(name, None) for name in provenance.SIGNED_METRICS}
+    rows = [*_compare("metric", recorded, {k: v for k, v in reproduced.items() if k not in signed}),
+            *_compare("signed", signed, {name: reproduced.get(name) for name in signed}),
             *_compare("output", record["outputs"], outcome.outputs),
             *_compare("environment", _environment(record), _environment_now(outcome, notebooks))]
     return Comparison(record["run_id"], target / record["run_id"], pd.DataFrame(rows, columns=COLUMNS), outcome.failure)

@@ -4,7 +4,7 @@ papermill batch itself runs once, in tests/test_runner.py; its notebooks only ca
 import pytest
 
 import ledger
-from datanet_lab import pipeline
+from datanet_lab import pipeline, provenance
 from datanet_lab.compare import compare, default_methods
 from datanet_lab.params import DEFAULTS
 from datanet_lab.problem import Problem
@@ -30,6 +30,9 @@ def test_the_same_seed_gives_the_same_payouts_scores_and_entry_payloads(model, t
     assert first["payouts"] == second["payouts"] and first["scores"] == second["scores"]
     assert first["entries"] == second["entries"]
     assert first["log_key"] != second["log_key"]  # each run signs with its own random keys
+    hashes = [provenance.output_hashes(tmp_path / name) for name in ("a", "b")]
+    assert hashes[0] == hashes[1] and provenance.LEDGER_ENTRIES in hashes[0]  # what reproduce compares
+    assert {"payouts.csv", "attribution/scores.npy", "inference/receipts.jsonl"} <= set(hashes[0])
     other_seed = _paid_and_served(tmp_path / "c", params | {"seed": 1})
     assert other_seed["payouts"] != first["payouts"]  # the comparison can fail
 
