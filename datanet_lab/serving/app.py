@@ -16,7 +16,8 @@ Endpoints:
 - ``GET /earnings``: units per role and per contributor (paid, and accrued balances).
 
 A request the service cannot take (shutting down, or stopped by a commit the ledger refused)
-gets 503 with its reason.
+gets 503 with its reason; one whose input the model cannot serve, found only while serving it,
+gets 422.
 
 Bad requests get a 4xx JSON body ``{"reason": ..., "loc": [...]}`` (``loc`` names the field and
 row, as JSON indices from 0) and change nothing: no receipt, no ledger entry. A body over
@@ -71,7 +72,9 @@ class Service(Protocol):
 
     def submit(self, x: np.ndarray) -> Future[list[dict[str, Any]]]:
         """Queue ``x`` ``(n, n_features)`` checked inputs; the future gets one answer per row
-        (the fields of :class:`InferResult`) once they are committed."""
+        (the fields of :class:`InferResult`) once they are committed, or a
+        :class:`~datanet_lab.serving.requests.RequestError` for an input the model cannot serve
+        (answered 422), failing that request alone."""
 
     def receipt(self, receipt_id: str) -> dict[str, Any]:
         """The :func:`~ledger.receipts.receipt_proof` document of a committed receipt.
@@ -169,9 +172,11 @@ def create_app(service: Service) -> FastAPI:
               openapi_extra={"requestBody": {"content": {"application/json": {"schema": InferRequest.model_json_schema()}},
                                              "required": True}})
     async def infer(request: Request) -> InferResponse:
-        x = _checked_rows(await _limited_body(request), service.n_features)
+        field, x = _checked_rows(await _limited_body(request), service.n_features)
         try:
             return InferResponse(results=await asyncio.wrap_future(service.submit(x)))
+        except RequestError as exc:  # an input the model cannot serve, found while serving it
+            raise ApiError(422, f"{field}: {exc}", [field]) from None
         except ServiceUnavailable as exc:
             raise ApiError(503, str(exc)) from None
 
@@ -211,9 +216,9 @@ async def _limited_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _checked_rows(body: bytes, n_features: int) -> np.ndarray:
-    """``(n, n_features)`` float64 inputs of an :class:`InferRequest` body; :class:`ApiError`
-    (400 or 422) naming the first bad field and row."""
+def _checked_rows(body: bytes, n_features: int) -> tuple[str, np.ndarray]:
+    """The field (``"inputs"`` or ``"input"``) and the ``(n, n_features)`` float64 inputs of an
+    :class:`InferRequest` body; :class:`ApiError` (400 or 422) naming the first bad field and row."""
     if not body:
         raise ApiError(400, "empty body; expected a JSON object with 'inputs' or 'input'", ["body"])
     try:
@@ -232,7 +237,7 @@ def _checked_rows(body: bytes, n_features: int) -> np.ndarray:
         except RequestError as exc:
             loc = [field] if field == "input" else [field, index]
             raise ApiError(422, f"{_where(loc)}: {exc}", loc) from None
-    return np.array(checked)
+    return field, np.array(checked)
 
 
 def _where(loc: Sequence[str | int]) -> str:

@@ -27,8 +27,8 @@ import pytest
 
 import ledger
 from datanet_lab import cli, pipeline
-from datanet_lab.serving import QueryAttributor, run_test_inputs
-from datanet_lab.serving.app import MAX_BODY_BYTES, MAX_ROWS
+from datanet_lab.serving import QueryAttributor, RequestError, run_test_inputs
+from datanet_lab.serving.app import MAX_BODY_BYTES, MAX_ROWS, create_app
 from datanet_lab.serving.server import GroupCommit, ServerStopped, main
 from ledger.keys import public_hex
 from ledger.store import LOG_ACTOR
@@ -359,3 +359,31 @@ def test_importing_the_package_and_its_server_loads_no_http_client():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]"
+
+
+class _Refusing:
+    """A service that serves the first row of each request and refuses any other row as
+    an input its model cannot serve (as a group commit isolating a bad request does)."""
+
+    n_features = 3
+
+    def submit(self, x: np.ndarray) -> Future:
+        future: Future = Future()
+        if len(x) > 1:
+            future.set_exception(RequestError("data row 2, field 0 is 3e+38: the model's output is not finite"))
+        else:
+            future.set_result([{"receipt_id": "req-0", "batch_id": "batch-0", "prediction": 1, "probability": 0.5,
+                                "fee": 10, "fee_split": {"contributors": 10}, "shares": {}, "top": []}])
+        return future
+
+
+def test_an_input_the_service_refuses_while_serving_gets_422_and_other_requests_are_answered():
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(_Refusing()))
+    refused = client.post("/infer", json={"inputs": [[1.0, 2.0, 3.0], [3e38, 2.0, 3.0]]})
+    assert refused.status_code == 422, refused.text
+    assert refused.json() == {"reason": "inputs: data row 2, field 0 is 3e+38: the model's output is not finite",
+                              "loc": ["inputs"]}
+    answered = client.post("/infer", json={"input": [1.0, 2.0, 3.0]})
+    assert answered.status_code == 200 and answered.json()["results"][0]["receipt_id"] == "req-0"
