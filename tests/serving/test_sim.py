@@ -17,8 +17,9 @@ import ledger
 from datanet_lab import pipeline
 from datanet_lab.cli import main
 from datanet_lab.pipeline.build_step import datanet
-from datanet_lab.serving import RequestError, run_test_inputs, served_run
+from datanet_lab.serving import RequestError, ServingError, run_test_inputs, served_run
 from datanet_lab.serving.economy import FOLDER, RECEIPTS, InferenceEconomy, check_receipts
+from datanet_lab.serving import sim
 from datanet_lab.serving.sim import request_inputs, serve_sim
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -158,6 +159,15 @@ def test_the_cli_refuses_what_it_cannot_serve_in_one_line_with_nothing_written(r
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and re.match(rf"datanet-lab: error: .*{reason}", err), err
     assert not (run_dir / FOLDER).exists() and _head(run_dir) == before
+
+
+def test_a_file_of_more_inputs_than_a_sim_serves_is_refused(run_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(sim, "MAX_REQUESTS", 2)
+    path = tmp_path / "requests.csv"
+    pd.DataFrame(run_test_inputs(run_dir)[:3]).to_csv(path, index=False, header=False)
+    with pytest.raises(ServingError, match=r"requests.csv: 3 inputs, more than the 2 a sim serves; give requests"):
+        serve_sim(run_dir, inputs=path, draw=False, log=None)
+    assert serve_sim(run_dir, inputs=path, requests=2, draw=False, log=None).requests == 2
 
 
 def test_the_cli_serves_and_ledger_verify_receipt_accepts_a_proof_and_rejects_a_tampered_one(run_dir, tmp_path, capsys):
