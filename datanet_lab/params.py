@@ -15,7 +15,6 @@ from typing import Any
 
 from attribution import METHODS
 from attribution.spans import ENGINES
-from attribution.spans import ENGINES
 from datanet import DatanetError, ScenarioError, load_table
 from datanet.data import FLOAT32_MAX, Table, split_test
 from datanet.datanet import TEST_FRACTION
@@ -45,6 +44,7 @@ DEFAULTS: dict[str, Any] = {
     "compare_noise_rate": 0.05,
     "compare_l2": 0.01,
     "lds_subsets": 100,
+    "compare_shapley": False,
     "mlp_seeds": 3,
     "mlp_models": 10,
     "text_dataset": DOCSTRINGS,
@@ -67,7 +67,6 @@ DEFAULTS: dict[str, Any] = {
     "gen_temperature": 0.7,
     "gen_min_span": 6,
     "gen_max_count": 100,
-    "span_engine": "infini_gram",
     "span_engine": "infini_gram",
     "generation_fee": 1000,
     "gen_loco_seeds": 1,
@@ -143,6 +142,10 @@ MAXIMA: dict[str, tuple[int, str]] = {
 """The integer parameters' upper bounds, each with the tail of its message."""
 
 
+BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+"""Command-line spellings of a bool parameter (``bool("false")`` would be ``True``)."""
+
+
 class ParameterError(DatanetError):
     """A batch parameter is unknown, of the wrong type or out of range."""
 
@@ -152,6 +155,10 @@ def coerce(name: str, text: str) -> Any:
     if name not in DEFAULTS:
         raise ParameterError(f"unknown parameter {name!r}; known: {sorted(DEFAULTS)}")
     kind = type(DEFAULTS[name])
+    if kind is bool:
+        if text.lower() not in BOOLEANS:
+            raise ParameterError(f"parameter {name!r} must be one of {sorted(BOOLEANS)}, got {text!r}")
+        return BOOLEANS[text.lower()]
     try:
         return kind(text) if kind is not int else int(text, 10)
     except ValueError:
@@ -212,8 +219,6 @@ def _range_problem(name: str, value: Any) -> str | None:
     if name == "gen_temperature" and not (value == 0 or MIN_TEMPERATURE <= value <= 10.0):
         return (f"gen_temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, 10] (lower, sampling is greedy and "
                 f"logits / temperature overflow float32), got {value}")
-    if name == "span_engine" and value not in ENGINES:
-        return f"unknown span_engine {value!r}; expected one of {list(ENGINES)}"
     if name == "span_engine" and value not in ENGINES:
         return f"unknown span_engine {value!r}; expected one of {list(ENGINES)}"
     if name == "compare_l2" and not value > 0:

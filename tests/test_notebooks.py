@@ -51,3 +51,14 @@ def test_an_empty_run_dir_opens_the_shared_directory_when_one_is_named(monkeypat
     monkeypatch.delenv(SHARED_RUN_DIR)
     fresh = open_run("").directory
     assert fresh != tmp_path / "shared" and fresh.name.startswith("datanet-lab-")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_declared_parameter_is_used_after_the_parameters_cell(name):
+    """A parameter the notebook declares but never reads would be silently ignored by a run."""
+    import re
+    notebook = nbformat.read(NOTEBOOK_DIR / name, as_version=4)
+    code = [cell.source for cell in notebook.cells if cell.cell_type == "code"]
+    later = "\n".join(code[1:])
+    unused = [p for p in declared_parameters(NOTEBOOK_DIR / name) if not re.search(rf"\b{p}\b", later)]
+    assert unused == []

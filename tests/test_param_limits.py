@@ -3,12 +3,11 @@ tests/test_bad_input.py; here, that they hold what the limits promise and let do
 
 import pytest
 
-pytest.importorskip("transformers")
 
-from datanet.models import lm  # noqa: E402
-from datanet.text.lm_datanet import MAX_PROMPT_BYTES  # noqa: E402
-from datanet_lab.params import DEFAULTS, GEN_POSITIONS, MAX_UNITS, ParameterError, check, resolve  # noqa: E402
-from datanet_lab.pipeline.generation.train_step import lm_config  # noqa: E402
+from datanet.models import lm
+from datanet.text.lm_datanet import MAX_PROMPT_BYTES
+from datanet_lab.params import DEFAULTS, GEN_POSITIONS, MAX_UNITS, ParameterError, check, coerce, resolve
+from datanet_lab.pipeline.generation.train_step import lm_config
 
 MAKE_RUN_TEXT = {"text_per_package": 220, "text_lds_subsets": 12, "text_ig_examples": 4}
 MAKE_RUN_GENERATION = {"gen_per_contributor": 20, "gen_epochs": 12, "gen_width": 96, "gen_vocab_size": 3072,
@@ -60,3 +59,13 @@ def test_the_inference_fees_may_total_the_largest_exact_integer():
     assert resolve({"inference_fee": fee})["inference_fee"] == fee
     with pytest.raises(ParameterError, match=f"inference_fee={fee + 1} x inference_requests=2000"):
         resolve({"inference_fee": fee + 1})
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("False", False), ("1", True), ("0", False)])
+def test_a_bool_parameter_is_read_from_its_command_line_spelling(text, value):
+    assert coerce("compare_shapley", text) is value
+
+
+def test_a_bool_parameter_refuses_other_text():
+    with pytest.raises(ParameterError, match="'compare_shapley' must be one of"):
+        coerce("compare_shapley", "no")  # bool("no") would be True
