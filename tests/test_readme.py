@@ -1,5 +1,6 @@
 """The README and docs/ say what the code does: their result tables match the notebooks' stored
-outputs, every parameter is documented with its default, and every command they show exists.
+outputs of cells nbval re-computes, every parameter is documented with its default, and every
+command they show exists.
 
 A README table checked against a notebook follows a marker line
 ``<!-- checked against notebooks/NAME.ipynb -->``. Its first column names rows of a DataFrame the
@@ -88,15 +89,22 @@ class _HTMLTables(HTMLParser):
             self._cell.append(data)
 
 
-def notebook_tables(path: Path) -> list[dict[str, dict[str, str]]]:
+CHECKED_CELL = re.compile(r"^\s*#\s*NBVAL_CHECK_OUTPUT\s*$", re.MULTILINE)
+
+
+def notebook_tables(path: Path, checked_only: bool = False) -> list[dict[str, dict[str, str]]]:
     """Every table the notebook shows, as ``{column or index name: {row label: text}}``: the
     DataFrames it displays (HTML) and those it prints with ``to_string`` (text, as nbval checks).
+    ``checked_only``: only the outputs of cells marked ``# NBVAL_CHECK_OUTPUT``, which nbval
+    compares with what the code computes when it re-executes the notebook.
 
     pandas' HTML has a header row (an empty corner, then the columns), a second header row
     holding the index name when it has one, then a row per index value (``th``) and values.
     """
     tables = []
     for cell in nbformat.read(path, as_version=4).cells:
+        if checked_only and not CHECKED_CELL.search(cell.source):
+            continue
         for output in cell.get("outputs", []):
             tables += _text_tables(output.get("text", ""))
             html = output.get("data", {}).get("text/html", "")
@@ -158,8 +166,9 @@ def test_readme_table_matches_the_notebooks_stored_output(notebook, table):
         if header not in COLUMNS:  # a description: it must not carry an unchecked figure
             assert not any(NUMBER.match(c) for c in cells), f"README column {header!r} holds numbers no notebook checks"
     wanted = {COLUMNS[h] for h in headers if h in COLUMNS}
-    candidates = [t for t in notebook_tables(ROOT / notebook) if wanted <= set(t)]
-    assert len(candidates) == 1, f"{notebook}: {len(candidates)} stored tables have the columns {sorted(wanted)}"
+    candidates = [t for t in notebook_tables(ROOT / notebook, checked_only=True) if wanted <= set(t)]
+    assert len(candidates) == 1, (f"{notebook}: {len(candidates)} stored tables of cells marked # NBVAL_CHECK_OUTPUT "
+                                  f"(re-computed by nbval) have the columns {sorted(wanted)}")
     (stored,) = candidates
     labels = next(iter(stored.values())).keys()  # the displayed table's row labels
     by_key = {tuple(_normal(stored[COLUMNS[h]][label]) for h in keys): label for label in labels}
