@@ -231,6 +231,7 @@ class InferenceEconomy:
                 nothing changes.
         """
         with self._mutex:
+            self._settle()  # the ids and the batch follow what the ledger holds
             start = perf_counter()
             x = np.ascontiguousarray(check_batch(x, self.attributor.n_features), dtype="<f8")
             self.check_room(len(x))

@@ -464,6 +464,28 @@ def test_an_economy_goes_on_after_an_interrupted_commit_or_close(run_dir, monkey
     _check_every_committed_receipt(run_dir, 13)
 
 
+
+def test_a_reconciliation_that_could_not_run_at_once_runs_before_the_next_serve(run_dir, monkeypatch):
+    x = _inputs(run_dir, 12)
+    real, failed = InferenceEconomy._settle, []
+
+    def settle_fails_once(economy):
+        if economy._unsettled and not failed:
+            failed.append(True)
+            raise OSError("disk gone for a moment")
+        real(economy)
+
+    with InferenceEconomy(run_dir) as economy:
+        with monkeypatch.context() as patch:
+            patch.setattr(InferenceEconomy, "_settle", settle_fails_once)
+            _interrupt(economy, patch, "right after the batch entry", x)  # the batch got in; nobody knows yet
+        assert failed
+        served = economy.serve(x[8:])
+        economy.commit()
+    assert [s.receipt["request_id"] for s in served] == [f"req-{i:010d}" for i in range(8, 12)]
+    assert [r["request_id"] for r in _lines(run_dir)] == [f"req-{i:010d}" for i in range(12)]
+    _check_every_committed_receipt(run_dir, 13)
+
 # --- the state comes from the ledger ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("into", ["balance", "paid"])
