@@ -234,14 +234,22 @@ class QueryAttributor:
         the sign).
 
         Raises:
-            RequestError (a ``ValueError``): ``x`` of the wrong shape or with NaN/inf, or
-                ``labels`` not one class index per input.
+            RequestError (a ``ValueError``): ``x`` of the wrong shape or with NaN/inf, an input
+                whose output or credit is not finite in the float32 model, or ``labels`` not one
+                class index per input.
         """
         x = check_batch(x, self.n_features)
         predictions, probabilities = self.predict(x)
         labels = predictions if labels is None else self._checked_labels(labels, len(x), probabilities.shape[1])
         scores = self.score(self.query_factors(x, labels))
-        return QueryResult(predictions, probabilities, labels, scores, self.roll_up(scores))
+        credit = self.roll_up(scores)
+        finite = np.isfinite(probabilities).all(axis=1) & np.isfinite(scores).all(axis=0) & np.isfinite(credit).all(axis=0)
+        if not finite.all():
+            row = int(np.flatnonzero(~finite)[0])
+            field = int(np.abs(x[row]).argmax())
+            raise RequestError(f"row {row}: the float32 model's output or credit is not finite for this input (a value "
+                               f"overflows once standardized; largest is field {field} = {x[row, field]:g})")
+        return QueryResult(predictions, probabilities, labels, scores, credit)
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(x, dtype=next(self._model.parameters()).dtype)

@@ -36,7 +36,8 @@ import ledger
 from datanet import DatanetError
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving.app import ReceiptPending, ServiceUnavailable, UnknownReceipt, create_app
-from datanet_lab.serving.economy import InferenceEconomy
+from datanet_lab.serving.economy import InferenceEconomy, Served
+from datanet_lab.serving.requests import RequestError
 from datanet_lab.serving.runs import ServingError
 from ledger.fees import CONTRIBUTORS, fraction_text
 
@@ -64,7 +65,8 @@ class GroupCommit(Generic[Request, Answer]):
     """One worker thread batching requests for ``handler`` (module docstring).
 
     Args:
-        handler: serves and commits one micro-batch, on the worker thread only.
+        handler: serves and commits one micro-batch, on the worker thread only; it answers each
+            request, or returns an exception in a request's place to fail that request alone.
         batch_size: the most requests in one micro-batch (>= 1).
         max_wait_ms: how long the worker waits for more requests after taking the first (>= 0).
     """
@@ -89,7 +91,8 @@ class GroupCommit(Generic[Request, Answer]):
 
     def submit(self, request: Request) -> Future[Answer]:
         """Queue ``request``; the future gets its answer once its batch is committed, or the
-        handler's exception (every request of a failed batch gets it).
+        exception the handler returned in its place, or the handler's exception (every request
+        of a failed batch gets it).
 
         Raises:
             ServerStopped: the worker is not running (not started, or stopping).
@@ -142,7 +145,10 @@ class GroupCommit(Generic[Request, Answer]):
                 pending.future.set_exception(exc)
             return
         for pending, answer in zip(live, answers):
-            pending.future.set_result(answer)
+            if isinstance(answer, Exception):
+                pending.future.set_exception(answer)
+            else:
+                pending.future.set_result(answer)
 
 
 class Server:
@@ -208,11 +214,11 @@ class Server:
         """The economy's account as of the last commit (:class:`~datanet_lab.serving.app.EarningsResponse`)."""
         return self._earnings
 
-    def _serve_batch(self, requests: Sequence[np.ndarray]) -> list[list[dict[str, Any]]]:
+    def _serve_batch(self, requests: Sequence[np.ndarray]) -> list[list[dict[str, Any]] | RequestError]:
         if self._failure is not None:
             raise ServiceUnavailable(self._failure)
-        served = self.economy.serve(np.concatenate(requests))
-        ids = {s.receipt["request_id"] for s in served}
+        served = self._serve_isolated(requests)
+        ids = {s.receipt["request_id"] for group in served if not isinstance(group, RequestError) for s in group}
         self._committing |= ids
         try:
             self.economy.commit()
@@ -222,9 +228,26 @@ class Server:
         finally:
             self._committing -= ids
         self._earnings = self._earnings_now()
-        answers = [_answer(s.receipt) for s in served]
+        return [group if isinstance(group, RequestError) else [_answer(s.receipt) for s in group] for group in served]
+
+    def _serve_isolated(self, requests: Sequence[np.ndarray]) -> list[list[Served] | RequestError]:
+        """Each request's served inferences, the group in one pass; when one request of a group
+        cannot be served (its input overflows the float32 model, say), each request on its own, so
+        that only that request fails: its place holds its :class:`RequestError`."""
+        try:
+            served = self.economy.serve(np.concatenate(requests))
+        except RequestError:
+            if len(requests) == 1:
+                raise
+            return [self._serve_alone(request) for request in requests]
         ends = np.cumsum([len(r) for r in requests]).tolist()
-        return [answers[end - len(r) : end] for r, end in zip(requests, ends)]
+        return [served[end - len(r) : end] for r, end in zip(requests, ends)]
+
+    def _serve_alone(self, request: np.ndarray) -> list[Served] | RequestError:
+        try:
+            return self.economy.serve(request)
+        except RequestError as error:
+            return error
 
     def _earnings_now(self) -> dict[str, Any]:
         account = self.economy.account
