@@ -11,7 +11,6 @@ that never came); a line without its newline is a write cut short.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import ledger
 from ledger import merkle
 from ledger.receipts import KIND, ReceiptBatch
+from ledger.receipts import read_batches as read_file_batches
 
 HOST, HOST_ROLE = "inference-host", "host"
 """The actor that signs receipt batches and inference payout epochs, and its registered role."""
@@ -37,37 +37,21 @@ class FileBatch:
     end: int
 
     def tree(self) -> ReceiptBatch:
-        """The batch's tree over the lines' bytes as they are (what a ledger entry committed)."""
+        """The batch's tree over its lines' bytes as they are (what a ledger entry committed;
+        without :func:`~ledger.receipts.build_batch`'s checks: the entry's root vouches for them)."""
         hashes = tuple(merkle.leaf_hash(leaf) for leaf in self.leaves)
         return ReceiptBatch(self.receipts[0]["batch_id"], tuple(self.receipts), hashes, merkle.root_from_hashes(hashes))
 
 
 def read_batches(path: Path, start: int = 0) -> Iterator[FileBatch]:
-    """The batches of receipts file ``path`` from byte ``start`` (nothing when it is missing): runs
-    of lines of one batch id indexed 0, 1, ...; stops at a line that is not a whole receipt (a
-    write cut short)."""
+    """The batches :func:`ledger.receipts.read_batches` finds in receipts file ``path`` from byte
+    ``start``, with their lines' bytes; nothing when the file is missing."""
     if not path.exists():
         return
-    receipts: list[dict[str, Any]] = []
-    leaves: list[bytes] = []
-    position = start
-    with open(path, "rb") as lines:
-        lines.seek(start)
-        for line in lines:
-            try:
-                receipt = json.loads(line) if line.endswith(b"\n") else None
-            except ValueError:
-                receipt = None
-            if not isinstance(receipt, dict) or "batch_id" not in receipt:
-                break
-            if receipts and (receipt["batch_id"], receipt.get("index")) != (receipts[0]["batch_id"], len(receipts)):
-                yield FileBatch(receipts, leaves, position)
-                receipts, leaves = [], []
-            receipts.append(receipt)
-            leaves.append(line[:-1])
-            position += len(line)
-    if receipts:
-        yield FileBatch(receipts, leaves, position)
+    with open(path, "rb") as raw:
+        raw.seek(start)
+        for receipts, end in read_file_batches(path, start):
+            yield FileBatch(receipts, raw.read(end - raw.tell()).split(b"\n")[:-1], end)
 
 
 def batch_entries(book: ledger.Ledger) -> dict[str, int]:

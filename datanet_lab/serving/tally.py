@@ -2,10 +2,10 @@
 derived from them alone (:class:`Replay`), and its checkpoint ``inference/accrual.json``.
 
 The ledger's entries of :data:`~datanet_lab.serving.receipts_file.HOST` are replayed in order:
-each ``receipt_batch`` entry must commit the receipts file's next batch (the root of its lines'
-bytes, its count and fee totals), whose receipts are charged again from their exact shares; each
-inference payout epoch (``payout`` entries, then a ``payout_epoch`` entry) closes the accrual,
-and must pay what the close pays. Nothing else is trusted: the checkpoint file
+each ``receipt_batch`` entry must commit the receipts file's next batch (its root, count and fee
+totals), whose receipts are charged again from their exact shares; each inference payout epoch
+(``payout`` entries, then a ``payout_epoch`` entry) closes the accrual, and must pay what the
+close pays. Nothing else is trusted: the checkpoint file
 (:func:`read_state`) is compared with the replay as of its ``ledger_seq`` and refused, naming
 the first field that differs, when it says anything else (an edited file, or one from another
 run); deleting it makes the economy rebuild it from the ledger.
