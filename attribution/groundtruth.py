@@ -21,6 +21,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from datanet.convex import Outcome
 
@@ -36,7 +37,8 @@ def subset_key(indices: np.ndarray, seed: int) -> str:
 
 def retrainer_fingerprint(retrainer: object) -> str:
     """SHA-256 of what a retrainer computes from: its class and, recursively, every dataclass field
-    (arrays by dtype, shape and bytes; numbers, strings, tuples, lists, mappings by value). Fields
+    (arrays and tensors by dtype, shape and bytes; a torch module by its ``repr`` (structure and
+    hyperparameters) and its state dict; numbers, strings, tuples, lists, mappings by value). Fields
     that are not dataclass fields (a ``cached_property``, a counter) do not count; code does not.
 
     Raises:
@@ -61,6 +63,12 @@ def _chunks(value: object, where: str) -> Iterator[bytes]:
     elif isinstance(value, np.ndarray) and not value.dtype.hasobject:
         yield f"{value.dtype.str}{value.shape}".encode()
         yield np.ascontiguousarray(value).tobytes()
+    elif isinstance(value, torch.Tensor):
+        yield from _chunks(value.detach().cpu().numpy(), where)
+    elif isinstance(value, torch.nn.Module):
+        text = repr(value).encode()
+        yield b"%d:%s" % (len(text), text)
+        yield from _chunks(dict(value.state_dict()), f"{where}.state_dict()")
     elif isinstance(value, (tuple, list)):
         for k, item in enumerate(value):
             yield from _chunks(item, f"{where}[{k}]")
@@ -73,7 +81,7 @@ def _chunks(value: object, where: str) -> Iterator[bytes]:
         yield b"%d:%s" % (len(text), text)  # length-prefixed: no two values share an encoding
     else:
         raise TypeError(f"cannot fingerprint the retrainer's {where} (type {type(value).__qualname__}): fields "
-                        f"must be dataclasses, arrays, numbers, strings, tuples, lists or mappings")
+                        f"must be dataclasses, arrays, tensors, torch modules, numbers, strings, tuples, lists or mappings")
     yield b")"
 
 

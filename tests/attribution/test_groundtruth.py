@@ -7,6 +7,7 @@ import itertools
 import math
 
 import numpy as np
+import torch
 import pytest
 
 from attribution.groundtruth import (RetrainCache, exact_shapley, loco, permutation_shapley, random_subsets,
@@ -170,3 +171,21 @@ def test_subset_losses_average_over_seeds():
     losses = subset_losses(RetrainCache(_Game(), workers=1), masks, seeds=(0, 2))
     expected = np.array([1.0 - VALUES[m].sum() + 0.01 for m in masks])
     np.testing.assert_allclose(losses, np.repeat(expected[:, None], 2, axis=1))
+
+
+@dataclasses.dataclass
+class _ModuleHolder:
+    layer: torch.nn.Module
+    start: torch.Tensor
+
+
+def test_the_fingerprint_covers_a_torch_module_by_structure_and_weights():
+    torch.manual_seed(0)
+    layer = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.1))
+    holder = _ModuleHolder(layer, torch.zeros(2))
+    before = retrainer_fingerprint(holder)
+    assert retrainer_fingerprint(_ModuleHolder(layer, torch.zeros(2))) == before
+    other_weights = _ModuleHolder(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.1)), torch.zeros(2))
+    other_dropout = _ModuleHolder(torch.nn.Sequential(layer[0], torch.nn.Dropout(0.2)), torch.zeros(2))
+    other_start = _ModuleHolder(layer, torch.ones(2))
+    assert len({before, *(retrainer_fingerprint(h) for h in (other_weights, other_dropout, other_start))}) == 4
