@@ -38,7 +38,8 @@ def subset_key(indices: np.ndarray, seed: int) -> str:
 def retrainer_fingerprint(retrainer: object) -> str:
     """SHA-256 of what a retrainer computes from: its class and, recursively, every dataclass field
     (arrays and tensors by dtype, shape and bytes; a torch module by its ``repr`` (structure and
-    hyperparameters) and its state dict; numbers, strings, tuples, lists, mappings by value). Fields
+    hyperparameters) and its state dict; numbers, strings, torch dtypes and devices, tuples, lists,
+    mappings by value). Fields
     that are not dataclass fields (a ``cached_property``, a counter) do not count; code does not.
 
     Raises:
@@ -76,7 +77,7 @@ def _chunks(value: object, where: str) -> Iterator[bytes]:
         for key in sorted(value, key=repr):
             yield f"{key!r}:".encode()
             yield from _chunks(value[key], f"{where}[{key!r}]")
-    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
+    elif value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic, torch.dtype, torch.device)):
         text = repr(value).encode()
         yield b"%d:%s" % (len(text), text)  # length-prefixed: no two values share an encoding
     else:

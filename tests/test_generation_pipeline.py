@@ -29,7 +29,7 @@ from attribution.base import AttributionError  # noqa: E402
 from attribution.spans import ReferenceSpanMatcher  # noqa: E402
 from datanet.errors import DataSourceError  # noqa: E402
 from datanet.models import lm  # noqa: E402
-from datanet_lab import cli  # noqa: E402
+from datanet_lab import cli, provenance  # noqa: E402
 from datanet_lab.compare_generation import compare_generation  # noqa: E402
 from datanet_lab.generation_check import check_generations  # noqa: E402
 from datanet_lab.params import ParameterError, resolve  # noqa: E402
@@ -321,12 +321,14 @@ def test_steps_reuse_their_outputs_and_refuse_another_min_span(tiny):
 
 
 def fresh_run(directory: Path, seed: int) -> tuple[str, bytes, str]:
-    """Generations, credit table and ledger head of a fresh run sampled at the default temperature."""
+    """Generations, credit table and the hash of the ledger's entry contents (what two runs share
+    under their own random keys) of a fresh run sampled at the default temperature."""
     run = gen.generation_run(open_run(str(directory), **{**TINY_GEN, "gen_epochs": 1, "gen_per_contributor": 1,
                                                          "gen_temperature": 0.7, "seed": seed}))
     gen.pay_generation(run)
     return ((run.directory / "generations.jsonl").read_text(),
-            (run.directory / "credit" / "generation_credit.csv").read_bytes(), head(run).hash)
+            (run.directory / "credit" / "generation_credit.csv").read_bytes(),
+            provenance.ledger_entries_sha256(run.ledger_path))
 
 
 @pytest.mark.slow

@@ -177,6 +177,7 @@ def test_subset_losses_average_over_seeds():
 class _ModuleHolder:
     layer: torch.nn.Module
     start: torch.Tensor
+    dtype: torch.dtype = torch.float32
 
 
 def test_the_fingerprint_covers_a_torch_module_by_structure_and_weights():
@@ -188,4 +189,6 @@ def test_the_fingerprint_covers_a_torch_module_by_structure_and_weights():
     other_weights = _ModuleHolder(torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Dropout(0.1)), torch.zeros(2))
     other_dropout = _ModuleHolder(torch.nn.Sequential(layer[0], torch.nn.Dropout(0.2)), torch.zeros(2))
     other_start = _ModuleHolder(layer, torch.ones(2))
-    assert len({before, *(retrainer_fingerprint(h) for h in (other_weights, other_dropout, other_start))}) == 4
+    other_dtype = _ModuleHolder(layer, torch.zeros(2), torch.float64)
+    others = (other_weights, other_dropout, other_start, other_dtype)
+    assert len({before, *(retrainer_fingerprint(h) for h in others)}) == 5

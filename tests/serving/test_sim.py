@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 import ledger
-from datanet_lab import pipeline
+from datanet_lab import pipeline, provenance
 from datanet_lab.cli import main
 from datanet_lab.pipeline.build_step import datanet
 from datanet_lab.serving import RequestError, ServingError, run_test_inputs, served_run
@@ -68,12 +68,12 @@ def test_the_test_set_is_cycled_in_seeded_passes(run_dir):
         request_inputs(run, test.shape[1], 0, None, seed=None)
 
 
-def test_the_same_run_seed_and_requests_give_the_same_receipts_and_head(built, tmp_path):
+def test_the_same_run_seed_and_requests_give_the_same_receipts_and_ledger_entries(built, tmp_path):
     outcomes = []
-    for name in ("a", "b"):
+    for name in ("a", "b"):  # each copy's inference host signs with its own random key
         copy = Path(shutil.copytree(built, tmp_path / name))
         result = serve_sim(copy, requests=90, batch_size=32, seed=7, draw=False, log=None)
-        outcomes.append((result.receipts.read_bytes(), result.head_hash))
+        outcomes.append((result.receipts.read_bytes(), provenance.ledger_entries_sha256(copy / "ledger.sqlite")))
     assert outcomes[0] == outcomes[1]
     other = serve_sim(Path(shutil.copytree(built, tmp_path / "c")), requests=90, batch_size=32, seed=8, draw=False, log=None)
     assert other.receipts.read_bytes() != outcomes[0][0]
@@ -179,10 +179,11 @@ def test_the_cli_serves_and_ledger_verify_receipt_accepts_a_proof_and_rejects_a_
         document = economy.proof("req-0000000042")
     proof = tmp_path / "proof.json"
     proof.write_text(json.dumps(document))
-    assert main(["ledger", "verify-receipt", str(proof)]) == 0
+    book = str(run_dir / "ledger.sqlite")  # the log key the checker chooses: the run's ledger's
+    assert main(["ledger", "verify-receipt", str(proof), "--ledger", book]) == 0
     document["receipt"]["shares"] = {c: "0/1" for c in document["receipt"]["shares"]} | {"c00": "500/1"}
     proof.write_text(json.dumps(document))
-    assert main(["ledger", "verify-receipt", str(proof)]) == 1
+    assert main(["ledger", "verify-receipt", str(proof), "--ledger", book]) == 1
     assert "wrong-root" in capsys.readouterr().out
 
 
