@@ -47,11 +47,13 @@ run-text: $(STAMP) ## run the text batch (notebook 07) on the full docstrings Da
 run-generation: $(STAMP) ## run the generation batch (notebook 08: GPT-2, span credit, LOCO over 2 seeds) at full size into results/
 	$(BIN)/datanet-lab run --generation -p gen_per_contributor 20 -p gen_epochs 12 -p gen_width 96 -p gen_vocab_size 3072 -p gen_prompts 12 -p gen_loco_seeds 2
 
-test: $(STAMP) ## run the whole test suite, nbval over notebooks/ included (the CI command)
-	$(BIN)/python -m pytest
+# nbval runs in its own session, in order: pytest-xdist may end a notebook's kernel between its cells.
+test: $(STAMP) ## run the whole test suite (the CI command): tests/ on two workers, then nbval over notebooks/
+	$(BIN)/python -m pytest -n 2 --dist loadfile tests
+	$(BIN)/python -m pytest notebooks
 
-test-fast: $(STAMP) ## the edit-test loop: tests/ without the tests marked slow and without nbval
-	$(BIN)/python -m pytest -m "not slow" tests
+test-fast: $(STAMP) ## the edit-test loop: tests/ without the tests marked slow and without nbval, on two workers
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow" tests
 
 lab: $(STAMP) ## open JupyterLab on notebooks/
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_FLAGS)

@@ -128,6 +128,7 @@ def test_the_mlp_comparison_needs_two_retrain_seeds_and_a_model(wine, tmp_path):
 
 
 def test_measure_returns_the_result_and_sees_memory_growth():
-    result, seconds, peak = measure(lambda: np.ones(64 * 2**20 // 8).sum())  # 64 MiB, touched
+    result, seconds, peak = measure(lambda: np.ones(64 * 2**20 // 8).sum())  # 64 MiB, touched, freed at once
     assert result == 64 * 2**20 // 8 and seconds > 0
-    assert peak >= 32
+    assert 60 <= peak < 128
+    assert measure(lambda: 1)[2] < 16  # the high-water mark restarts: the earlier peak does not count
