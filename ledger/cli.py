@@ -53,9 +53,10 @@ def add_commands(tools: argparse._SubParsersAction) -> None:
     p.add_argument("path", type=Path)
     p.add_argument("--old-size", type=int, required=True)
     p.add_argument("--out", type=Path)
-    p = tool("verify-proof", _verify_proof, "check an inclusion or consistency proof offline")
+    p = tool("verify-proof", _verify_proof, "check an inclusion or consistency proof offline against a log key you choose: "
+                                            "--log-key, --ledger or --head")
     p.add_argument("proof", type=Path)
-    p.add_argument("--log-key", help="pin the log's public key (hex)")
+    _add_log_key_options(p, "take the log key from this ledger")
     p = tool("receipt-proof", _receipt_proof, "the proof document of one served inference's receipt, for verify-receipt")
     p.add_argument("inference", type=Path, help=f"a served run's inference folder (RUN/inference, holding {RECEIPTS})")
     p.add_argument("request_id", help="the receipt's request id (e.g. req-0000000037)")
@@ -64,14 +65,21 @@ def add_commands(tools: argparse._SubParsersAction) -> None:
     p = tool("verify-receipt", _verify_receipt, "check an inference receipt's two-level proof offline (receipt in its batch, batch in the log) "
                                                 "against a log key you choose: --log-key, --ledger or --head")
     p.add_argument("receipt", type=Path, help="a receipt proof document (receipt-proof, ledger.receipts.receipt_proof)")
-    trusted = p.add_mutually_exclusive_group()
-    trusted.add_argument("--log-key", help="the log's public key (64 hex digits)")
-    trusted.add_argument("--ledger", type=Path, help="take the log key from this ledger, and check the batch's signer and its role there")
-    trusted.add_argument("--head", type=Path, help="take the log key from this saved signed head (a `head` checkpoint)")
-    p = tool("check-head", _check_head, "prove the log still extends a saved head; report rollback or equivocation")
+    _add_log_key_options(p, "take the log key from this ledger, and check the batch's signer and its role there")
+    p = tool("check-head", _check_head, "prove the log still extends a saved head; report rollback or equivocation; "
+                                        "against a log key you choose: --log-key, --ledger or --head")
     p.add_argument("path", type=Path)
     p.add_argument("head", type=Path)
-    p.add_argument("--log-key", help="pin the log's public key (hex)")
+    _add_log_key_options(p, "take the log key from this ledger (a copy you trust, not the one checked)")
+
+
+def _add_log_key_options(parser: argparse.ArgumentParser, ledger_help: str) -> None:
+    """The options of a checking tool that choose the log key (exactly one is needed: :func:`_chosen_log_key`)."""
+    chosen = parser.add_mutually_exclusive_group()
+    chosen.add_argument("--log-key", help="the log's public key (64 hex digits)")
+    chosen.add_argument("--ledger", type=Path, help=ledger_help)
+    chosen.add_argument("--head", dest="key_head", metavar="HEAD", type=Path,
+                        help="take the log key from this saved signed head (a `head` checkpoint)")
 
 
 def _open(path: Path) -> Ledger:
@@ -163,7 +171,9 @@ def _consistency(args: argparse.Namespace) -> int:
 
 
 def _verify_proof(args: argparse.Namespace) -> int:
-    return _checked(args.proof, proofs.check_document, _read_json(args.proof), args.log_key)
+    document = _read_json(args.proof)
+    log_key, _ = _chosen_log_key(args, "verify-proof", args.proof)
+    return _checked(args.proof, proofs.check_document, document, log_key)
 
 
 def _receipt_proof(args: argparse.Namespace) -> int:
@@ -177,20 +187,33 @@ def _receipt_proof(args: argparse.Namespace) -> int:
 
 
 def _verify_receipt(args: argparse.Namespace) -> int:
-    document, keys = _read_json(args.receipt), None
+    document = _read_json(args.receipt)
+    log_key, keys = _chosen_log_key(args, "verify-receipt", args.receipt)
+    return _checked(args.receipt, receipts.check_receipt, document, log_key, keys)
+
+
+def _chosen_log_key(args: argparse.Namespace, tool: str, document: Path) -> tuple[str, dict[str, tuple[str, str, str]] | None]:
+    """The log key the checker chose (:func:`_add_log_key_options`) and, given ``--ledger``, that
+    ledger's registered keys (:meth:`ledger.Ledger.key_records`).
+
+    Raises:
+        LedgerError: no key chosen (the key inside ``document`` is the document's own claim), or
+            one that is not 64 lower-case hex digits.
+    """
+    keys = None
     if args.ledger is not None:
         with _open(args.ledger) as book:
             log_key, keys = book.log_public_key, book.key_records()
-    elif args.head is not None:
-        log_key = _saved_log_key(args.head)
+    elif args.key_head is not None:
+        log_key = _saved_log_key(args.key_head)
     elif args.log_key is not None:
         log_key = args.log_key
     else:
-        raise LedgerError(f"verify-receipt needs a log key you chose: give --log-key HEX, --ledger PATH or --head HEAD.json "
-                          f"(the key inside {args.receipt} is the document's own claim)")
+        raise LedgerError(f"{tool} needs a log key you chose: give --log-key HEX, --ledger PATH or --head HEAD.json "
+                          f"(the key inside {document} is the document's own claim)")
     if type(log_key) is not str or not _HEX_KEY.fullmatch(log_key):
         raise LedgerError(f"the log key must be 64 lower-case hex digits, got {log_key!r}")
-    return _checked(args.receipt, receipts.check_receipt, document, log_key, keys)
+    return log_key, keys
 
 
 def _saved_log_key(path: Path) -> Any:
@@ -203,8 +226,9 @@ def _saved_log_key(path: Path) -> Any:
 
 def _check_head(args: argparse.Namespace) -> int:
     saved = _read_json(args.head)
+    log_key, _ = _chosen_log_key(args, "check-head", args.head)
     with _open(args.path) as book:
-        return _checked(args.head, proofs.check_head, book, saved, args.log_key)
+        return _checked(args.head, proofs.check_head, book, saved, log_key)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,8 +6,9 @@
   (the log is shorter than a head it signed) or the equivocation (two validly signed heads of
   the same size with different roots).
 
-Checking needs only this module, :mod:`ledger.merkle` and the log's public key; pin that key
-(``log_key``) to rule out a document signed by someone else.
+Checking needs only this module, :mod:`ledger.merkle` and the log's public key, chosen by the
+checker (``log_key``): the key a document carries proves nothing, since anyone can sign a head
+with a key of their own. A document or ledger under another key is a ``key-mismatch`` naming both.
 """
 
 from __future__ import annotations
@@ -68,9 +69,14 @@ def consistency_document(book: Ledger, old_size: int) -> dict[str, Any]:
 
 
 def check_document(doc: dict[str, Any], log_key: str | None = None) -> ProofCheck:
-    """Check an inclusion or consistency document offline (no ledger file needed)."""
+    """Check an inclusion or consistency document offline (no ledger file needed) against the log
+    key ``log_key`` (hex) the checker chose. Without one, the document's own key is used: the check
+    then shows only that the document holds together, not that it comes from the log."""
     try:
-        key = _log_key(doc, log_key)
+        key = doc["log_public_key"] if log_key is None else log_key
+        mismatch = _key_mismatch("the document", doc["log_public_key"], key)
+        if mismatch:
+            return mismatch
         proof = [bytes.fromhex(h) for h in doc["proof"]]
         if doc["type"] == "inclusion":
             return _check_inclusion(doc, key, proof)
@@ -81,10 +87,11 @@ def check_document(doc: dict[str, Any], log_key: str | None = None) -> ProofChec
         return ProofCheck(False, "malformed", f"unreadable proof document: {exc!r}")
 
 
-def _log_key(doc: dict[str, Any], pinned: str | None) -> str:
-    if pinned is not None and doc["log_public_key"] != pinned:
-        raise LedgerError(f"document's log key {doc['log_public_key'][:16]}… is not the pinned key {pinned[:16]}…")
-    return doc["log_public_key"]
+def _key_mismatch(what: str, found: Any, log_key: str) -> ProofCheck | None:
+    """``key-mismatch`` naming both keys when ``what`` is under log key ``found``, not ``log_key``."""
+    if found == log_key:
+        return None
+    return ProofCheck(False, "key-mismatch", f"{what} is under log key {found}, the log key chosen to check it is {log_key}")
 
 
 def _signed(head: dict[str, Any], key: str) -> SignedHead | None:
@@ -116,16 +123,20 @@ def _check_consistency(doc: dict[str, Any], key: str, proof: list[bytes]) -> Pro
     return ProofCheck(True, "consistent", f"the signed tree of size {new.size} extends the signed tree of size {old.size}")
 
 
-def check_head(book: Ledger, saved: dict[str, Any], log_key: str | None = None) -> ProofCheck:
-    """Does ``book`` still extend the saved signed head ``saved`` (a :func:`head_document`)?"""
+def check_head(book: Ledger, saved: dict[str, Any], log_key: str) -> ProofCheck:
+    """Does ``book`` still extend the saved signed head ``saved`` (a :func:`head_document`)? Both
+    must be under the log key ``log_key`` (hex) the checker chose."""
+    ledger_key = book.log_public_key
     try:
-        head = _signed(saved, _log_key(saved, log_key))
+        mismatch = (_key_mismatch("the saved head", saved["log_public_key"], log_key)
+                    or _key_mismatch(f"the ledger {book.path}", ledger_key, log_key))
+        if mismatch:
+            return mismatch
+        head = _signed(saved, log_key)
     except (KeyError, TypeError, ValueError, LedgerError) as exc:
         return ProofCheck(False, "malformed", f"unreadable head: {exc!r}")
     if head is None:
-        return ProofCheck(False, "bad-head", "the saved head's signature does not verify under its log key")
-    if saved["log_public_key"] != book.log_public_key:
-        return ProofCheck(False, "foreign", "the saved head was signed by another log key than this ledger's")
+        return ProofCheck(False, "bad-head", "the saved head's signature does not verify under the log key")
     size = len(book)
     if head.size > size:
         return ProofCheck(False, "rollback", f"the log holds {size} entries, fewer than the {head.size} of a head it signed")

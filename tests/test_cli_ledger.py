@@ -10,6 +10,7 @@ import pytest
 
 import ledger
 from datanet_lab.cli import main
+from ledger.keys import public_hex
 
 
 @pytest.fixture
@@ -68,21 +69,21 @@ def test_export_verifies_offline_and_a_tampered_export_fails(ledger_file, tmp_pa
 def test_prove_and_verify_proof(ledger_file, tmp_path, capsys):
     proof = tmp_path / "proof.json"
     assert main(["ledger", "prove", str(ledger_file), "--seq", "2", "--out", str(proof)]) == 0
-    assert main(["ledger", "verify-proof", str(proof)]) == 0
+    assert main(["ledger", "verify-proof", str(proof), "--ledger", str(ledger_file)]) == 0
     assert "OK (included): entry 2" in capsys.readouterr().out
     doc = json.loads(proof.read_text())
     assert len(doc["proof"]) == 3  # ceil(log2 5)
     doc["entry"]["payload"]["sample_id"] = "s9"
     proof.write_text(json.dumps(doc))
-    assert main(["ledger", "verify-proof", str(proof)]) == 1
+    assert main(["ledger", "verify-proof", str(proof), "--ledger", str(ledger_file)]) == 1
     assert "FAILED (bad-entry)" in capsys.readouterr().out
-    assert main(["ledger", "verify-proof", str(tmp_path / "nope.json")]) == 2
+    assert main(["ledger", "verify-proof", str(tmp_path / "nope.json"), "--ledger", str(ledger_file)]) == 2
 
 
 def test_consistency_between_two_heads(ledger_file, tmp_path, capsys):
     proof = tmp_path / "consistency.json"
     assert main(["ledger", "consistency", str(ledger_file), "--old-size", "3", "--out", str(proof)]) == 0
-    assert main(["ledger", "verify-proof", str(proof)]) == 0
+    assert main(["ledger", "verify-proof", str(proof), "--ledger", str(ledger_file)]) == 0
     assert "OK (consistent)" in capsys.readouterr().out
     assert main(["ledger", "consistency", str(ledger_file), "--old-size", "4"]) == 2  # no head of size 4 was signed
     assert "no signed tree head of size 4" in capsys.readouterr().err
@@ -90,23 +91,24 @@ def test_consistency_between_two_heads(ledger_file, tmp_path, capsys):
 
 def test_check_head_extends_rollback_and_equivocation(ledger_file, tmp_path, capsys):
     head = tmp_path / "head.json"
+    key = ledger.Keystore(tmp_path / "keys", seed=b"cli").key("log")
+    log_key = public_hex(key)
     assert main(["ledger", "head", str(ledger_file), "--size", "3", "--out", str(head)]) == 0
-    assert main(["ledger", "check-head", str(ledger_file), str(head)]) == 0
+    assert main(["ledger", "check-head", str(ledger_file), str(head), "--log-key", log_key]) == 0
     assert "OK (extends)" in capsys.readouterr().out
     saved = json.loads(head.read_text())
     # Equivocation: a head of size 3 with another root, validly signed with the log's key.
-    key = ledger.Keystore(tmp_path / "keys", seed=b"cli").key("log")
     from ledger.encoding import head_bytes
     forged = {**saved, "root": "ab" * 32}
     forged["signature"] = key.sign(head_bytes(3, forged["root"], saved["timestamp"])).signature.hex()
     head.write_text(json.dumps(forged))
-    assert main(["ledger", "check-head", str(ledger_file), str(head)]) == 1
+    assert main(["ledger", "check-head", str(ledger_file), str(head), "--log-key", log_key]) == 1
     assert "FAILED (equivocation)" in capsys.readouterr().out
     # Rollback: a signed head larger than the log.
     big = {**saved, "size": 9}
     big["signature"] = key.sign(head_bytes(9, saved["root"], saved["timestamp"])).signature.hex()
     head.write_text(json.dumps(big))
-    assert main(["ledger", "check-head", str(ledger_file), str(head)]) == 1
+    assert main(["ledger", "check-head", str(ledger_file), str(head), "--log-key", log_key]) == 1
     assert "FAILED (rollback)" in capsys.readouterr().out
 
 

@@ -29,7 +29,7 @@ TOOLS = {
     "head": ["head", "{path}"],
     "prove": ["prove", "{path}", "--seq", "1"],
     "consistency": ["consistency", "{path}", "--old-size", "2"],
-    "check-head": ["check-head", "{path}", "{elsewhere}/head.json"],
+    "check-head": ["check-head", "{path}", "{elsewhere}/head.json", "--head", "{elsewhere}/head.json"],
 }
 
 

@@ -334,8 +334,8 @@ def test_cli_a_deep_or_unreadable_document_is_one_line_and_exit_2(committed, tmp
         given.mkdir()
     else:
         given.write_text("[" * 100_000 + "]" * 100_000)
-    args = {"verify-receipt": [tool, str(given), "--ledger", str(path)], "check-head": [tool, str(path), str(given)],
-            "verify-proof": [tool, str(given)]}[tool]
+    args = {"verify-receipt": [tool, str(given)], "check-head": [tool, str(path), str(given)],
+            "verify-proof": [tool, str(given)]}[tool] + ["--ledger", str(path)]
     assert main(args) == 2
     err = capsys.readouterr().err
     expected = "is a directory, not a JSON file" if document == "a directory" else "JSON nested too deeply to read"

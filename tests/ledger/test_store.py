@@ -263,7 +263,7 @@ def test_a_rollback_with_its_heads_is_invisible_to_verify_but_not_to_a_saved_hea
             ("DELETE FROM tree WHERE id IN (4, ?)", (2 << 40 | 1,)))
     assert verify(ledger_path).ok
     with Ledger(ledger_path) as ledger:
-        check = check_head(ledger, saved)
+        check = check_head(ledger, saved, saved["log_public_key"])  # the key of the checker's own checkpoint
     assert not check.ok and check.status == "rollback"
 
 
