@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 import ledger
+from ledger.proofs import ProofCheck
 from ledger.receipts import build_batch, check_receipt, receipt_proof
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving.receipts_file import FOLDER, RECEIPTS, batch_entries, committed_batches
@@ -18,7 +20,7 @@ from datanet_lab.serving.receipts_file import FOLDER, RECEIPTS, batch_entries, c
 @dataclass(frozen=True)
 class ReceiptCheck:
     """What :func:`check_receipts` found: receipts ``checked`` of ``total``, and the first few
-    ``failures`` (request id and the check's status and detail)."""
+    ``failures`` (request id and the check's status and message)."""
 
     checked: int
     total: int
@@ -32,7 +34,9 @@ class ReceiptCheck:
 def check_receipts(run: str | Path | Run, sample: int | None = None, seed: int = 0) -> ReceiptCheck:
     """Prove committed receipts of ``run``'s ``inference/receipts.jsonl`` against its ledger and
     check each proof offline with the log's key pinned (:func:`~ledger.receipts.receipt_proof`,
-    :func:`~ledger.receipts.check_receipt`): all of them, or ``sample`` drawn with ``seed``."""
+    :func:`~ledger.receipts.check_receipt`): all of them, or ``sample`` drawn with ``seed``. A
+    receipt that fails is reported in ``failures``, one whose batch in the file no longer matches
+    its entry as ``unprovable``."""
     directory = run.directory if isinstance(run, Run) else Path(run)
     path = directory / FOLDER / RECEIPTS
     failures, checked = [], 0
@@ -48,10 +52,21 @@ def check_receipts(run: str | Path | Run, sample: int | None = None, seed: int =
             picked = chosen[(chosen >= starts[number]) & (chosen < starts[number + 1])] - starts[number]
             if not len(picked):
                 continue
-            batch = build_batch(receipts)
-            for index in picked.tolist():
-                result = check_receipt(receipt_proof(book, batch, index, seq), key)
+            indices = picked.tolist()
+            for index, result in zip(indices, _check_batch(book, receipts, seq, indices, key)):
                 checked += 1
                 if not result.ok and len(failures) < 10:
-                    failures.append(f"{receipts[index]['request_id']}: {result.status}: {result.detail}")
+                    failures.append(f"{receipts[index].get('request_id')}: {result.status}: {result.message}")
     return ReceiptCheck(checked, total, tuple(failures))
+
+
+def _check_batch(book: ledger.Ledger, receipts: list[dict[str, Any]], seq: int, indices: list[int],
+                 key: str) -> list[ProofCheck]:
+    """The check of each receipt ``indices`` of a batch of the receipts file, proven against its
+    entry ``seq``; all ``unprovable`` when the batch is not what the entry committed (altered)."""
+    try:
+        batch = build_batch(receipts)
+        documents = [receipt_proof(book, batch, index, seq) for index in indices]
+    except ledger.LedgerError as exc:
+        return [ProofCheck(False, "unprovable", str(exc))] * len(indices)
+    return [check_receipt(document, key) for document in documents]

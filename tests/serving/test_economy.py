@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import struct
 import threading
 import time
@@ -316,6 +317,36 @@ def test_receipts_are_provable_and_a_tampered_one_is_not(run_dir):
     assert check_receipt(document, key).status == "wrong-root"
     found = check_receipts(run_dir, sample=10, seed=1)
     assert (found.checked, found.total, found.ok) == (10, 60, True)
+
+
+def test_check_receipts_reports_a_tampered_receipts_file_naming_each_request(run_dir):
+    with InferenceEconomy(run_dir) as economy:
+        economy.serve(_inputs(run_dir, 5))
+    path = run_dir / FOLDER / RECEIPTS
+    lines = path.read_bytes().splitlines(keepends=True)
+    altered = json.loads(lines[2])
+    altered["output"]["class"] += 1
+    path.write_bytes(b"".join(lines[:2]) + canonical_json(altered) + b"\n" + b"".join(lines[3:]))
+    found = check_receipts(run_dir)
+    assert (found.ok, found.checked, found.total) == (False, 5, 5)
+    # The batch no longer hashes to the root its entry committed: none of its receipts is provable.
+    assert [f.split(": ")[:2] for f in found.failures] == [[f"req-{i:010d}", "unprovable"] for i in range(5)], found
+    assert "no receipt_batch entry commits batch 'batch-00000000'" in found.failures[2], found
+
+
+def test_check_receipts_reports_a_batch_entry_altered_in_the_ledger(run_dir):
+    with InferenceEconomy(run_dir) as economy:
+        economy.serve(_inputs(run_dir, 3))
+    seq = _host_entries(run_dir, "receipt_batch")[0].seq
+    conn = sqlite3.connect(run_dir / "ledger.sqlite")
+    conn.execute("DROP TRIGGER entries_no_update")
+    conn.execute("UPDATE entries SET signature = ? WHERE seq = ?", ("00" * 64, seq))
+    conn.commit()
+    conn.close()
+    found = check_receipts(run_dir)
+    assert (found.ok, found.checked) == (False, 3)
+    assert [f.split(": ")[:2] for f in found.failures] == [[f"req-{i:010d}", "bad-entry"] for i in range(3)], found
+    assert f"entry {seq}: its fields do not hash to its hash" in found.failures[0], found
 
 
 def test_threads_share_one_economy(run_dir):
