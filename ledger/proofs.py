@@ -68,12 +68,12 @@ def consistency_document(book: Ledger, old_size: int) -> dict[str, Any]:
     }
 
 
-def check_document(doc: dict[str, Any], log_key: str | None = None) -> ProofCheck:
+def check_document(doc: dict[str, Any], log_key: str) -> ProofCheck:
     """Check an inclusion or consistency document offline (no ledger file needed) against the log
-    key ``log_key`` (hex) the checker chose. Without one, the document's own key is used: the check
-    then shows only that the document holds together, not that it comes from the log."""
+    key ``log_key`` (hex) the checker chose, never the document's own: ``key-mismatch`` when the
+    document is under another key."""
     try:
-        key = doc["log_public_key"] if log_key is None else log_key
+        key = log_key
         mismatch = _key_mismatch("the document", doc["log_public_key"], key)
         if mismatch:
             return mismatch
