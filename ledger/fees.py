@@ -265,10 +265,7 @@ class Accrual:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> Accrual:
         """Rebuild an accrual from :meth:`to_state`; raises :class:`LedgerError` naming a bad field."""
-        expected = {"resolution", "balances", "unallocated", "accrued", "carried_in"}
-        if not isinstance(state, Mapping) or set(state) != expected:
-            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-            raise LedgerError(f"accrual state must hold exactly {sorted(expected)}, got {found}")
+        _check_fields("accrual", state, {"resolution", "balances", "unallocated", "accrued", "carried_in"})
         accrual = cls(state["resolution"])
         if type(state["balances"]) is not dict:
             raise LedgerError(f"accrual state: 'balances' must be an object, got {state['balances']!r}")
@@ -396,10 +393,7 @@ class FeeAccount:
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> FeeAccount:
         """The account of :meth:`to_state`; raises :class:`LedgerError` naming a bad field."""
-        expected = {"fees", "roles", "paid", "unallocated", "accrual"}
-        if not isinstance(state, Mapping) or set(state) != expected:
-            found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
-            raise LedgerError(f"account state must hold exactly {sorted(expected)}, got {found}")
+        _check_fields("account", state, {"fees", "roles", "paid", "unallocated", "accrual"})
         account = cls()
         account.accrual = Accrual.from_state(state["accrual"])
         for name in ("fees", "unallocated"):
@@ -496,3 +490,10 @@ def measure_dust(stream: Iterable[tuple[int, Mapping[str, float]]], resolution: 
         accrual_max_carried=float(max(done.carried.values(), default=0)),
         accrual_lost=float(done.accrued - done.unallocated - done.paid - carried),
     )
+
+
+def _check_fields(what: str, state: object, expected: set[str]) -> None:
+    """Raise :class:`LedgerError` unless ``state`` is a mapping of exactly the ``expected`` keys."""
+    if not isinstance(state, Mapping) or set(state) != expected:
+        found = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+        raise LedgerError(f"{what} state must hold exactly {sorted(expected)}, got {found}")
