@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from datanet import BuiltDatanet, Datanet, build_datanet, load_table, parse_scenario
 from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.engine import Procedure, Record, run_step
 from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, STAKE_UNITS, TRAINER, VALIDATOR, Run
 
 if TYPE_CHECKING:
     from datanet.text.datanet import TextDatanet
+    from datanet.text.lm_datanet import LMDatanet
 
 
 @dataclass
@@ -34,22 +37,36 @@ def build(run: Run) -> Built:
     """The run's Datanet: reused when the run directory holds it from the same parameters
     (:mod:`~datanet_lab.pipeline.manifest`), otherwise built, saved to ``dataset/`` and
     ``planted/``, and recorded (actors, stakes, every contribution and validation decision, the
-    dataset version) in the ledger."""
-    if manifest.check(run.directory, manifest.BUILD, run.params):
-        return Built(Datanet.load(run.directory / "dataset"),
-                     pd.read_csv(run.directory / "planted" / "ground_truth.csv", keep_default_na=False))
+    dataset version) in the ledger (:func:`~datanet_lab.pipeline.engine.run_step`)."""
+    return run_step(run, PROCEDURE)
+
+
+def _compute(run: Run, staging: Path) -> Built:
     built = planted_datanet(**{name: run.params[name] for name in manifest.BUILD.params})  # all it depends on
-    built.datanet.save(run.path("dataset"))
-    built.ground_truth.to_csv(run.path("planted", "ground_truth.csv"), index=False)
-    record_datanet(run, built.datanet, {"test_samples": len(built.datanet.test_y)})
-    manifest.write(run.directory, manifest.BUILD, run.params)
+    save_built(staging, built.datanet, built.ground_truth)
     return Built(built.datanet, built.ground_truth)
 
 
-def record_datanet(run: Run, dn: Datanet | TextDatanet, version_details: dict[str, Any]) -> None:
-    """Record a freshly built Datanet in ``run``'s ledger, in one batch: every actor with its role,
-    each contributor's stake, every contribution (its content hash) and validation decision (with
-    its reason), then the ``dataset_version`` entry (counts plus ``version_details``)."""
+def save_built(staging: Path, dn: Datanet | TextDatanet, ground_truth: pd.DataFrame) -> None:
+    """Save a built Datanet to ``dataset/`` and its planted truth to ``planted/`` under ``staging``."""
+    dn.save(staging / "dataset")
+    (staging / "planted").mkdir()
+    ground_truth.to_csv(staging / "planted" / "ground_truth.csv", index=False)
+
+
+def _load(run: Run) -> Built:
+    return Built(Datanet.load(run.directory / "dataset"), read_ground_truth(run))
+
+
+def read_ground_truth(run: Run) -> pd.DataFrame:
+    """The planted truth a build step saved (``planted/ground_truth.csv``)."""
+    return pd.read_csv(run.directory / "planted" / "ground_truth.csv", keep_default_na=False)
+
+
+def datanet_records(dn: Datanet | TextDatanet | LMDatanet, version_details: dict[str, Any]) -> list[Record]:
+    """The ledger records of a freshly built Datanet, in one batch: each contributor's stake, every
+    contribution (its content hash) and validation decision (with its reason), then the
+    ``dataset_version`` entry (counts plus ``version_details``)."""
     decisions = dn.decisions
     records = [("contribution", d.contributor, {"sample_id": d.sample_id, "content_hash": d.content_hash, "datanet": dn.name})
                for d in decisions.itertuples()]
@@ -60,12 +77,26 @@ def record_datanet(run: Run, dn: Datanet | TextDatanet, version_details: dict[st
         "version": dn.version, "datanet": dn.name, "accepted": int(counts["accepted"].sum()),
         "rejected": int(counts["rejected"].sum()), "contributors": len(dn.contributors), **version_details}))
     stakes = [("stake", c, {"contributor": c, "amount": STAKE_UNITS}) for c in dn.contributors]
-    roles = {VALIDATOR: "validator", CURATOR: "curator", TRAINER: "trainer", ATTRIBUTOR: "attributor",
-             PAYOUT_AUTHORITY: "payout-authority", **{c: "contributor" for c in dn.contributors}}
+    return stakes + records
+
+
+def datanet_roles(dn: Datanet | TextDatanet | LMDatanet) -> dict[str, str]:
+    """Every actor of a run with a Datanet ``dn``, with its role."""
+    return {VALIDATOR: "validator", CURATOR: "curator", TRAINER: "trainer", ATTRIBUTOR: "attributor",
+            PAYOUT_AUTHORITY: "payout-authority", **{c: "contributor" for c in dn.contributors}}
+
+
+def record_datanet(run: Run, dn: Datanet | TextDatanet | LMDatanet, version_details: dict[str, Any]) -> None:
+    """Register ``dn``'s actors in ``run``'s ledger and append its :func:`datanet_records`."""
     with run.ledger() as book:
-        for actor, role in roles.items():
+        for actor, role in datanet_roles(dn).items():
             book.register(actor, role)
-        book.append_many(stakes + records)
+        book.append_many(datanet_records(dn, version_details))
+
+
+PROCEDURE = Procedure(manifest.BUILD, _compute, _load,
+                      records=lambda run, built: datanet_records(built.datanet, {"test_samples": len(built.datanet.test_y)}),
+                      roles=lambda run, built: datanet_roles(built.datanet))
 
 
 def datanet(run: Run) -> Datanet:
