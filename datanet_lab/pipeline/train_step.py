@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import torch
 
@@ -9,6 +11,7 @@ from datanet.models import build_model, load_checkpoint
 from datanet.training import TrainConfig, TrainResult, train
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.build_step import datanet
+from datanet_lab.pipeline.engine import Procedure, Record, run_step
 from datanet_lab.pipeline.run import TRAINER, Run
 from datanet_lab.provenance import file_sha256
 
@@ -20,25 +23,34 @@ def train_config(run: Run) -> TrainConfig:
 def train_model(run: Run) -> TrainResult:
     """The run's trained model: reused (rebuilt from its last checkpoint) when the run directory
     holds it from the same parameters and Datanet, otherwise trained on the accepted set with a
-    checkpoint per epoch (``training/``) and recorded in the ledger."""
-    dn = datanet(run)
-    folder = run.directory / "training"
-    if manifest.check(run.directory, manifest.TRAIN, run.params):
-        checkpoints = sorted((folder / "checkpoints").glob("epoch_*.pt"))
-        model = build_model(run.params["model"], torch.from_numpy(dn.train_x), dn.n_classes)
-        load_checkpoint(model, checkpoints[-1])
-        return TrainResult(model.eval(), checkpoints, pd.read_csv(folder / "history.csv"))
-    config = train_config(run)
-    result = train(dn, config, folder / "checkpoints")
-    result.history.to_csv(run.path("training", "history.csv"), index=False)
+    checkpoint per epoch (``training/``) and recorded in the ledger
+    (:func:`~datanet_lab.pipeline.engine.run_step`)."""
+    return run_step(run, PROCEDURE)
+
+
+def _compute(run: Run, staging: Path) -> TrainResult:
+    result = train(datanet(run), train_config(run), staging / "training" / "checkpoints")
+    result.history.to_csv(staging / "training" / "history.csv", index=False)
+    return result
+
+
+def _records(run: Run, result: TrainResult) -> list[Record]:
     last = result.history.iloc[-1]
-    payload = {
-        "dataset_version": dn.version,
-        "config": config.to_dict(),
+    return [("training_run", TRAINER, {
+        "dataset_version": datanet(run).version,
+        "config": train_config(run).to_dict(),
         "checkpoints": [{"file": p.name, "sha256": file_sha256(p)} for p in result.checkpoints],
         "metrics": {"test_accuracy": float(last["test_accuracy"]), "test_loss": float(last["test_loss"])},
-    }
-    with run.ledger() as book:
-        book.append("training_run", TRAINER, payload)
-    manifest.write(run.directory, manifest.TRAIN, run.params)
-    return result
+    })]
+
+
+def _load(run: Run) -> TrainResult:
+    folder = run.directory / "training"
+    dn = datanet(run)
+    checkpoints = sorted((folder / "checkpoints").glob("epoch_*.pt"))
+    model = build_model(run.params["model"], torch.from_numpy(dn.train_x), dn.n_classes)
+    load_checkpoint(model, checkpoints[-1])
+    return TrainResult(model.eval(), checkpoints, pd.read_csv(folder / "history.csv"))
+
+
+PROCEDURE = Procedure(manifest.TRAIN, _compute, _load, records=_records)
