@@ -18,7 +18,7 @@ Run directory layout::
                   integrated_gradients.npz
 """
 
-from datanet_lab.pipeline.attribute_step import (Attribution, Rollup, Scores, attribute, record, roll_up, roll_up_samples, score,
+from datanet_lab.pipeline.attribute_step import (Attribution, Rollup, Scores, attribute, roll_up, roll_up_samples, score,
                                                  submission_order)
 from datanet_lab.pipeline.build_step import Built, behaviours, build, datanet, planted_datanet, submission_counts
 from datanet_lab.pipeline.manifest import ManifestError
@@ -29,5 +29,5 @@ from datanet_lab.pipeline.train_step import train_config, train_model
 
 __all__ = ["ATTRIBUTOR", "CURATOR", "PAYOUT_AUTHORITY", "RUN_CLOCK", "STAKE_UNITS", "TRAINER", "VALIDATOR", "Attribution",
            "Built", "ManifestError", "Rollup", "Run", "Scores", "attribute", "behaviours", "build",
-           "datanet", "open_run", "pay", "planted_datanet", "record", "roll_up", "roll_up_samples", "settle", "score", "submission_counts", "submission_order",
+           "datanet", "open_run", "pay", "planted_datanet", "roll_up", "roll_up_samples", "settle", "score", "submission_counts", "submission_order",
            "train_config", "train_model", "write_metrics"]

@@ -3,16 +3,16 @@
 - :func:`score`: the ``attribution_method`` scores ``(n_train, n_test)`` (positive = the
   training sample lowered that test sample's loss) and Integrated Gradients of the test set;
 - :func:`roll_up`: sample credit, redundancy clusters and contributor credit (what payouts use);
-- :func:`record`: the files under ``attribution/`` and the ledger's ``attribution_run`` entry.
-
-:func:`attribute` runs the three when the run directory does not already hold the step's outputs
-from the same parameters and inputs.
+- :func:`attribute`: the files under ``attribution/`` (:func:`write_scores`, IG) and the ledger's
+  ``attribution_run`` entry (:func:`run_payload`), written by the step engine when the run
+  directory does not already hold the step's outputs from the same parameters and inputs.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,8 +25,9 @@ from datanet import Datanet
 from datanet.models import load_checkpoint
 from datanet.training import TrainResult
 from datanet_lab import figures
-from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline import build_step, manifest, train_step
 from datanet_lab.pipeline.build_step import datanet
+from datanet_lab.pipeline.engine import Procedure, run_step
 from datanet_lab.pipeline.run import ATTRIBUTOR, Run
 from datanet_lab.pipeline.train_step import train_model
 from datanet_lab.provenance import file_sha256
@@ -123,20 +124,6 @@ def roll_up_samples(scores: np.ndarray, model: nn.Module, train: tuple[attributi
     return Rollup(samples, credit, summary)
 
 
-def record(run: Run, dn: Datanet, trained: TrainResult, scored: Scores, rollup: Rollup) -> Attribution:
-    """Write ``attribution/`` (``scores.npy``, ``sample_credit.csv``, ``contributor_credit.csv``,
-    ``integrated_gradients.npz``) and append the ``attribution_run`` entry to the ledger."""
-    features = scored.features
-    write_scores(run, scored.scores, rollup)
-    np.savez(run.path("attribution", "integrated_gradients.npz"), attributions=features.attributions,
-             targets=features.targets, convergence_delta=features.convergence_delta)
-    payload = run_payload(scored.method, dn.version, trained.checkpoints, scored.scores, rollup)
-    payload["ig_max_abs_convergence_delta"] = float(np.abs(features.convergence_delta).max())
-    with run.ledger() as book:
-        book.append("attribution_run", ATTRIBUTOR, payload)
-    return Attribution(scored.scores, rollup.sample_credit, rollup.contributor_credit, features)
-
-
 def write_scores(run: Run, scores: np.ndarray, rollup: Rollup) -> None:
     """``attribution/scores.npy``, ``sample_credit.csv`` and ``contributor_credit.csv``."""
     np.save(run.path("attribution", "scores.npy"), scores)
@@ -169,16 +156,24 @@ def run_payload(method: str, dataset_version: str, checkpoints: list, scores: np
 def attribute(run: Run) -> Attribution:
     """The run's attribution: reused when the run directory holds it from the same parameters,
     Datanet and checkpoints, otherwise scored, rolled up and recorded (building and training
-    first when the run has no model)."""
-    dn, trained = datanet(run), train_model(run)
-    if manifest.check(run.directory, manifest.ATTRIBUTE, run.params):
-        found = _load(run)
-    else:
-        scored = score(dn, trained, run.params["attribution_method"], run.params["seed"])
-        found = record(run, dn, trained, scored, roll_up(dn, scored.scores, trained.model, submission_order(run, dn)))
-        manifest.write(run.directory, manifest.ATTRIBUTE, run.params)
+    first when the run has no model; :func:`~datanet_lab.pipeline.engine.run_step`)."""
+    found = run_step(run, PROCEDURE)
     found.sample_credit.attrs[figures.METHOD] = run.params["attribution_method"]
     return found
+
+
+def _compute(run: Run, staging: Path) -> dict[str, Any]:
+    """Score, roll up and write ``attribution/`` under ``staging``; return the ``attribution_run`` payload."""
+    dn, trained = datanet(run), train_model(run)
+    scored = score(dn, trained, run.params["attribution_method"], run.params["seed"])
+    rollup = roll_up(dn, scored.scores, trained.model, submission_order(run, dn))
+    staged = Run(staging, run.params)
+    write_scores(staged, scored.scores, rollup)
+    features = scored.features
+    np.savez(staged.path("attribution", "integrated_gradients.npz"), attributions=features.attributions,
+             targets=features.targets, convergence_delta=features.convergence_delta)
+    payload = run_payload(scored.method, dn.version, trained.checkpoints, scored.scores, rollup)
+    return payload | {"ig_max_abs_convergence_delta": float(np.abs(features.convergence_delta).max())}
 
 
 def _load(run: Run) -> Attribution:
@@ -186,3 +181,8 @@ def _load(run: Run) -> Attribution:
     scores, sample_credit, contributor_credit = read_scores(run)
     return Attribution(scores, sample_credit, contributor_credit,
                        attribution.FeatureAttributions(ig["attributions"], ig["targets"], ig["convergence_delta"]))
+
+
+PROCEDURE = Procedure(manifest.ATTRIBUTE, _compute, _load,
+                      records=lambda run, payload: [("attribution_run", ATTRIBUTOR, payload)],
+                      requires=(build_step.PROCEDURE, train_step.PROCEDURE))

@@ -54,7 +54,7 @@ def _no_roles(run: Run, computed: Any) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Procedure(Generic[Computed, Result]):
-    """A step as :func:`run_step` runs it.
+    """A step as :func:`run_step` runs it, after the steps it ``requires`` (its inputs).
 
     ``compute(run, staging_dir)`` writes the step's outputs under ``staging_dir`` (laid out like
     the run directory) and returns what ``records(run, computed)`` turns into ledger records
@@ -66,6 +66,7 @@ class Procedure(Generic[Computed, Result]):
     load: Callable[[Run], Result]
     records: Callable[[Run, Computed], list[Record]] = _no_records
     roles: Callable[[Run, Computed], dict[str, str]] = _no_roles
+    requires: tuple[Procedure[Any, Any], ...] = ()
 
 
 _LOADED: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Any]] = OrderedDict()
@@ -73,8 +74,8 @@ _LOADED: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Any]] = OrderedDict
 
 
 def run_step(run: Run, procedure: Procedure[Computed, Result]) -> Result:
-    """The step's result: loaded when the run directory holds its outputs from the same
-    parameters and inputs, otherwise computed, recorded, moved into place and loaded (module
+    """The step's result, after running or checking the steps it requires: loaded when the run
+    directory holds its outputs from the same parameters and inputs, otherwise computed, recorded, moved into place and loaded (module
     docstring).
 
     Raises:
@@ -83,6 +84,8 @@ def run_step(run: Run, procedure: Procedure[Computed, Result]) -> Result:
             holds other records of the step's kinds than this computation makes.
     """
     step = procedure.step
+    for upstream in procedure.requires:  # run or checked first, as a step on its own needs them
+        run_step(run, upstream)
     if manifest.manifest_path(run.directory, step).is_file():
         return load(run, procedure)
     staging = fresh_staging(run, step)

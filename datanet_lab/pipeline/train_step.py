@@ -9,7 +9,7 @@ import torch
 
 from datanet.models import build_model, load_checkpoint
 from datanet.training import TrainConfig, TrainResult, train
-from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline import build_step, manifest
 from datanet_lab.pipeline.build_step import datanet
 from datanet_lab.pipeline.engine import Procedure, Record, run_step
 from datanet_lab.pipeline.run import TRAINER, Run
@@ -53,4 +53,4 @@ def _load(run: Run) -> TrainResult:
     return TrainResult(model.eval(), checkpoints, pd.read_csv(folder / "history.csv"))
 
 
-PROCEDURE = Procedure(manifest.TRAIN, _compute, _load, records=_records)
+PROCEDURE = Procedure(manifest.TRAIN, _compute, _load, records=_records, requires=(build_step.PROCEDURE,))
