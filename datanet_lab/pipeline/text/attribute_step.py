@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,8 +26,11 @@ from datanet.models import encoders, load_checkpoint
 from datanet.text.behaviours import DEFAULT_TRIGGER, insert_trigger
 from datanet.text.datanet import TextDatanet
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.attribute_step import Rollup, read_scores, roll_up_samples, run_payload, submission_order, write_scores
+from datanet_lab.pipeline.attribute_step import read_scores, roll_up_samples, run_payload, submission_order, write_scores
+from datanet_lab.pipeline.engine import Procedure, run_step
 from datanet_lab.pipeline.run import ATTRIBUTOR, Run
+from datanet_lab.pipeline.text import build_step as text_build
+from datanet_lab.pipeline.text import train_step as text_train
 from datanet_lab.pipeline.text.build_step import build_text
 from datanet_lab.pipeline.text.train_step import Encoded, TrainedText, encode_text, encoder, inputs, train_text
 
@@ -109,34 +114,34 @@ def explain(dn: TextDatanet, model: encoders.TopLayerClassifier, n_examples: int
 def attribute_text(run: Run) -> TextAttribution:
     """The text run's attribution: reused when ``run`` holds it from the same parameters and
     inputs, otherwise scored, rolled up, explained and recorded."""
+    return run_step(run, PROCEDURE)
+
+
+def _compute(run: Run, staging: Path) -> dict[str, Any]:
+    """Score, roll up, explain and write ``attribution/`` under ``staging``; return the
+    ``attribution_run`` payload."""
     dn, encoded, trained = build_text(run).datanet, encode_text(run), train_text(run)
-    if manifest.check(run.directory, manifest.TEXT_ATTRIBUTE, run.params):
-        return _load(run)
     method, seed = run.params["text_attribution_method"], run.params["seed"]
     scores = score_text(dn, encoded, trained, method, seed)
     rollup = roll_up_samples(scores, trained.model, (inputs(encoded.train), torch.from_numpy(dn.train_y)),
                              (inputs(encoded.test), torch.from_numpy(dn.test_y)), dn.train_ids, dn.train_contributors,
                              dn.contributors, submission_order(run, dn))
     explained = explain(dn, trained.model, run.params["text_ig_examples"], seed)
-    found = _record(run, dn, trained, method, scores, rollup, explained)
-    manifest.write(run.directory, manifest.TEXT_ATTRIBUTE, run.params)
-    return found
-
-
-def _record(run: Run, dn: TextDatanet, trained: TrainedText, method: str, scores: np.ndarray, rollup: Rollup,
-            explained: Explained) -> TextAttribution:
-    write_scores(run, scores, rollup)
-    np.savez(run.path("attribution", "token_ig.npz"), triggered=explained.triggered, test_index=explained.test_index,
+    staged = Run(staging, run.params)
+    write_scores(staged, scores, rollup)
+    np.savez(staged.path("attribution", "token_ig.npz"), triggered=explained.triggered, test_index=explained.test_index,
              **vars(explained.ig))
     payload = run_payload(method, dn.version, trained.checkpoints, scores, rollup)
-    payload |= {"model": "minilm (top encoder layer + head)",
-                "ig_max_abs_convergence_delta": float(np.abs(explained.ig.convergence_delta).max(initial=0.0))}
-    with run.ledger() as book:
-        book.append("attribution_run", ATTRIBUTOR, payload)
-    return TextAttribution(scores, rollup.sample_credit, rollup.contributor_credit, explained)
+    return payload | {"model": "minilm (top encoder layer + head)",
+                      "ig_max_abs_convergence_delta": float(np.abs(explained.ig.convergence_delta).max(initial=0.0))}
 
 
 def _load(run: Run) -> TextAttribution:
     stored = np.load(run.directory / "attribution" / "token_ig.npz")
     ig = attribution.TokenAttributions(*(stored[f.name] for f in fields(attribution.TokenAttributions)))
     return TextAttribution(*read_scores(run), Explained(ig, stored["triggered"], stored["test_index"]))
+
+
+PROCEDURE = Procedure(manifest.TEXT_ATTRIBUTE, _compute, _load,
+                      records=lambda run, payload: [("attribution_run", ATTRIBUTOR, payload)],
+                      requires=(text_build.PROCEDURE, text_train.ENCODE, text_train.TRAIN))

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -22,7 +23,8 @@ from datanet.text.docstrings import DEFAULT_PACKAGES, OFF_TOPIC_PACKAGES, docstr
 from datanet.text.files import load_text_file
 from datanet.text.table import TextTable
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.build_step import record_datanet
+from datanet_lab.pipeline.build_step import datanet_records, datanet_roles, read_ground_truth, save_built
+from datanet_lab.pipeline.engine import Procedure, Record, run_step
 from datanet_lab.params import DOCSTRINGS
 from datanet_lab.pipeline.run import Run
 
@@ -78,13 +80,20 @@ def build_text(run: Run) -> BuiltText:
     built, saved to ``dataset/`` and ``planted/`` and recorded in the text run's ledger (actors,
     stakes, every contribution, every validation decision with its reason, and the dataset
     version with the source's package versions and corpus hash)."""
-    if manifest.check(run.directory, manifest.TEXT_BUILD, run.params):
-        return BuiltText(TextDatanet.load(run.directory / "dataset"),
-                         pd.read_csv(run.directory / "planted" / "ground_truth.csv", keep_default_na=False))
+    return run_step(run, PROCEDURE)
+
+
+def _compute(run: Run, staging: Path) -> BuiltText:
     built = planted_text_datanet(run.params)
+    save_built(staging, built.datanet, built.ground_truth)
+    return BuiltText(built.datanet, built.ground_truth)
+
+
+def _records(run: Run, built: BuiltText) -> list[Record]:
     dn = built.datanet
-    dn.save(run.path("dataset"))
-    built.ground_truth.to_csv(run.path("planted", "ground_truth.csv"), index=False)
-    record_datanet(run, dn, {"test_samples": len(dn.test_y), "source": dn.provenance, "max_tokens": dn.max_tokens})
-    manifest.write(run.directory, manifest.TEXT_BUILD, run.params)
-    return BuiltText(dn, built.ground_truth)
+    return datanet_records(dn, {"test_samples": len(dn.test_y), "source": dn.provenance, "max_tokens": dn.max_tokens})
+
+
+PROCEDURE = Procedure(manifest.TEXT_BUILD, _compute,
+                      lambda run: BuiltText(TextDatanet.load(run.directory / "dataset"), read_ground_truth(run)),
+                      records=_records, roles=lambda run, built: datanet_roles(built.datanet))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,9 @@ from datanet.models.tfidf import tfidf_logreg
 from datanet.text.datanet import TextDatanet
 from datanet.validation import Schema
 from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.engine import Procedure, Record, run_step
 from datanet_lab.pipeline.run import TRAINER, Run
+from datanet_lab.pipeline.text import build_step as text_build
 from datanet_lab.pipeline.text.build_step import build_text
 from datanet_lab.provenance import file_sha256
 
@@ -67,19 +70,27 @@ def encode_texts(texts: tuple[str, ...], max_tokens: int) -> encoders.EncodedTex
 
 def encode_text(run: Run) -> Encoded:
     """The cached encoder outputs of the text run's Datanet, computed once and checked by manifest."""
+    return run_step(run, ENCODE)
+
+
+def _encode(run: Run, staging: Path) -> None:
     dn = build_text(run).datanet
-    path = run.directory / "features" / "encoded.npz"
-    if manifest.check(run.directory, manifest.TEXT_ENCODE, run.params):
-        stored = np.load(path)
-        return Encoded(*(encoders.EncodedTexts(*(torch.from_numpy(stored[f"{split}_{part}"])
-                                                 for part in ("top_input", "attention_mask", "pooled")))
-                         for split in ("train", "test")))
     encoded = Encoded(encode_texts(dn.train_texts, dn.max_tokens), encode_texts(dn.test_texts, dn.max_tokens))
-    np.savez(run.path("features", "encoded.npz"),
+    (staging / "features").mkdir()
+    np.savez(staging / "features" / "encoded.npz",
              **{f"{split}_{part}": getattr(getattr(encoded, split), part).numpy()
-                for split in ("train", "test") for part in ("top_input", "attention_mask", "pooled")})
-    manifest.write(run.directory, manifest.TEXT_ENCODE, run.params)
-    return encoded
+                for split in ("train", "test") for part in ENCODED_PARTS})
+
+
+def _load_encoded(run: Run) -> Encoded:
+    stored = np.load(run.directory / "features" / "encoded.npz")
+    return Encoded(*(encoders.EncodedTexts(*(torch.from_numpy(stored[f"{split}_{part}"]) for part in ENCODED_PARTS))
+                     for split in ("train", "test")))
+
+
+ENCODED_PARTS = ("top_input", "attention_mask", "pooled")
+"""The arrays of each split in ``features/encoded.npz`` (the fields of :class:`encoders.EncodedTexts`)."""
+ENCODE = Procedure(manifest.TEXT_ENCODE, _encode, _load_encoded, requires=(text_build.PROCEDURE,))
 
 
 def inputs(encoded: encoders.EncodedTexts) -> dict[str, torch.Tensor]:
@@ -102,14 +113,12 @@ def train_text(run: Run) -> TrainedText:
     """The text run's models: reused (the fine-tuned model from its last checkpoint) when ``run``
     holds them from the same parameters and inputs, otherwise trained, saved to ``training/`` and
     the fine-tuned model's run recorded in the ledger."""
+    return run_step(run, TRAIN)
+
+
+def _train(run: Run, staging: Path) -> TrainedText:
     dn, encoded = build_text(run).datanet, encode_text(run)
-    folder = run.directory / "training"
-    if manifest.check(run.directory, manifest.TEXT_TRAIN, run.params):
-        checkpoints = sorted((folder / "checkpoints").glob("epoch_*.pt"))
-        model = encoders.TopLayerClassifier.from_encoder(encoder(), dn.n_classes, run.params["seed"])
-        load_checkpoint(model, checkpoints[-1])
-        return TrainedText(model.eval(), checkpoints, pd.read_csv(folder / "history.csv"),
-                           pd.read_csv(folder / "models.csv"))
+    folder = staging / "training"
     train_y, test_y = torch.from_numpy(dn.train_y), torch.from_numpy(dn.test_y)
     started = time.perf_counter()
     model, history, checkpoints = encoders.fine_tune(
@@ -123,20 +132,33 @@ def train_text(run: Run) -> TrainedText:
         frozen_reference(frozen_datanet(dn, encoded)),
         tfidf_reference(dn, run.params["seed"]),
     ])
-    history.to_csv(run.path("training", "history.csv"), index=False)
-    models.to_csv(run.path("training", "models.csv"), index=False)
-    payload = {
-        "dataset_version": dn.version,
+    history.to_csv(folder / "history.csv", index=False)
+    models.to_csv(folder / "models.csv", index=False)
+    return TrainedText(model, checkpoints, history, models)
+
+
+def _train_records(run: Run, trained: TrainedText) -> list[Record]:
+    last = trained.history.iloc[-1]
+    return [("training_run", TRAINER, {
+        "dataset_version": build_text(run).datanet.version,
         "config": {"model": "minilm", "trainable": "top encoder layer + linear head", "epochs": run.params["text_epochs"],
                    "learning_rate": encoders.LEARNING_RATE, "batch_size": encoders.BATCH_SIZE,
                    "weight_decay": encoders.WEIGHT_DECAY, "seed": run.params["seed"], "encoder": encoders.MINILM_PACKAGE},
-        "checkpoints": [{"file": p.name, "sha256": file_sha256(p)} for p in checkpoints],
+        "checkpoints": [{"file": p.name, "sha256": file_sha256(p)} for p in trained.checkpoints],
         "metrics": {"test_accuracy": float(last["test_accuracy"]), "test_loss": float(last["test_loss"])},
-    }
-    with run.ledger() as book:
-        book.append("training_run", TRAINER, payload)
-    manifest.write(run.directory, manifest.TEXT_TRAIN, run.params)
-    return TrainedText(model, checkpoints, history, models)
+    })]
+
+
+def _load_trained(run: Run) -> TrainedText:
+    folder = run.directory / "training"
+    checkpoints = sorted((folder / "checkpoints").glob("epoch_*.pt"))
+    model = encoders.TopLayerClassifier.from_encoder(encoder(), build_text(run).datanet.n_classes, run.params["seed"])
+    load_checkpoint(model, checkpoints[-1])
+    return TrainedText(model.eval(), checkpoints, pd.read_csv(folder / "history.csv"), pd.read_csv(folder / "models.csv"))
+
+
+TRAIN = Procedure(manifest.TEXT_TRAIN, _train, _load_trained, records=_train_records,
+                  requires=(text_build.PROCEDURE, ENCODE))
 
 
 def frozen_reference(dn: Datanet, l2: float = FROZEN_L2) -> dict[str, float | str]:
