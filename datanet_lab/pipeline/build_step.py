@@ -86,14 +86,6 @@ def datanet_roles(dn: Datanet | TextDatanet | LMDatanet) -> dict[str, str]:
             PAYOUT_AUTHORITY: "payout-authority", **{c: "contributor" for c in dn.contributors}}
 
 
-def record_datanet(run: Run, dn: Datanet | TextDatanet | LMDatanet, version_details: dict[str, Any]) -> None:
-    """Register ``dn``'s actors in ``run``'s ledger and append its :func:`datanet_records`."""
-    with run.ledger() as book:
-        for actor, role in datanet_roles(dn).items():
-            book.register(actor, role)
-        book.append_many(datanet_records(dn, version_details))
-
-
 PROCEDURE = Procedure(manifest.BUILD, _compute, _load,
                       records=lambda run, built: datanet_records(built.datanet, {"test_samples": len(built.datanet.test_y)}),
                       roles=lambda run, built: datanet_roles(built.datanet))

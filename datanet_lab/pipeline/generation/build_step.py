@@ -7,11 +7,13 @@ never mix with the tabular or text Datanets of the same batch run.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from datanet.text.lm_datanet import LMDatanet, build_lm_datanet
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.build_step import record_datanet
+from datanet_lab.pipeline.build_step import datanet_records, datanet_roles
+from datanet_lab.pipeline.engine import Procedure, run_step
 from datanet_lab.pipeline.run import Run
 
 
@@ -32,11 +34,16 @@ def build_generation(run: Run) -> LMDatanet:
     otherwise built, saved to ``dataset/`` and recorded in the run's ledger (actors, stakes, every
     contribution with its content hash, every validation decision with its reason, the dataset
     version with the source packages' versions and corpus hash)."""
-    if manifest.check(run.directory, manifest.GEN_BUILD, run.params):
-        return LMDatanet.load(run.directory / "dataset")
+    return run_step(run, PROCEDURE)
+
+
+def _compute(run: Run, staging: Path) -> LMDatanet:
     dn = planted_lm_datanet(run.params)
-    dn.save(run.path("dataset"))
-    record_datanet(run, dn, {"source": dn.provenance, "prompts": len(dn.prompts),
-                             "validation_texts": len(dn.validation_texts)})
-    manifest.write(run.directory, manifest.GEN_BUILD, run.params)
+    dn.save(staging / "dataset")
     return dn
+
+
+PROCEDURE = Procedure(manifest.GEN_BUILD, _compute, lambda run: LMDatanet.load(run.directory / "dataset"),
+                      records=lambda run, dn: datanet_records(dn, {"source": dn.provenance, "prompts": len(dn.prompts),
+                                                                   "validation_texts": len(dn.validation_texts)}),
+                      roles=lambda run, dn: datanet_roles(dn))

@@ -20,6 +20,8 @@ from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
 from datanet.models import lm
 from datanet.text.lm_datanet import LMDatanet
 from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.engine import Procedure, Record, run_step
+from datanet_lab.pipeline.generation import build_step as gen_build
 from datanet_lab.pipeline.generation.build_step import build_generation
 from datanet_lab.pipeline.run import TRAINER, Run
 from datanet_lab.provenance import file_sha256
@@ -56,34 +58,44 @@ def train_generation(run: Run) -> TrainedGeneration:
     """The generation run's LM: reused (its last checkpoint) when ``run`` holds it from the same
     parameters and Datanet, otherwise trained, saved and recorded in the ledger (``training_run``
     with the config, every checkpoint's weight hash and the perplexities)."""
-    dn = build_generation(run)
-    folder = run.directory / "training"
-    config = lm_config(run.params)
-    if manifest.check(run.directory, manifest.GEN_TRAIN, run.params):
-        checkpoints = sorted((folder / "checkpoints").glob("epoch-*"))
-        model, tokenizer = lm.load_lm(checkpoints[-1])
-        return TrainedGeneration(model, tokenizer, config, lm.encode_documents(tokenizer, dn.train_texts), checkpoints,
-                                 pd.read_csv(folder / "history.csv"), json.loads((folder / "summary.json").read_text()))
+    return run_step(run, PROCEDURE)
+
+
+def _compute(run: Run, staging: Path) -> TrainedGeneration:
+    dn, config = build_generation(run), lm_config(run.params)
+    folder = staging / "training"
     tokenizer = lm.train_tokenizer(dn.train_texts, config.vocab_size)
     documents = lm.encode_documents(tokenizer, dn.train_texts)
     trained = lm.train_lm(documents, config, tokenizer=tokenizer, checkpoint_dir=folder / "checkpoints")
     history = pd.DataFrame({"epoch": range(1, config.epochs + 1), "train_loss": trained.epoch_losses})
-    history.to_csv(run.path("training", "history.csv"), index=False)
+    history.to_csv(folder / "history.csv", index=False)
     summary = _summary(dn, trained, documents)
-    run.path("training", "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    payload = {
-        "dataset_version": dn.version,
+    (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    return TrainedGeneration(trained.model, tokenizer, config, documents, trained.checkpoints, history, summary)
+
+
+def _records(run: Run, trained: TrainedGeneration) -> list[Record]:
+    return [("training_run", TRAINER, {
+        "dataset_version": build_generation(run).version,
         "model": "gpt2",
-        "config": {k: v for k, v in vars(config).items()},
-        "tokenizer": {"kind": "byte-level BPE", "vocab_size": len(tokenizer)},
+        "config": {k: v for k, v in vars(trained.config).items()},
+        "tokenizer": {"kind": "byte-level BPE", "vocab_size": len(trained.tokenizer)},
         "checkpoints": [{"file": f"{p.name}/model.safetensors", "sha256": file_sha256(p / "model.safetensors")}
                         for p in trained.checkpoints],
-        "metrics": {k: summary[k] for k in ("validation_perplexity", "unigram_perplexity", "train_loss")},
-    }
-    with run.ledger() as book:
-        book.append("training_run", TRAINER, payload)
-    manifest.write(run.directory, manifest.GEN_TRAIN, run.params)
-    return TrainedGeneration(trained.model, tokenizer, config, documents, trained.checkpoints, history, summary)
+        "metrics": {k: trained.summary[k] for k in ("validation_perplexity", "unigram_perplexity", "train_loss")},
+    })]
+
+
+def _load(run: Run) -> TrainedGeneration:
+    folder = run.directory / "training"
+    checkpoints = sorted((folder / "checkpoints").glob("epoch-*"))
+    model, tokenizer = lm.load_lm(checkpoints[-1])
+    return TrainedGeneration(model, tokenizer, lm_config(run.params),
+                             lm.encode_documents(tokenizer, build_generation(run).train_texts), checkpoints,
+                             pd.read_csv(folder / "history.csv"), json.loads((folder / "summary.json").read_text()))
+
+
+PROCEDURE = Procedure(manifest.GEN_TRAIN, _compute, _load, records=_records, requires=(gen_build.PROCEDURE,))
 
 
 def _summary(dn: LMDatanet, trained: lm.TrainedLM, documents: list[list[int]]) -> dict[str, Any]:
