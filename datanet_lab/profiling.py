@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,9 +16,12 @@ def measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
 
     The peak is the kernel's high-water mark (``VmHWM``), reset before ``fn`` by writing ``5`` to
     ``/proc/self/clear_refs``: exact however short the peak, unlike sampling (Linux >= 4.0 only).
+    Garbage is collected first: memory that the collector frees while ``fn`` runs would otherwise
+    hide ``fn``'s own growth below the starting mark.
     """
-    start_rss = _status_kib("VmRSS")
+    gc.collect()
     CLEAR_REFS.write_text("5")  # the high-water mark restarts from the current RSS
+    start_rss = _status_kib("VmRSS")
     start = time.perf_counter()
     result = fn()
     seconds = time.perf_counter() - start
