@@ -7,10 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+import ledger
 from datanet_lab import pipeline
-from datanet_lab.pipeline import engine, manifest
+from datanet_lab.pipeline import engine, generation, manifest
 
 WINE = dict(dataset="wine", n_contributors=3, scenario="honest:3", epochs=1, signing_keys="seeded")
 STEPS = {"build": pipeline.build, "train": pipeline.train_model, "attribute": pipeline.attribute}
@@ -141,3 +143,25 @@ def test_a_build_killed_after_its_ledger_append_and_first_rename_finishes_when_r
     pipeline.build(run)
     assert _files(run.directory) == _files(stages["train"])
     assert _entries(run) == _entries(_open(stages["train"]))
+
+
+TINY_GEN = {"gen_per_contributor": 2, "gen_epochs": 3, "gen_width": 32, "gen_vocab_size": 512, "gen_prompts": 3,
+            "gen_max_new_tokens": 24, "gen_min_span": 3, "gen_temperature": 0.0, "signing_keys": "seeded"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_a_generation_pay_stopped_after_its_ledger_append_finishes_when_run_again(tmp_path, monkeypatch):
+    gen = generation
+    runs = {name: gen.generation_run(pipeline.open_run(str(tmp_path / name), **TINY_GEN)) for name in ("whole", "stopped")}
+    paid = gen.pay_generation(runs["whole"])
+    gen.index_generation(runs["stopped"])
+    gen.generate_texts(runs["stopped"])  # all but the pay
+    with monkeypatch.context() as patched:
+        patched.setattr(ledger.Ledger, "append_many", _stop_after(ledger.Ledger.append_many))
+        with pytest.raises(KeyboardInterrupt):
+            gen.pay_generation(runs["stopped"])
+    assert not manifest.manifest_path(runs["stopped"].directory, "pay").exists()
+    pd.testing.assert_frame_equal(gen.pay_generation(runs["stopped"]), paid)
+    assert _entries(runs["stopped"]) == _entries(runs["whole"])  # every payment once
+    assert (_files(runs["stopped"].directory)["credit/spans.csv"] == _files(runs["whole"].directory)["credit/spans.csv"])

@@ -18,6 +18,7 @@ span with every occurrence (document sample id, content hash, token offset) and 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +29,11 @@ from attribution.spans import Span, SpanCredit, SpanIndex, span_credit, unigram_
 from datanet.models import lm
 from datanet.text.lm_datanet import LMDatanet
 from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.engine import Procedure, Record, run_step
+from datanet_lab.pipeline.generation import build_step as gen_build
+from datanet_lab.pipeline.generation import generate_step as gen_generate
+from datanet_lab.pipeline.generation import index_step as gen_index
+from datanet_lab.pipeline.generation import train_step as gen_train
 from datanet_lab.pipeline.generation.build_step import build_generation
 from datanet_lab.pipeline.generation.generate_step import generate_texts, generation_id
 from datanet_lab.pipeline.generation.index_step import index_generation
@@ -97,11 +103,14 @@ def pay_generation(run: Run) -> pd.DataFrame:
     in one ledger batch; writes ``credit/generation_credit.csv`` (generation, contributor, credit,
     units) and ``credit/spans.csv`` (every span's credited contributors and shares) and returns
     the first. Paying is an action, never reused: a run directory that holds the payments from the
-    same parameters returns them; other parameters stop at the manifest."""
+    same parameters returns them; other parameters stop at the manifest; a pay stopped before its
+    manifest finishes when run again (:func:`~datanet_lab.pipeline.engine.run_step`)."""
+    return run_step(run, PROCEDURE)
+
+
+def _compute(run: Run, staging: Path) -> list[Record]:
+    """Credit every generation, write ``credit/`` under ``staging``; return the payment records."""
     dn, trained, index, generations = build_generation(run), train_generation(run), index_generation(run), generate_texts(run)
-    folder = run.directory / "credit"
-    if manifest.check(run.directory, manifest.GEN_PAY, run.params):
-        return pd.read_csv(folder / "generation_credit.csv")
     with run.ledger() as book:
         seq = {e.payload["sample_id"]: e.seq for e in book.entries("contribution")}
     docs = corpus(dn, trained.documents, len(trained.tokenizer), seq)
@@ -118,10 +127,13 @@ def pay_generation(run: Run) -> pd.DataFrame:
         records.append(("generation_payment", PAYOUT_AUTHORITY, entry))
         rows += [(gen_id, c, float(v), entry["payouts"].get(c, 0)) for c, v in credit.credit.items()]
         span_rows.append(credit.breakdown.assign(generation=gen_id))
-    with run.ledger() as book:
-        book.append_many(records)
+    (staging / "credit").mkdir()
     table = pd.DataFrame(rows, columns=["generation", "contributor", "credit", "units"])
-    table.to_csv(run.path("credit", "generation_credit.csv"), index=False)
-    pd.concat(span_rows, ignore_index=True).to_csv(run.path("credit", "spans.csv"), index=False)
-    manifest.write(run.directory, manifest.GEN_PAY, run.params)
-    return table
+    table.to_csv(staging / "credit" / "generation_credit.csv", index=False)
+    pd.concat(span_rows, ignore_index=True).to_csv(staging / "credit" / "spans.csv", index=False)
+    return records
+
+
+PROCEDURE = Procedure(manifest.GEN_PAY, _compute, lambda run: pd.read_csv(run.directory / "credit" / "generation_credit.csv"),
+                      records=lambda run, records: records,
+                      requires=(gen_build.PROCEDURE, gen_train.PROCEDURE, gen_index.PROCEDURE, gen_generate.PROCEDURE))
