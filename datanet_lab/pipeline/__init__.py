@@ -5,7 +5,11 @@ Each step reads what earlier steps left in the run directory through their manif
 its outputs (a notebook run on its own, as nbval runs it). A step reuses outputs only when its
 manifest matches the parameters it depends on, its inputs and the output files' bytes; otherwise it
 stops with :class:`ManifestError` naming the mismatch (a run with other parameters needs a fresh
-run directory). Each step records what it did in the run's ledger.
+run directory). Each step records what it did in the run's ledger. Build, train and attribute
+(and the text and generation steps but their pay) run on one engine
+(:func:`~datanet_lab.pipeline.engine.run_step`): outputs computed in ``.staging/<step>/``, records
+appended in one batch, outputs moved into place, then the manifest; a step stopped anywhere
+finishes when run again.
 
 Run directory layout::
 

@@ -164,12 +164,20 @@ def move_into_place(staged: Path, target: Path) -> None:
 
 def _check_recorded(run: Run, step: manifest.Step, found: list[Record], planned: list[Record]) -> None:
     """Raise :class:`ManifestError` at the first record where the ledger and this computation differ."""
+    difference = first_difference(found, planned)
+    if difference:
+        raise ManifestError(f"{step.name}: {run.ledger_path} already records this step otherwise than this run "
+                            f"computes it ({difference}); use a fresh run directory")
+
+
+def first_difference(found: list[Record], planned: list[Record]) -> str | None:
+    """Where the records a ledger holds (``found``) first differ from the ``planned`` ones, in
+    words (``record k of n: the ledger holds ..., this run makes ...``); ``None`` where they agree."""
     if found == planned:
-        return
+        return None
     k = next((i for i, (a, b) in enumerate(zip(found, planned)) if a != b), min(len(found), len(planned)))
-    raise ManifestError(f"{step.name}: {run.ledger_path} already records this step otherwise than this run computes it "
-                        f"(record {k} of {len(planned)}: the ledger holds {_describe(found, k)}, this run makes "
-                        f"{_describe(planned, k)}); use a fresh run directory")
+    return (f"record {k} of {len(planned)}: the ledger holds {_describe(found, k)}, "
+            f"this run makes {_describe(planned, k)}")
 
 
 def _describe(records: list[Record], k: int) -> str:

@@ -15,9 +15,11 @@ mismatch raises :class:`ManifestError` naming the step and the parameter, input 
 old and new value; the step never recomputes over them. Outputs already fed the run's ledger (a
 training run record, an attribution record, payouts), so overwriting them would leave a ledger
 that records one thing and a directory that holds another: a run with other parameters needs a
-fresh run directory. Outputs without a manifest (an interrupted step) are refused the same way,
-but for a pay step stopped after its ledger append: its files are written again from the ledger's
-epoch (:func:`~datanet_lab.pipeline.pay_step.pay_epoch`).
+fresh run directory. Outputs without a manifest are refused the same way by :func:`check`; the
+step engine (:func:`~datanet_lab.pipeline.engine.run_step`) finishes such a step instead when the
+ledger holds exactly the records its recomputation makes (a step stopped before its manifest), as
+the tabular and text pay steps do from the ledger's epoch
+(:func:`~datanet_lab.pipeline.pay_step.pay_epoch`).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import ledger
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.attribute_step import attribute
 from datanet_lab.pipeline.build_step import build, submission_counts
+from datanet_lab.pipeline.engine import Record, first_difference
 from datanet_lab.pipeline.manifest import ManifestError
 from datanet_lab.pipeline.run import PAYOUT_AUTHORITY, Run
 from datanet_lab.pipeline.train_step import train_model
@@ -101,19 +102,12 @@ def _epoch_is_recorded(run: Run, epoch: int) -> bool:
         return any(e.payload["epoch"] == epoch for e in book.entries("payout_epoch"))
 
 
-def _check_recorded(run: Run, epoch: int, recorded: list[ledger.Entry], planned: list[tuple[str, str, dict[str, Any]]]) -> None:
+def _check_recorded(run: Run, epoch: int, recorded: list[ledger.Entry], planned: list[Record]) -> None:
     """Raise :class:`ManifestError` at the first record where the ledger's epoch and the plan differ."""
-    found = [(e.kind, e.actor, e.payload) for e in recorded]
-    if found == planned:
-        return
-    k = next((i for i, (a, b) in enumerate(zip(found, planned)) if a != b), min(len(found), len(planned)))
-    raise ManifestError(f"pay: {run.ledger_path} records payout epoch {epoch} otherwise than this run would pay it "
-                        f"(record {k}: the ledger holds {_describe(found, k)}, this run plans {_describe(planned, k)}); "
-                        f"use a fresh run directory")
-
-
-def _describe(records: list[tuple[str, str, dict[str, Any]]], k: int) -> str:
-    return f"{records[k][0]} {records[k][2]}" if k < len(records) else "nothing more"
+    difference = first_difference([(e.kind, e.actor, e.payload) for e in recorded], planned)
+    if difference:
+        raise ManifestError(f"pay: {run.ledger_path} records payout epoch {epoch} otherwise than this run would pay it "
+                            f"({difference}); use a fresh run directory")
 
 
 def write_metrics(run: Run, dataset_version: str, history: pd.DataFrame, payouts: pd.DataFrame) -> dict[str, Any]:

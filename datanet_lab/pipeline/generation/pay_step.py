@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 import ledger
-from attribution.spans import Span, SpanCredit, SpanIndex, span_credit, unigram_logprobs
+from attribution.spans import Span, SpanCredit, span_credit, unigram_logprobs
 from datanet.models import lm
 from datanet.text.lm_datanet import LMDatanet
 from datanet_lab.pipeline import manifest
