@@ -12,7 +12,7 @@ import pytest
 
 import ledger
 from datanet_lab import pipeline
-from datanet_lab.pipeline import engine, generation, manifest
+from datanet_lab.pipeline import engine, generation, manifest, text
 
 WINE = dict(dataset="wine", n_contributors=3, scenario="honest:3", epochs=1, signing_keys="seeded")
 STEPS = {"build": pipeline.build, "train": pipeline.train_model, "attribute": pipeline.attribute}
@@ -165,3 +165,23 @@ def test_a_generation_pay_stopped_after_its_ledger_append_finishes_when_run_agai
     pd.testing.assert_frame_equal(gen.pay_generation(runs["stopped"]), paid)
     assert _entries(runs["stopped"]) == _entries(runs["whole"])  # every payment once
     assert (_files(runs["stopped"].directory)["credit/spans.csv"] == _files(runs["whole"].directory)["credit/spans.csv"])
+
+
+SMALL_TEXT = {"text_per_package": 12, "text_epochs": 1, "text_ig_examples": 1, "signing_keys": "seeded"}
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_text_steps_stopped_before_their_manifests_finish_when_run_again(tmp_path, monkeypatch):
+    runs = {name: text.text_run(pipeline.open_run(str(tmp_path / name), **SMALL_TEXT)) for name in ("whole", "stopped")}
+    text.attribute_text(runs["whole"])
+    for function in (text.build_text, text.encode_text, text.train_text, text.attribute_text):
+        with monkeypatch.context() as patched:
+            patched.setattr(manifest, "write", _stop)
+            with pytest.raises(KeyboardInterrupt):
+                function(runs["stopped"])
+        function(runs["stopped"])
+    stopped, whole = (_files(runs[name].directory) for name in ("stopped", "whole"))
+    timed = {"training/models.csv", "manifests/train.json", "manifests/attribute.json"}  # models.csv holds seconds
+    assert set(stopped) == set(whole) and {k for k in whole if stopped[k] != whole[k]} <= timed
+    assert _entries(runs["stopped"]) == _entries(runs["whole"])
