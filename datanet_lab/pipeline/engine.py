@@ -75,8 +75,8 @@ _LOADED: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Any]] = OrderedDict
 
 def run_step(run: Run, procedure: Procedure[Computed, Result]) -> Result:
     """The step's result, after running or checking the steps it requires: loaded when the run
-    directory holds its outputs from the same parameters and inputs, otherwise computed, recorded, moved into place and loaded (module
-    docstring).
+    directory holds its outputs from the same parameters and inputs, otherwise computed, recorded,
+    moved into place and loaded (module docstring).
 
     Raises:
         ManifestError: outputs made from other parameters or inputs, or altered since
