@@ -16,7 +16,10 @@ from attribution.registry import METHODS, make_attributor
 from attribution.rollup import (
     REDUNDANCY_RADIUS,
     REDUNDANCY_SIMILARITY,
+    content_clusters,
     contributor_credit,
+    contributor_credit_per_test,
+    earliest_members,
     last_layer_gradients,
     project_to_span,
     redundancy_clusters,
@@ -24,7 +27,18 @@ from attribution.rollup import (
     shared_credit,
     similarity_clusters,
 )
-from attribution.spans import ReferenceSpanMatcher, Span, SpanCredit, SpanIndex, build_span_index, reference_spans, span_credit, unigram_logprobs
+from attribution.spans import (
+    ReferenceSpanMatcher,
+    Span,
+    SpanAttributor,
+    SpanCredit,
+    SpanIndex,
+    SpanTask,
+    build_span_index,
+    reference_spans,
+    span_credit,
+    unigram_logprobs,
+)
 from attribution.streaming import Float16Memmap, GroupSums
 from attribution.token_ig import TokenAttributions, token_attributions, trigger_mass
 from attribution.tracin import CaptumTracIn
@@ -55,7 +69,12 @@ __all__ = [
     "TRAK",
     "TokenAttributions",
     "TrainingLoss",
+    "SpanAttributor",
+    "SpanTask",
+    "content_clusters",
     "contributor_credit",
+    "contributor_credit_per_test",
+    "earliest_members",
     "integrated_gradients",
     "last_layer_gradients",
     "make_attributor",

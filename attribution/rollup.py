@@ -187,36 +187,55 @@ def similarity_clusters(features: np.ndarray | Sequence[np.ndarray], labels: np.
     return connected_components(graph, directed=False)[1]
 
 
+def content_clusters(hashes: Sequence[str]) -> np.ndarray:
+    """``(n,)`` cluster ids (integers >= 0) joining the samples of equal content hash: verbatim
+    copies, for :func:`shared_credit` and :func:`contributor_credit`."""
+    return pd.factorize(pd.Series(list(hashes), dtype=object))[0].astype(np.int64)
+
+
+def earliest_members(clusters: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """``(n,)`` for each sample, the index of its cluster's earliest-submitted member by ``order``
+    (``(n,)`` distinct integer submission ranks: earlier = smaller)."""
+    clusters, order = _cluster_ids(clusters), np.asarray(order)
+    if order.shape != clusters.shape or (len(order) and order.dtype.kind not in "iu"):
+        raise ValueError(f"order must hold one integer rank per sample ({len(clusters)}), got shape {order.shape}, "
+                         f"dtype {order.dtype}")
+    if len(np.unique(order)) != len(order):
+        raise ValueError(f"order must rank every sample differently; {len(order) - len(np.unique(order))} "
+                         "ranks repeat, so the earliest member of a cluster is ambiguous")
+    by_order = np.argsort(order, kind="stable")
+    ids, first = np.unique(clusters[by_order], return_index=True)
+    earliest = np.zeros(ids.max() + 1 if len(ids) else 0, dtype=np.int64)
+    earliest[ids] = by_order[first]
+    return earliest[clusters]
+
+
+def _cluster_ids(clusters: np.ndarray) -> np.ndarray:
+    """``clusters`` as an array, or ``ValueError`` unless they are integers >= 0."""
+    clusters = np.asarray(clusters)
+    if len(clusters) and (clusters.dtype.kind not in "iu" or clusters.min() < 0):
+        raise ValueError(f"cluster ids must be integers >= 0, got dtype {clusters.dtype}"
+                         + (f", min {clusters.min()}" if clusters.dtype.kind in "iuf" else ""))
+    return clusters
+
+
 def shared_credit(credit: np.ndarray, clusters: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
     """``(n,)`` each sample's part of its cluster's credit, the mean of its members' credits (a
     cluster earns what one member does; a singleton keeps its credit).
 
     With ``order`` (``(n,)`` distinct integers, the submission rank of each sample: earlier =
     smaller, e.g. the ledger sequence number of its contribution), the earliest-submitted member
-    takes all of it and the others 0; without, the members split it equally."""
+    (:func:`earliest_members`) takes all of it and the others 0; without, the members split it equally."""
     credit, clusters = np.asarray(credit, dtype=np.float64), np.asarray(clusters)
     if credit.shape != clusters.shape:
         raise ValueError(f"{len(clusters)} cluster ids for {len(credit)} credits")
-    if len(clusters) and (clusters.dtype.kind not in "iu" or clusters.min() < 0):
-        raise ValueError(f"cluster ids must be integers >= 0, got dtype {clusters.dtype}"
-                         + (f", min {clusters.min()}" if clusters.dtype.kind in "iuf" else ""))
+    clusters = _cluster_ids(clusters)
     size = np.bincount(clusters)[clusters]
     mean = np.bincount(clusters, credit)[clusters] / size
     if order is None:
         return mean / size
-    order = np.asarray(order)
-    if order.shape != credit.shape or (len(order) and order.dtype.kind not in "iu"):
-        raise ValueError(f"order must hold one integer rank per sample ({len(credit)}), got shape {order.shape}, "
-                         f"dtype {order.dtype}")
-    if len(np.unique(order)) != len(order):
-        raise ValueError(f"order must rank every sample differently; {len(order) - len(np.unique(order))} "
-                         "ranks repeat, so the earliest member of a cluster is ambiguous")
-    by_order = np.argsort(order, kind="stable")
-    _, first = np.unique(clusters[by_order], return_index=True)
-    earliest = by_order[first]  # per cluster, its earliest-submitted member
-    out = np.zeros_like(credit)
-    out[earliest] = mean[earliest]
-    return out
+    earliest = earliest_members(clusters, order) == np.arange(len(credit))
+    return np.where(earliest, mean, 0.0)
 
 
 def contributor_credit(scores: np.ndarray, contributors: Sequence[str], all_contributors: Sequence[str],
@@ -233,3 +252,12 @@ def contributor_credit(scores: np.ndarray, contributors: Sequence[str], all_cont
         credit = shared_credit(credit, clusters, order)
     summed = pd.Series(credit).groupby(np.asarray(contributors)).sum()
     return summed.reindex(list(all_contributors), fill_value=0.0).rename("attribution")
+
+
+def contributor_credit_per_test(scores: np.ndarray, contributors: Sequence[str], all_contributors: Sequence[str],
+                                clusters: np.ndarray | None = None, order: np.ndarray | None = None) -> np.ndarray:
+    """``(len(all_contributors), n_test)``: column ``j`` is :func:`contributor_credit` of test sample ``j`` alone."""
+    scores = np.asarray(scores, dtype=np.float64)
+    columns = [contributor_credit(scores[:, [j]], contributors, all_contributors, clusters, order).to_numpy()
+               for j in range(scores.shape[1])]
+    return np.stack(columns, axis=1) if columns else np.zeros((len(all_contributors), 0))

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from pydivsufsort import divsufsort
 
+from attribution.base import Attributor
+from attribution.rollup import content_clusters, contributor_credit, earliest_members
 from attribution.span_index import (
     ENGINES,
     MAX_VOCAB,
@@ -40,7 +42,8 @@ from attribution.span_index import (
     check_vocab_size,
 )
 
-__all__ = ["ENGINES", "MAX_VOCAB", "MIN_SPAN_LEN", "ReferenceSpanMatcher", "Span", "SpanCredit", "SpanIndex",
+__all__ = ["ENGINES", "MAX_VOCAB", "MIN_SPAN_LEN", "ReferenceSpanMatcher", "Span", "SpanAttributor", "SpanCredit",
+           "SpanIndex", "SpanTask",
            "build_span_index", "reference_spans", "span_credit", "unigram_logprobs"]
 
 
@@ -150,11 +153,83 @@ def unigram_logprobs(documents: Sequence[Sequence[int]], vocab_size: int) -> np.
 
 
 @dataclass(frozen=True)
+class SpanTask:
+    """What :class:`SpanAttributor` reads: the span index of the training documents, how to match
+    and weigh, and who submitted each document.
+
+    Not an :class:`~attribution.base.AttributionTask`: span credit needs no model, loss or
+    checkpoint, only the index. It does need the contributors, content clusters and submission
+    order that the roll-up (:func:`attribution.rollup.contributor_credit`) also takes, because a
+    span's weight is shared per contributor, counting verbatim copies once.
+
+    Args:
+        index: a :class:`SpanIndex` or :class:`ReferenceSpanMatcher` of the ``n_docs`` documents.
+        logprob: ``(vocab_size,)`` ``log p`` of each token id (:func:`unigram_logprobs`).
+        min_len, max_count: the matcher's limits (:meth:`SpanIndex.spans`).
+        contributors: ``(n_docs,)`` contributor id of each document.
+        clusters: ``(n_docs,)`` cluster ids joining verbatim copies (:func:`attribution.rollup.content_clusters`).
+        order: ``(n_docs,)`` distinct integer submission ranks (earlier = smaller).
+    """
+
+    index: SpanIndex | ReferenceSpanMatcher
+    logprob: np.ndarray
+    min_len: int
+    max_count: int
+    contributors: Sequence[str]
+    clusters: np.ndarray
+    order: np.ndarray
+
+
+class SpanAttributor(Attributor):
+    """Span attribution as scores: ``(n_docs, n_generations)``, ``[d, g]`` = the span credit of
+    document ``d``'s content on generation ``g`` (positive = its spans helped produce ``g``).
+
+    Each span of ``g`` (:meth:`spans`) weighs its information content; the contributors of the
+    distinct contents holding it share that weight equally (a content counts as its earliest
+    submission, :func:`attribution.rollup.earliest_members`), each contributor's share split
+    equally over its contents holding the span (:meth:`breakdown`). Every verbatim copy of a content
+    scores what the content earns; :func:`attribution.rollup.contributor_credit` with the task's
+    ``clusters`` and ``order`` then gives it to the earliest submission, the one duplicate rule of
+    span and gradient credit.
+    """
+
+    name = "span"
+
+    def fit(self, task: SpanTask) -> SpanAttributor:
+        """Check ``task``'s per-document fields agree; returns ``self``."""
+        n_docs = len(task.contributors)
+        if len(task.clusters) != n_docs or len(task.order) != n_docs:
+            raise ValueError(f"contributors, clusters and order must describe the same documents, got "
+                             f"{n_docs}, {len(task.clusters)} and {len(task.order)} entries")
+        check_span_limits(task.min_len, task.max_count)
+        self.task = task
+        self._earliest = earliest_members(task.clusters, task.order)
+        return self
+
+    def spans(self, query: Sequence[int]) -> list[Span]:
+        """The spans of ``query`` in the task's index, under its limits."""
+        return self.task.index.spans(list(query), self.task.min_len, self.task.max_count)
+
+    def breakdown(self, spans: Sequence[Span], query: Sequence[int]) -> pd.DataFrame:
+        """One row per (span, credited contributor) of ``query``'s ``spans`` (:class:`SpanCredit`)."""
+        return span_breakdown(spans, self.task.logprob[list(query)], self.task.contributors, self._earliest)
+
+    def document_scores(self, breakdown: pd.DataFrame) -> np.ndarray:
+        """``(n_docs,)`` the scores of one generation from its :meth:`breakdown`."""
+        return document_scores(breakdown, self._earliest)
+
+    def scores(self, test_x: Sequence[Sequence[int]], test_y: None = None) -> np.ndarray:
+        """``(n_docs, n_generations)`` scores of the generations ``test_x`` (token ids); ``test_y`` is unused."""
+        columns = [self.document_scores(self.breakdown(self.spans(query), query)) for query in test_x]
+        return np.stack(columns, axis=1) if columns else np.zeros((len(self.task.contributors), 0))
+
+
+@dataclass(frozen=True)
 class SpanCredit:
     """What :func:`span_credit` computed.
 
     ``credit``: float per contributor (index: every contributor in ``doc_contributors``, sorted;
-    0 for none), the sum of its ``share`` in ``breakdown``. ``breakdown``: one row per (span,
+    0 for none), the roll-up of :class:`SpanAttributor` scores. ``breakdown``: one row per (span,
     credited contributor) with columns ``span`` (index into ``spans``), ``start``, ``end``,
     ``weight`` (the span's information content), ``contributor``, ``documents`` (tuple of the
     contributor's credited documents) and ``share`` (``weight`` / the span's credited contributors).
@@ -162,6 +237,41 @@ class SpanCredit:
 
     credit: pd.Series
     breakdown: pd.DataFrame
+
+
+def span_breakdown(spans: Sequence[Span], token_logprob: np.ndarray, doc_contributors: Sequence[str],
+                   earliest: np.ndarray) -> pd.DataFrame:
+    """:attr:`SpanCredit.breakdown` of ``spans``: each span weighs ``-sum token_logprob[start:end]``,
+    shared equally by the contributors of its credited documents, the distinct ``earliest[d]``
+    (each document's earliest verbatim copy) of the documents ``d`` holding it."""
+    n_docs = len(doc_contributors)
+    logprob = np.asarray(token_logprob, dtype=np.float64)
+    if logprob.ndim != 1 or not np.all(np.isfinite(logprob)) or np.any(logprob > 0):
+        raise ValueError(f"token_logprob must be a 1-D array of finite log-probabilities <= 0, got shape "
+                         f"{logprob.shape}, max {logprob.max() if logprob.size else None}")
+    rows = []
+    for k, span in enumerate(spans):
+        if not 0 <= span.start < span.end <= len(logprob):
+            raise ValueError(f"span {k} [{span.start}, {span.end}) lies outside the {len(logprob)} tokens of token_logprob")
+        if not span.documents or not all(0 <= d < n_docs for d in span.documents):
+            raise ValueError(f"span {k} must name documents in [0, {n_docs}), got {span.documents}")
+        holders: dict[str, list[int]] = {}
+        for d in sorted({int(earliest[d]) for d in span.documents}):
+            holders.setdefault(doc_contributors[d], []).append(d)
+        weight = -float(logprob[span.start:span.end].sum())
+        rows += [(k, span.start, span.end, weight, c, tuple(docs), weight / len(holders)) for c, docs in holders.items()]
+    return pd.DataFrame(rows, columns=["span", "start", "end", "weight", "contributor", "documents", "share"])
+
+
+def document_scores(breakdown: pd.DataFrame, earliest: np.ndarray) -> np.ndarray:
+    """``(n_docs,)`` :class:`SpanAttributor` scores of one query from its :func:`span_breakdown`:
+    each row's ``share`` split equally over its ``documents``; every document scores what its
+    earliest verbatim copy ``earliest[d]`` earned."""
+    pieces = pd.DataFrame({"document": breakdown["documents"],
+                           "share": breakdown["share"] / breakdown["documents"].map(len)}).explode("document")
+    # pandas' group sum (compensated) adds a document's pieces as it adds a contributor's shares
+    credited = pieces.groupby("document")["share"].sum().reindex(range(len(earliest)), fill_value=0.0)
+    return credited.to_numpy(dtype=np.float64)[earliest]
 
 
 def span_credit(spans: Sequence[Span], doc_contributors: Sequence[str], doc_order: Sequence[int],
@@ -174,7 +284,8 @@ def span_credit(spans: Sequence[Span], doc_contributors: Sequence[str], doc_orde
     (smallest ``doc_order``); the contributors ``C(s)`` of these credited documents share ``w(s)``
     equally, so contributor ``c`` earns ``sum_s w(s) * [c in C(s)] / |C(s)|``. A copy of an earlier
     document under another identity earns nothing for that span; the credits sum to
-    ``sum_s w(s)``.
+    ``sum_s w(s)``. This is :class:`SpanAttributor`'s scores of the one query rolled up by
+    :func:`attribution.rollup.contributor_credit` with the content-hash clusters.
 
     Args:
         spans: from :meth:`SpanIndex.spans` or :func:`reference_spans` on one query.
@@ -195,27 +306,9 @@ def span_credit(spans: Sequence[Span], doc_contributors: Sequence[str], doc_orde
                          f"{n_docs}, {len(order)} and {len(doc_hashes)} entries")
     if n_docs and order.dtype.kind not in "iu":
         raise ValueError(f"doc_order must hold integer submission ranks, got dtype {order.dtype}")
-    if len(np.unique(order)) != n_docs:
-        raise ValueError(f"doc_order must rank every document differently; {n_docs - len(np.unique(order))} "
-                         "ranks repeat, so the earliest copy is ambiguous")
-    logprob = np.asarray(token_logprob, dtype=np.float64)
-    if logprob.ndim != 1 or not np.all(np.isfinite(logprob)) or np.any(logprob > 0):
-        raise ValueError(f"token_logprob must be a 1-D array of finite log-probabilities <= 0, got shape "
-                         f"{logprob.shape}, max {logprob.max() if logprob.size else None}")
-    rows = []
-    for k, span in enumerate(spans):
-        if not 0 <= span.start < span.end <= len(logprob):
-            raise ValueError(f"span {k} [{span.start}, {span.end}) lies outside the {len(logprob)} tokens of token_logprob")
-        if not span.documents or not all(0 <= d < n_docs for d in span.documents):
-            raise ValueError(f"span {k} must name documents in [0, {n_docs}), got {span.documents}")
-        first: dict[str, int] = {}  # content hash -> its earliest document holding the span
-        for d in sorted(set(span.documents), key=lambda d: order[d]):
-            first.setdefault(doc_hashes[d], d)
-        holders: dict[str, list[int]] = {}
-        for d in sorted(first.values()):
-            holders.setdefault(doc_contributors[d], []).append(d)
-        weight = -float(logprob[span.start:span.end].sum())
-        rows += [(k, span.start, span.end, weight, c, tuple(docs), weight / len(holders)) for c, docs in holders.items()]
-    breakdown = pd.DataFrame(rows, columns=["span", "start", "end", "weight", "contributor", "documents", "share"])
-    credit = breakdown.groupby("contributor")["share"].sum().reindex(sorted(set(doc_contributors)), fill_value=0.0)
+    clusters = content_clusters(doc_hashes)
+    earliest = earliest_members(clusters, order)
+    breakdown = span_breakdown(spans, token_logprob, doc_contributors, earliest)
+    scores = document_scores(breakdown, earliest)[:, None]
+    credit = contributor_credit(scores, doc_contributors, sorted(set(doc_contributors)), clusters, order)
     return SpanCredit(credit=credit.rename("credit").rename_axis("contributor"), breakdown=breakdown)

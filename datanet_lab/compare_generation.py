@@ -7,7 +7,8 @@ over the retrain seeds (:func:`attribution.groundtruth.loco` on :class:`Generati
 
 Methods, each giving ``(n_contributors, n_generations)`` credit:
 
-* ``span``: the run's span credit (what it pays by; :mod:`datanet_lab.pipeline.generation.pay_step`);
+* ``span``: the run's span credit (what it pays by; :mod:`datanet_lab.pipeline.generation.pay_step`):
+  :class:`attribution.spans.SpanAttributor` scores rolled up per generation;
 * ``tracin`` / ``grad_dot``: gradient attribution of each generation's negative log-likelihood
   over the training windows on the LM's checkpoints (:class:`attribution.FastTracIn` /
   :class:`attribution.FastGradientDot`, exact per-sample gradients of every parameter), summed per
@@ -33,11 +34,12 @@ from scipy.stats import spearmanr
 
 import attribution
 from attribution.groundtruth import RetrainCache, loco
+from attribution.rollup import contributor_credit_per_test
 from datanet.convex import Outcome
 from datanet.models import lm
 from datanet_lab.pipeline.generation.build_step import build_generation
 from datanet_lab.pipeline.generation.generate_step import generate_texts, generation_id
-from datanet_lab.pipeline.generation.pay_step import pay_generation
+from datanet_lab.pipeline.generation.pay_step import span_attributor
 from datanet_lab.pipeline.generation.train_step import TrainedGeneration, train_generation
 from datanet_lab.pipeline.run import Run
 
@@ -77,10 +79,12 @@ class GenerationComparison:
     ceiling: float | None
 
 
-def span_credit_matrix(table: pd.DataFrame, contributors: Sequence[str], generations: Sequence[str]) -> np.ndarray:
-    """``(n_contributors, n_generations)`` span credit from the pay step's ``generation_credit`` table."""
-    pivot = table.pivot_table(index="contributor", columns="generation", values="credit", aggfunc="sum")
-    return pivot.reindex(index=list(contributors), columns=list(generations), fill_value=0.0).fillna(0.0).to_numpy()
+def span_credit_matrix(run: Run, contributors: Sequence[str], generations: Sequence[lm.Generation]) -> np.ndarray:
+    """``(n_contributors, n_generations)`` the run's span credit: its span attributor's scores
+    rolled up per generation (:func:`attribution.rollup.contributor_credit_per_test`)."""
+    attributor, docs = span_attributor(run)
+    scores = attributor.scores([g.generated_ids for g in generations])
+    return contributor_credit_per_test(scores, docs.contributors, contributors, attributor.task.clusters, docs.order)
 
 
 def gradient_credit(trained: TrainedGeneration, generations: Sequence[lm.Generation], contributors: Sequence[str],
@@ -121,7 +125,6 @@ def compare_generation(run: Run, directory: Path, seeds: Sequence[int] = (0,), w
     """Span credit, the gradient ``methods`` and random credit against LOCO retraining over
     ``seeds`` (module docstring); retrains run in ``workers`` processes, cached under ``directory``."""
     dn, trained, generations = build_generation(run), train_generation(run), generate_texts(run)
-    paid = pay_generation(run)
     doc_contributors = list(dn.train_contributors)
     contributors = sorted(set(doc_contributors))
     groups = np.array([contributors.index(c) for c in doc_contributors])
@@ -131,7 +134,7 @@ def compare_generation(run: Run, directory: Path, seeds: Sequence[int] = (0,), w
     with RetrainCache(retrainer, workers, directory / "retrains") as cache:
         truth = np.stack([loco(cache, groups, len(contributors), s) for s in seeds])  # (seeds, contributors, generations)
     seed = run.params["seed"]
-    credit = {"span": span_credit_matrix(paid, contributors, gen_ids)}
+    credit = {"span": span_credit_matrix(run, contributors, generations)}
     for method in methods:
         credit[method.removesuffix("_fast")] = gradient_credit(trained, generations, contributors, doc_contributors,
                                                                method, seed)

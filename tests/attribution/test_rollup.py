@@ -22,6 +22,7 @@ from attribution import (
     project_to_span,
     redundancy_clusters,
     sample_credit,
+    content_clusters,
     shared_credit,
     similarity_clusters,
 )
@@ -313,3 +314,12 @@ def test_copies_with_noise_0_05_join_their_originals_and_distinct_samples_never_
     joined = np.mean(clusters[n:] == clusters[rows])
     # Measured: 100% (wine), 97-99% (digits, breast_cancer's MLP), 89% (breast_cancer's logistic regression).
     assert joined >= 0.85, f"{joined:.1%} of the copies joined their original at similarity {REDUNDANCY_SIMILARITY}"
+
+
+def test_a_verbatim_copys_gradient_credit_goes_to_the_earliest_submission():
+    # rows 0 and 2 are the same content (equal hashes, equal scores); row 2 was submitted first
+    scores = np.array([[1.0, 3.0], [0.5, 0.5], [1.0, 3.0]])
+    clusters = content_clusters(["h", "g", "h"])
+    credit = contributor_credit(scores, ["copier", "b", "author"], ["author", "b", "copier"], clusters, np.array([5, 1, 2]))
+    assert credit.to_dict() == {"author": 2.0, "b": 0.5, "copier": 0.0}
+    assert clusters.tolist() == [0, 1, 0]

@@ -19,8 +19,12 @@ from hypothesis import strategies as st
 from attribution import (
     ReferenceSpanMatcher,
     Span,
+    SpanAttributor,
     SpanIndex,
+    SpanTask,
     build_span_index,
+    content_clusters,
+    contributor_credit,
     reference_spans,
     span_credit,
     unigram_logprobs,
@@ -295,3 +299,70 @@ def test_span_credit_refuses_bad_input(change, message):
                  "doc_hashes": ["x", "y"], "token_logprob": np.array([-1.0, -1.0, -1.0])} | change
     with pytest.raises(ValueError, match=message):
         span_credit(**arguments)
+
+
+# documents 0 ann, 1 bob (a later verbatim copy of 0), 2 cat, 3 ann (a second document holding 2's tokens)
+SPAN_DOCS = [[1, 2, 3, 4, 5, 6], [1, 2, 3, 4, 5, 6], [7, 8, 9, 4, 5, 6], [9, 4, 5, 6, 7, 8]]
+SPAN_CONTRIBUTORS, SPAN_ORDER, SPAN_HASHES = ["ann", "bob", "cat", "ann"], np.array([3, 7, 1, 9]), ["h0", "h0", "h2", "h3"]
+SPAN_QUERIES = [[1, 2, 3, 0, 9, 4, 5, 6], [7, 8, 9, 4], [0, 0, 0]]
+
+
+def span_attributor(order=SPAN_ORDER) -> SpanAttributor:
+    logprob = unigram_logprobs(SPAN_DOCS, 10)
+    task = SpanTask(ReferenceSpanMatcher(SPAN_DOCS, vocab_size=10), logprob, 2, 10, SPAN_CONTRIBUTORS,
+                    content_clusters(SPAN_HASHES), order)
+    return SpanAttributor().fit(task)
+
+
+def test_span_attributor_scores_equal_a_naive_per_document_computation():
+    logprob = unigram_logprobs(SPAN_DOCS, 10)
+    expected = np.zeros((len(SPAN_DOCS), len(SPAN_QUERIES)))
+    for g, query in enumerate(SPAN_QUERIES):
+        for span in reference_spans(SPAN_DOCS, query, 2, 10):
+            weight = -logprob[query[span.start:span.end]].sum()
+            # each holder counts as the earliest document of its hash
+            credited = {min((d for d in range(4) if SPAN_HASHES[d] == SPAN_HASHES[h]), key=lambda d: SPAN_ORDER[d])
+                        for h in span.documents}
+            owners = {SPAN_CONTRIBUTORS[d] for d in credited}
+            for d in range(4):  # a copy scores what its content's credited document earns
+                source = [e for e in credited if SPAN_HASHES[e] == SPAN_HASHES[d]]
+                if source:
+                    siblings = [e for e in credited if SPAN_CONTRIBUTORS[e] == SPAN_CONTRIBUTORS[source[0]]]
+                    expected[d, g] += weight / len(owners) / len(siblings)
+    scores = span_attributor().scores(SPAN_QUERIES)
+    assert scores.shape == (4, 3) and (scores[:, 0] > 0).all() and (scores[:, 2] == 0).all()
+    np.testing.assert_allclose(scores, expected, rtol=1e-12)
+    assert scores[0, 0] == scores[1, 0]  # a verbatim copy scores what its content earns
+
+
+def test_the_roll_up_of_span_scores_is_span_credit():
+    attributor = span_attributor()
+    for query in SPAN_QUERIES:
+        spans = attributor.spans(query)
+        scores = attributor.scores([query])
+        rolled = contributor_credit(scores, SPAN_CONTRIBUTORS, ["ann", "bob", "cat"], content_clusters(SPAN_HASHES), SPAN_ORDER)
+        credit = span_credit(spans, SPAN_CONTRIBUTORS, SPAN_ORDER, SPAN_HASHES, unigram_logprobs(SPAN_DOCS, 10)[query]).credit
+        # the per-span shares, summed by contributor: span credit as it was computed before the attributor
+        by_span = credit.index.map(span_credit(spans, SPAN_CONTRIBUTORS, SPAN_ORDER, SPAN_HASHES,
+                                               unigram_logprobs(SPAN_DOCS, 10)[query]).breakdown
+                                   .groupby("contributor")["share"].sum()).fillna(0.0)
+        assert rolled.tolist() == credit.tolist() == by_span.tolist()
+    assert rolled.index.tolist() == ["ann", "bob", "cat"]
+
+
+@pytest.mark.parametrize("order, earliest", [(SPAN_ORDER, "ann"), (np.array([7, 3, 1, 9]), "bob")])
+def test_a_verbatim_copys_span_credit_goes_to_the_earliest_submission(order, earliest):
+    scores = span_attributor(order).scores(SPAN_QUERIES[:1])
+    credit = contributor_credit(scores, SPAN_CONTRIBUTORS, ["ann", "bob", "cat"], content_clusters(SPAN_HASHES), order)
+    other = ({"ann", "bob"} - {earliest}).pop()
+    copy_doc = 1 if earliest == "ann" else 0
+    # the copier earns nothing; the earliest earns the shared content's score as well
+    assert credit[other] == (scores[3, 0] if other == "ann" else 0.0)
+    assert credit[earliest] == pytest.approx(scores[copy_doc, 0] + (scores[3, 0] if earliest == "ann" else 0.0))
+
+
+def test_a_span_task_describing_different_documents_is_refused():
+    task = SpanTask(ReferenceSpanMatcher(SPAN_DOCS, vocab_size=10), unigram_logprobs(SPAN_DOCS, 10), 2, 10,
+                    SPAN_CONTRIBUTORS, content_clusters(SPAN_HASHES[:3]), SPAN_ORDER)
+    with pytest.raises(ValueError, match="same documents, got 4, 3 and 4"):
+        SpanAttributor().fit(task)

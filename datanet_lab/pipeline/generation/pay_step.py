@@ -4,9 +4,9 @@ documents hold its spans, one ledger entry per generation with the evidence to r
 For generation ``g`` (its generated tokens, the prompt excluded: the user wrote the prompt) the
 span index gives the maximal spans of at least ``gen_min_span`` tokens that occur verbatim, at most
 ``gen_max_count`` times, in the training documents (:meth:`attribution.spans.SpanIndex.spans`);
-:func:`attribution.spans.span_credit` turns them into contributor credit (each span worth its
-unigram information content, shared by the contributors holding it, a verbatim copy of an earlier
-submission earning nothing); :func:`ledger.split_positive_credit` splits the fee in exact integers
+:func:`attribution.spans.span_credit` turns them into contributor credit, the roll-up of
+:class:`attribution.spans.SpanAttributor` scores (each span worth its unigram information content,
+shared by the contributors holding it, a verbatim copy of an earlier submission earning nothing); :func:`ledger.split_positive_credit` splits the fee in exact integers
 (largest remainders; a generation with no span leaves the whole fee ``unallocated``).
 
 The ``generation_payment`` entry's ``evidence`` names everything a reviewer needs to recompute
@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 import ledger
-from attribution.spans import Span, SpanCredit, span_credit, unigram_logprobs
+from attribution.rollup import content_clusters
+from attribution.spans import Span, SpanAttributor, SpanCredit, SpanTask, span_credit, unigram_logprobs
 from datanet.models import lm
 from datanet.text.lm_datanet import LMDatanet
 from datanet_lab.pipeline import manifest
@@ -72,6 +73,18 @@ def corpus(dn: LMDatanet, documents: list[list[int]], vocab_size: int, contribut
                   unigram_logprobs(documents, vocab_size))
 
 
+def span_attributor(run: Run) -> tuple[SpanAttributor, Corpus]:
+    """The run's :class:`~attribution.spans.SpanAttributor`, fitted on its span index and
+    :class:`Corpus` under its ``gen_min_span`` and ``gen_max_count``, and that corpus."""
+    dn, trained, index = build_generation(run), train_generation(run), index_generation(run)
+    with run.ledger() as book:
+        seq = {e.payload["sample_id"]: e.seq for e in book.entries("contribution")}
+    docs = corpus(dn, trained.documents, len(trained.tokenizer), seq)
+    task = SpanTask(index, docs.logprob, run.params["gen_min_span"], run.params["gen_max_count"], docs.contributors,
+                    content_clusters(docs.content_hashes), docs.order)
+    return SpanAttributor().fit(task), docs
+
+
 def credit_spans(spans: list[Span], generated: tuple[int, ...], docs: Corpus) -> SpanCredit:
     """Contributor credit of one generation's ``spans`` (:func:`attribution.spans.span_credit`)."""
     return span_credit(spans, docs.contributors, docs.order, docs.content_hashes, docs.logprob[list(generated)])
@@ -111,9 +124,7 @@ def pay_generation(run: Run) -> pd.DataFrame:
 def _compute(run: Run, staging: Path) -> list[Record]:
     """Credit every generation, write ``credit/`` under ``staging``; return the payment records."""
     dn, trained, index, generations = build_generation(run), train_generation(run), index_generation(run), generate_texts(run)
-    with run.ledger() as book:
-        seq = {e.payload["sample_id"]: e.seq for e in book.entries("contribution")}
-    docs = corpus(dn, trained.documents, len(trained.tokenizer), seq)
+    attributor, docs = span_attributor(run)
     params = run.params
     context = {"dataset_version": dn.version, "index_sha256": index.corpus_sha256,
                "model_sha256": file_sha256(trained.checkpoints[-1] / "model.safetensors"),
@@ -121,7 +132,7 @@ def _compute(run: Run, staging: Path) -> list[Record]:
     records, rows, span_rows = [], [], []
     for k, generation in enumerate(generations):
         gen_id = generation_id(k)
-        spans = index.spans(list(generation.generated_ids), params["gen_min_span"], params["gen_max_count"])
+        spans = attributor.spans(generation.generated_ids)
         credit = credit_spans(spans, generation.generated_ids, docs)
         entry = payment(gen_id, params["generation_fee"], credit.credit, evidence(generation, spans, credit, docs, context))
         records.append(("generation_payment", PAYOUT_AUTHORITY, entry))
