@@ -13,7 +13,7 @@ import pytest
 import ledger
 from datanet.training import train
 from datanet_lab import pipeline
-from datanet_lab.pipeline import pay_step, text
+from datanet_lab.pipeline import text
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +179,6 @@ def _ledger_records(run) -> list[tuple[str, str, dict]]:
         return [(e.kind, e.actor, e.payload) for e in book.entries()]
 
 
-def _stop(*_, **__):
-    raise KeyboardInterrupt("stopped")
-
-
 def _stop_after(function):
     def stopped(*args, **kwargs):
         function(*args, **kwargs)
@@ -190,51 +186,34 @@ def _stop_after(function):
     return stopped
 
 
-def _half_written_payouts(run, *_):
-    run.path("payouts.csv").write_text("contributor,behav")  # as a kill in the middle of writing it leaves the file
-    raise KeyboardInterrupt("stopped")
+def _stop_after_the_ledger_append(monkeypatch):
+    monkeypatch.setattr(ledger.Ledger, "append_many", _stop_after(ledger.Ledger.append_many))
 
 
-STOPS = {  # where a pay stops: each stops it by patching what pay calls there
-    "after the ledger append": lambda mp: mp.setattr(ledger.Ledger, "append_many", _stop_after(ledger.Ledger.append_many)),
-    "while writing payouts.csv": lambda mp: mp.setattr(pay_step, "write_metrics", _half_written_payouts),
-    "before metrics.json": lambda mp: mp.setattr(pay_step, "write_metrics", _stop),
-    "before the manifest": lambda mp: mp.setattr(pay_step, "write_metrics", _stop_after(pay_step.write_metrics)),
-}
-
-
-@pytest.mark.parametrize("where", STOPS)
-def test_a_pay_stopped_anywhere_finishes_when_run_again_as_if_never_stopped(attributed, tmp_path, monkeypatch, where):
-    directory, reference, paid = attributed
+def test_a_finished_pay_is_reused_and_its_epoch_is_never_recorded_twice(attributed, tmp_path):
+    directory, _, paid = attributed
     run = _copy(directory, tmp_path)
-    with monkeypatch.context() as patched:
-        STOPS[where](patched)
-        with pytest.raises(KeyboardInterrupt):
-            pipeline.pay(run)
-    assert not (tmp_path / "run" / "manifests" / "pay.json").exists()
-    table = pipeline.pay(run)
-    pd.testing.assert_frame_equal(table, paid)
-    assert run.path("payouts.csv").read_bytes() == reference.path("payouts.csv").read_bytes()
-    assert _ledger_records(run) == _ledger_records(reference)  # the epoch once, as an uninterrupted pay records it
-    metrics, expected = (json.loads(r.path("metrics.json").read_text()) for r in (run, reference))
-    assert metrics["ledger"]["head_hash"] == ledger.verify(run.ledger_path).head_hash
-    assert {k: v for k, v in metrics.items() if k != "ledger"} == {k: v for k, v in expected.items() if k != "ledger"}
-    assert metrics["ledger"]["entries"] == expected["ledger"]["entries"]
-    pipeline.manifest.check(run.directory, pipeline.manifest.PAY, run.params)
-    with pytest.raises(ledger.LedgerError, match="already paid"):  # finished: paying again is refused
-        pipeline.pay(run)
+    pd.testing.assert_frame_equal(pipeline.pay(run), paid)
+    before = _ledger_records(run)
+    pd.testing.assert_frame_equal(pipeline.pay(run), paid)  # the manifest matches: the stored payouts
+    assert _ledger_records(run) == before
+    with run.ledger() as book, pytest.raises(ledger.LedgerError, match="already paid"):
+        closing = list(book.entries("payout_epoch"))[-1]
+        book.append("payout_epoch", closing.actor, closing.payload)  # the ledger refuses epoch 1 again
+    assert _ledger_records(run) == before
 
 
 def test_a_stopped_pay_is_not_finished_with_other_parameters(attributed, tmp_path, monkeypatch):
     directory, _, _ = attributed
     run = _copy(directory, tmp_path)
     with monkeypatch.context() as patched:
-        STOPS["after the ledger append"](patched)
+        _stop_after_the_ledger_append(patched)
         with pytest.raises(KeyboardInterrupt):
             pipeline.pay(run)
     before = _ledger_records(run)
     other = pipeline.open_run(str(tmp_path / "run"), **(WINE | {"reward_pool": run.params["reward_pool"] + 1}))
-    with pytest.raises(pipeline.ManifestError, match=r"records payout epoch 1 otherwise than this run would pay it"):
+    with pytest.raises(pipeline.ManifestError, match=r"pay: .* already records this step otherwise than this run computes it "
+                                                     r"\(record \d+ of \d+: the ledger holds"):
         pipeline.pay(other)
     assert _ledger_records(run) == before
     assert not run.path("payouts.csv").exists() and not run.path("metrics.json").exists()
@@ -279,7 +258,7 @@ def test_a_text_pay_stopped_after_its_ledger_append_finishes_when_run_again(tmp_
     reference, run = runs
     paid = text.pay_text(reference)
     with monkeypatch.context() as patched:
-        STOPS["after the ledger append"](patched)
+        _stop_after_the_ledger_append(patched)
         with pytest.raises(KeyboardInterrupt):
             text.pay_text(run)
     pd.testing.assert_frame_equal(text.pay_text(run), paid)

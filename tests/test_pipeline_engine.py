@@ -15,7 +15,7 @@ from datanet_lab import pipeline
 from datanet_lab.pipeline import engine, generation, manifest, text
 
 WINE = dict(dataset="wine", n_contributors=3, scenario="honest:3", epochs=1, signing_keys="seeded")
-STEPS = {"build": pipeline.build, "train": pipeline.train_model, "attribute": pipeline.attribute}
+STEPS = {"build": pipeline.build, "train": pipeline.train_model, "attribute": pipeline.attribute, "pay": pipeline.pay}
 """Each step by name, in order, with the function that runs it."""
 
 
@@ -108,7 +108,7 @@ def test_a_stopped_step_is_not_finished_over_other_ledger_records(stages, tmp_pa
 
 
 def test_a_pay_loads_each_earlier_step_once(stages, tmp_path, monkeypatch):
-    shutil.copytree(stages["done"], tmp_path / "run")
+    shutil.copytree(stages["pay"], tmp_path / "run")
     checked = []
     check = manifest.check
 

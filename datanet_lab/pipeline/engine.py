@@ -9,7 +9,9 @@ that computation makes, and how to read its finished outputs. :func:`run_step` t
 3. appends the records to the ledger in one batch (:meth:`ledger.Ledger.append_many`, atomic),
    unless the ledger already holds exactly these records as its last entries of their kinds (a
    step stopped after its append: a deterministic step recomputes the same payloads);
-4. moves each output from staging into place (:func:`os.replace`), writes the manifest and
+4. writes the outputs read back from the ledger into staging (``from_ledger``: a pay step's
+   payouts are what its recorded epoch says);
+5. moves each output from staging into place (:func:`os.replace`), writes the manifest and
    removes the staging directory.
 
 A step stopped at any point therefore finishes when run again: before the manifest is written it
@@ -59,7 +61,9 @@ class Procedure(Generic[Computed, Result]):
     ``compute(run, staging_dir)`` writes the step's outputs under ``staging_dir`` (laid out like
     the run directory) and returns what ``records(run, computed)`` turns into ledger records
     ``(kind, actor, payload)``; ``roles(run, computed)`` names the actors (actor: role) to register
-    before they are appended; ``load(run)`` reads the finished outputs from the run directory."""
+    before they are appended; ``from_ledger(run, staging_dir, computed)``, when given, writes the
+    outputs that are read back from the ledger once the records are in it; ``load(run)`` reads
+    the finished outputs from the run directory."""
 
     step: manifest.Step
     compute: Callable[[Run, Path], Computed]
@@ -67,6 +71,7 @@ class Procedure(Generic[Computed, Result]):
     records: Callable[[Run, Computed], list[Record]] = _no_records
     roles: Callable[[Run, Computed], dict[str, str]] = _no_roles
     requires: tuple[Procedure[Any, Any], ...] = ()
+    from_ledger: Callable[[Run, Path, Computed], None] | None = None
 
 
 _LOADED: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Any]] = OrderedDict()
@@ -95,6 +100,8 @@ def run_step(run: Run, procedure: Procedure[Computed, Result]) -> Result:
     except ManifestError:
         _remove_staging(staging)
         raise
+    if procedure.from_ledger is not None:
+        procedure.from_ledger(run, staging, computed)
     for name in step.outputs:
         move_into_place(staging / name, run.directory / name)
     manifest.write(run.directory, step, run.params)

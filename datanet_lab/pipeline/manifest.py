@@ -17,9 +17,7 @@ training run record, an attribution record, payouts), so overwriting them would 
 that records one thing and a directory that holds another: a run with other parameters needs a
 fresh run directory. Outputs without a manifest are refused the same way by :func:`check`; the
 step engine (:func:`~datanet_lab.pipeline.engine.run_step`) finishes such a step instead when the
-ledger holds exactly the records its recomputation makes (a step stopped before its manifest), as
-the tabular and text pay steps do from the ledger's epoch
-(:func:`~datanet_lab.pipeline.pay_step.pay_epoch`).
+ledger holds exactly the records its recomputation makes (a step stopped before its manifest).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Text step 5, pay: the tabular run's pay step (:func:`~datanet_lab.pipeline.pay_step.pay_epoch`)
+"""Text step 5, pay: the tabular run's pay step (:func:`~datanet_lab.pipeline.pay_step.pay_procedure`)
 over the text Datanet's attribution."""
 
 from __future__ import annotations
@@ -7,21 +7,28 @@ import pandas as pd
 
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.build_step import submission_counts
-from datanet_lab.pipeline.pay_step import pay_epoch
+from datanet_lab.pipeline.engine import run_step
+from datanet_lab.pipeline.pay_step import Payable, pay_procedure
 from datanet_lab.pipeline.run import Run
-from datanet_lab.pipeline.text.attribute_step import attribute_text
-from datanet_lab.pipeline.text.build_step import build_text
-from datanet_lab.pipeline.text.train_step import train_text
+from datanet_lab.pipeline.text import attribute_step as text_attribute
+from datanet_lab.pipeline.text import build_step as text_build
+from datanet_lab.pipeline.text import train_step as text_train
 
 
-def pay_text(run: Run, epoch: int = 1) -> pd.DataFrame:
-    """Pay the text run's payout ``epoch`` (slashes, payments, closing in its ledger), write
-    ``payouts.csv`` and ``metrics.json`` and return the payouts table. Never reused: the ledger
-    refuses an epoch paid before, and payouts made with other parameters stop it first
-    (:class:`~datanet_lab.pipeline.manifest.ManifestError`); a pay stopped after its ledger append
-    finishes when run again."""
-    built, trained, found = build_text(run), train_text(run), attribute_text(run)
+def pay_text(run: Run) -> pd.DataFrame:
+    """The text run's payouts (payout epoch 1: slashes, payments, closing in its ledger;
+    ``payouts.csv`` and ``metrics.json`` written from the recorded epoch), reused when the run
+    directory holds them from the same parameters and inputs; a pay killed anywhere finishes
+    when run again (:func:`~datanet_lab.pipeline.pay_step.pay`)."""
+    return run_step(run, PROCEDURE)
+
+
+def _text_payable(run: Run) -> Payable:
+    built, trained, found = text_build.build_text(run), text_train.train_text(run), text_attribute.attribute_text(run)
     dn = built.datanet
-    behaviours = built.ground_truth.groupby("contributor")["behaviour"].first()
-    return pay_epoch(run, manifest.TEXT_PAY, epoch, dn.version, trained.history, found.contributor_credit,
-                     found.sample_credit, submission_counts(dn), behaviours)
+    return Payable(dn.version, trained.history, found.contributor_credit, found.sample_credit, submission_counts(dn),
+                   built.ground_truth.groupby("contributor")["behaviour"].first())
+
+
+PROCEDURE = pay_procedure(manifest.TEXT_PAY, _text_payable,
+                          (text_build.PROCEDURE, text_train.ENCODE, text_train.TRAIN, text_attribute.PROCEDURE))
