@@ -28,6 +28,11 @@ the split is over credit × :func:`ledger.reputation.reputation_weight`,
 ``rounds/round-<r>/head.json`` and, from round 2, ``consistency.json`` proves it extends the
 previous round's head (checked on the spot, the log key pinned).
 
+Each round runs the tabular run's steps on the same engine and record builders
+(:func:`round_steps`: record, train, attribute, pay; :func:`~datanet_lab.pipeline.engine.run_step`),
+each with its manifest in ``manifests/round-<r>-<step>.json``: a run stopped anywhere finishes when
+called again, and a finished one is read back.
+
 A contributor's reputation history gets one record per round from its join: the round's accepted
 and rejected submissions, the units slashed in the round's epoch, and the realised influence (sum
 and sum of magnitudes of shared credit) of the batch it submitted that round, as that round's
@@ -54,13 +59,17 @@ from datanet import Datanet, DatanetError, Submission, Table, deal, load_table, 
 from datanet.contributors import GROUND_TRUTH_COLUMNS
 from datanet.data import split_test
 from datanet.datanet import TEST_FRACTION
-from datanet.models import load_checkpoint
 from datanet.training import TrainConfig, TrainResult, train
 from datanet.validation import Decision, Schema, dataset_version
 from datanet_lab.params import DEFAULTS, MAX_UNITS, STAKE_UNITS, ParameterError, check_value
-from datanet_lab.pipeline.attribute_step import roll_up, run_payload, submission_order
+from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.attribute_step import (read_scores, roll_up, run_payload, submission_order, training_task,
+                                                 write_scores)
+from datanet_lab.pipeline.build_step import stake_records, submission_records
+from datanet_lab.pipeline.engine import Procedure, Record, run_step
+from datanet_lab.pipeline.pay_step import epoch_entries, stakes_left
 from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, TRAINER, VALIDATOR, Run, check_signing_keys
-from datanet_lab.provenance import file_sha256
+from datanet_lab.pipeline.train_step import trained_from, training_record
 from ledger import proofs
 from ledger.reputation import REPUTATION_RULE, RoundRecord, reputation_plan, reputation_weight
 
@@ -168,7 +177,7 @@ def run_rounds(directory: str | Path, rounds: int = 4, seed: int = 0, dataset: s
                poison_rate: float = 0.5, reward_pool: int = DEFAULTS["reward_pool"], attribution_method: str = "tracin_fast",
                reputation: bool = True, on_round: Callable[[RoundState], None] | None = None,
                label_column: str = "", signing_keys: str = "random") -> RoundsResult:
-    """Grow a Datanet over ``rounds`` rounds in the fresh ``directory`` by the module's plan.
+    """Grow a Datanet over ``rounds`` rounds in ``directory`` by the module's plan.
 
     One ledger (``directory/ledger.sqlite``) and one keystore (``directory/keystore/``), its keys
     made as ``signing_keys`` says (:data:`~datanet_lab.pipeline.run.SIGNING_KEYS`), timestamps
@@ -176,13 +185,22 @@ def run_rounds(directory: str | Path, rounds: int = 4, seed: int = 0, dataset: s
     and with ``signing_keys="seeded"`` the same ledger heads too.
     ``epochs`` of SGD train ``model`` each round; ``attribution_method`` is a registry name;
     ``reward_pool`` units are paid per round. Writes ``rounds/round-<r>/`` (``dataset/``,
-    ``checkpoints/``, ``head.json``, ``consistency.json``), ``rounds/planted.csv`` (what each
-    submission planted, researchers only) and ``rounds/earnings.csv`` (the result's table).
+    ``checkpoints/``, ``history.csv``, ``attribution/``, ``earnings.csv``, ``head.json``,
+    ``consistency.json``), ``rounds/planted.csv`` (what each submission planted, researchers only)
+    and ``rounds/earnings.csv`` (the result's table).
+
+    Each round is four steps on the step engine (:func:`round_steps`; record, train, attribute,
+    pay), so a run stopped anywhere finishes when called again with the same arguments, each
+    entry recorded once, and a finished run is read back; more ``rounds`` with the same other
+    arguments grow a finished run further. ``on_round`` runs when a round's pay step computes
+    (again, if that step was stopped before its manifest).
 
     Raises:
         ParameterError: a parameter of the wrong type or out of range, or a pool too small for
             the plan; nothing is written.
-        DatanetError: ``directory`` already holds a ledger or a rounds run; nothing is changed.
+        DatanetError: ``directory`` holds another kind of run (a ledger without a rounds run);
+            :class:`~datanet_lab.pipeline.manifest.ManifestError` when it holds rounds grown with
+            other arguments. Nothing is changed.
     """
     started = time.perf_counter()
     _check(rounds, seed, model, epochs, batch_rows, noise_rate, poison_rate, reward_pool, attribution_method,
@@ -193,26 +211,43 @@ def run_rounds(directory: str | Path, rounds: int = 4, seed: int = 0, dataset: s
     if rows_needed(rounds, batch_rows) > len(pool):
         raise ParameterError(f"rounds={rounds}, batch_rows={batch_rows}: the plan draws {rows_needed(rounds, batch_rows)} "
                              f"rows but dataset {dataset!r} leaves {len(pool)} for contributors")
-    run = Run(Path(directory), {"seed": seed, "signing_keys": signing_keys})
-    for taken in (run.ledger_path, run.directory / "rounds"):
-        if taken.exists():
-            raise DatanetError(f"{taken} exists: {run.directory} already holds a run; use a fresh directory")
+    params = {"dataset": dataset, "label_column": label_column, "seed": seed, "model": model, "epochs": epochs,
+              "batch_rows": batch_rows, "noise_rate": noise_rate, "poison_rate": poison_rate, "reward_pool": reward_pool,
+              "attribution_method": attribution_method, "reputation": reputation, "signing_keys": signing_keys}
+    run = Run(Path(directory), params)
+    if run.ledger_path.exists() and not manifest.manifest_path(run.directory, round_steps(1)[0]).is_file():
+        raise DatanetError(f"{run.ledger_path} exists without a rounds run: {run.directory} holds another run; "
+                           f"use a fresh directory")
     run.directory.mkdir(parents=True, exist_ok=True)
     batches, planted = plan_submissions(table, pool, rounds, batch_rows, noise_rate, poison_rate, seed)
-    grower = _Grower(run, table, test, TrainConfig(model=model, epochs=epochs, seed=seed), attribution_method, seed)
-    rows, heads, checks, cumulative = [], [], [], {}
-    for r, submissions in enumerate(batches, start=1):
-        round_rows = grower.grow(r, submissions, reward_pool, reputation, on_round)
-        for row in round_rows:
-            cumulative[row["contributor"]] = cumulative.get(row["contributor"], 0) + row["payout"]
-            row["cumulative"] = cumulative[row["contributor"]]
-        rows += round_rows
-        heads.append(grower.save_head(r, heads[-1] if heads else None, checks))
-    earnings = pd.DataFrame(rows, columns=EARNINGS_COLUMNS)
+    grower = _Grower(run, table, test, TrainConfig(model=model, epochs=epochs, seed=seed), on_round)
+    grown = [grower.grow(r, submissions) for r, submissions in enumerate(batches, start=1)]
+    earnings = pd.concat([g.earnings for g in grown], ignore_index=True)
+    earnings["cumulative"] = earnings.groupby("contributor")["payout"].cumsum()
     planted.to_csv(run.path("rounds", "planted.csv"), index=False)
-    earnings.to_csv(run.path("rounds", "earnings.csv"), index=False)
-    return RoundsResult(run.directory, earnings, tuple(grower.versions), tuple(heads), tuple(checks), reputation,
+    earnings[EARNINGS_COLUMNS].to_csv(run.path("rounds", "earnings.csv"), index=False)
+    return RoundsResult(run.directory, earnings[EARNINGS_COLUMNS], tuple(grower.versions), tuple(g.head for g in grown),
+                        tuple(g.consistency for g in grown if g.consistency is not None), reputation,
                         time.perf_counter() - started)
+
+
+ROUND_PARAMS = ("dataset", "label_column", "seed", "model", "epochs", "batch_rows", "noise_rate", "poison_rate",
+                "reward_pool", "attribution_method", "reputation")
+"""The parameters a round's steps depend on (not ``rounds``: round ``r`` is the same in a longer run)."""
+
+
+def round_steps(r: int) -> tuple[manifest.Step, manifest.Step, manifest.Step, manifest.Step]:
+    """Round ``r``'s steps, in order: record (the version's ``dataset/`` and its ledger batch),
+    train, attribute and pay (its earnings, its signed head and, after round 1, the consistency
+    proof from the previous round's head). Round ``r``'s record step reads round ``r - 1``'s pay."""
+    folder = f"rounds/round-{r}"
+    record = manifest.Step(f"round-{r}-record", ROUND_PARAMS, (f"round-{r - 1}-pay",) if r > 1 else (),
+                           (f"{folder}/dataset",))
+    train = manifest.Step(f"round-{r}-train", ROUND_PARAMS, (record.name,), (f"{folder}/checkpoints", f"{folder}/history.csv"))
+    attribute = manifest.Step(f"round-{r}-attribute", ROUND_PARAMS, (record.name, train.name), (f"{folder}/attribution",))
+    pay = manifest.Step(f"round-{r}-pay", ROUND_PARAMS, (record.name, train.name, attribute.name),
+                        (f"{folder}/earnings.csv", f"{folder}/head.json", *([f"{folder}/consistency.json"] if r > 1 else [])))
+    return record, train, attribute, pay
 
 
 def _check(rounds: int, seed: int, model: str, epochs: int, batch_rows: int, noise_rate: float, poison_rate: float,
@@ -281,12 +316,33 @@ def plan_submissions(table: Table, pool: np.ndarray, rounds: int, batch_rows: in
     return batches, pd.concat(truth, ignore_index=True)[["round", "role", *GROUND_TRUTH_COLUMNS]]
 
 
+@dataclass(frozen=True)
+class Grown:
+    """What round ``r`` left: its earnings rows (without ``cumulative``), its signed head and the
+    checked consistency proof from the previous round's head (``None`` in round 1)."""
+
+    earnings: pd.DataFrame
+    head: dict[str, Any]
+    consistency: proofs.ProofCheck | None
+
+
+@dataclass(frozen=True)
+class _Epoch:
+    """A round's payout epoch as planned: its ledger records and the earnings rows it pays."""
+
+    records: list[Record]
+    rows: list[dict[str, Any]]
+
+
 class _Grower:
     """The state carried from round to round: every submission and decision so far, the rows
-    live in the current version, the versions, and each contributor's reputation history."""
+    live in the current version, the versions, and each contributor's reputation history. Each
+    round's state is recomputed from the plan (cheap and deterministic); what a round's steps
+    computed is read back when their manifests match."""
 
-    def __init__(self, run: Run, table: Table, test: np.ndarray, config: TrainConfig, method: str, seed: int) -> None:
-        self.run, self.table, self.config, self.method, self.seed = run, table, config, method, seed
+    def __init__(self, run: Run, table: Table, test: np.ndarray, config: TrainConfig,
+                 on_round: Callable[[RoundState], None] | None) -> None:
+        self.run, self.table, self.config, self.on_round = run, table, config, on_round
         self.schema = Schema(n_features=len(table.feature_names), label_set=table.label_set)
         self.class_index = {label: i for i, label in enumerate(table.label_set)}
         self.test_x = table.features[test].astype(np.float32)
@@ -297,9 +353,8 @@ class _Grower:
         self.versions: list[str] = []
         self.histories: dict[str, list[RoundRecord]] = {}
 
-    def grow(self, r: int, submissions: list[Submission], reward_pool: int, reputation: bool,
-             on_round: Callable[[RoundState], None] | None) -> list[dict[str, Any]]:
-        """Round ``r`` (module docstring); its earnings rows, without ``cumulative``."""
+    def grow(self, r: int, submissions: list[Submission]) -> Grown:
+        """Round ``r`` (module docstring), its four steps run or read back by the step engine."""
         joined = tuple(m.contributor for m in CAST if m.joins <= r)
         decisions = validate(self.submissions + submissions, self.schema)[len(self.submissions):]
         self.submissions += submissions
@@ -310,18 +365,39 @@ class _Grower:
             del self.live[sample_id]
         self.live.update({s.sample_id: (s, d, r) for s, d in zip(submissions, decisions) if d.accepted})
         dn = self._datanet(joined)
-        self._record(r, joined, decisions, dn, superseded)
-        trained = train(dn, self.config, self.folder(r) / "checkpoints")
-        dn.save(self.folder(r) / "dataset")
-        self._record_training(r, dn, trained)
-        sample_credit, credit = self._attribute(r, dn, trained)
-        if on_round is not None:
-            on_round(RoundState(r, self.run, dn, trained, credit))
-        return self._pay(r, joined, decisions, superseded, sample_credit, credit, reward_pool, reputation)
-
-    def folder(self, r: int) -> Path:
-        """Round ``r``'s folder, ``rounds/round-<r>/``."""
-        return self.run.directory / "rounds" / f"round-{r}"
+        counts = _counts(decisions, joined)
+        steps = round_steps(r)
+        folder = self.run.directory / "rounds" / f"round-{r}"
+        staged = lambda staging: staging / "rounds" / f"round-{r}"  # noqa: E731
+        since = lambda run: _epoch_closed_at(run, r - 1)  # noqa: E731
+        parent = self.versions[-1] if self.versions else None
+        record = Procedure(steps[0], lambda run, staging: dn.save(staged(staging) / "dataset"),
+                           lambda run: Datanet.load(folder / "dataset"),
+                           records=lambda run, _: _version_records(r, joined, decisions, dn, superseded, parent),
+                           roles=lambda run, _: _roles(r), since=since)
+        train_ = Procedure(steps[1], lambda run, staging: self._train(dn, staged(staging)),
+                           lambda run: trained_from(folder, self.config.model, dn),
+                           records=lambda run, trained: [training_record(dn.version, self.config, trained, round=r)],
+                           since=since, requires=(record,))
+        dn = run_step(self.run, record)
+        trained = run_step(self.run, train_)
+        attribute = Procedure(steps[2], lambda run, staging: self._attribute(r, dn, trained, staged(staging)),
+                              lambda run: read_scores(Run(folder, run.params)),
+                              records=lambda run, payload: [("attribution_run", ATTRIBUTOR, payload)],
+                              since=since, requires=(train_,))
+        _, samples, credit = run_step(self.run, attribute)
+        influence, magnitude = batch_credit(samples, r, joined)
+        pay = Procedure(steps[3], lambda run, staging: self._plan(r, joined, counts, superseded, dn, trained, samples, credit),
+                        lambda run: self._read_round(r, folder),
+                        records=lambda run, epoch: epoch.records, since=since, requires=(attribute,),
+                        from_ledger=lambda run, staging, epoch: self._write_round(r, staged(staging), epoch))
+        grown = run_step(self.run, pay)
+        slashed = grown.earnings.set_index("contributor")["slashed"]
+        for c in joined:
+            self.histories.setdefault(c, []).append(RoundRecord(int(counts.at[c, "accepted"]), int(counts.at[c, "rejected"]),
+                                                                int(slashed[c]), float(influence[c]), float(magnitude[c])))
+        self.versions.append(dn.version)
+        return grown
 
     def _datanet(self, joined: tuple[str, ...]) -> Datanet:
         """The version of the rows live now (accepted and not superseded), in submission order."""
@@ -337,105 +413,131 @@ class _Grower:
             test_x=self.test_x, test_y=self.test_y,
         )
 
-    def _record(self, r: int, joined: tuple[str, ...], decisions: list[Decision], dn: Datanet, superseded: list[str]) -> None:
-        """One batch: joiners' stakes, the round's contributions and decisions, the version."""
-        joiners = [m.contributor for m in CAST if m.joins == r]
-        records = [("stake", c, {"contributor": c, "amount": STAKE_UNITS}) for c in joiners]
-        records += [("contribution", d.contributor, {"sample_id": d.sample_id, "content_hash": d.content_hash,
-                                                     "datanet": dn.name, "round": r}) for d in decisions]
-        records += [("validation", VALIDATOR, {"sample_id": d.sample_id, "accepted": d.accepted, "reason": d.reason})
-                    for d in decisions]
-        records.append(("dataset_version", CURATOR, {
-            "version": dn.version, "parent": self.versions[-1] if self.versions else None, "round": r,
-            "datanet": dn.name, "accepted": len(dn.train_ids), "rejected": sum(not d.accepted for d in decisions),
-            "contributors": len(joined), "test_samples": len(dn.test_y), "superseded": superseded}))
-        roles = {VALIDATOR: "validator", CURATOR: "curator", TRAINER: "trainer", ATTRIBUTOR: "attributor",
-                 PAYOUT_AUTHORITY: "payout-authority"} if r == 1 else {}
-        with self.run.ledger() as book:
-            for actor, role in {**roles, **{c: "contributor" for c in joiners}}.items():
-                book.register(actor, role)
-            book.append_many(records)
-        self.versions.append(dn.version)
+    def _train(self, dn: Datanet, staging: Path) -> TrainResult:
+        trained = train(dn, self.config, staging / "checkpoints")
+        trained.history.to_csv(staging / "history.csv", index=False)
+        return trained
 
-    def _record_training(self, r: int, dn: Datanet, trained: TrainResult) -> None:
-        last = trained.history.iloc[-1]
-        payload = {"dataset_version": dn.version, "round": r, "config": self.config.to_dict(),
-                   "checkpoints": [{"file": p.name, "sha256": file_sha256(p)} for p in trained.checkpoints],
-                   "metrics": {"test_accuracy": float(last["test_accuracy"]), "test_loss": float(last["test_loss"])}}
-        with self.run.ledger() as book:
-            book.append("training_run", TRAINER, payload)
-
-    def _attribute(self, r: int, dn: Datanet, trained: TrainResult) -> tuple[pd.DataFrame, pd.Series]:
-        """Scores ``(n_live, n_test)``, the roll-up (per-sample ``shared_credit`` with its ``round``
-        of submission; contributor credit), and the ``attribution_run`` entry with each
-        contributor's new batch's influence and magnitude."""
-        task = attribution.AttributionTask(trained.model, torch.from_numpy(dn.train_x), torch.from_numpy(dn.train_y),
-                                           trained.checkpoints, load_checkpoint)
-        scores = attribution.make_attributor(self.method, self.seed).fit(task).scores(
+    def _attribute(self, r: int, dn: Datanet, trained: TrainResult, staging: Path) -> dict[str, Any]:
+        """Scores ``(n_live, n_test)`` and their roll-up (per-sample ``shared_credit`` with the
+        ``round`` of submission) under ``staging/attribution/``; the ``attribution_run`` payload,
+        with each contributor's new batch's influence and magnitude."""
+        method = self.run.params["attribution_method"]
+        scores = attribution.make_attributor(method, self.run.params["seed"]).fit(training_task(dn, trained)).scores(
             torch.from_numpy(dn.test_x), torch.from_numpy(dn.test_y))
         rollup = roll_up(dn, scores, trained.model, submission_order(self.run, dn))
-        samples = rollup.sample_credit.assign(round=[self.live[s][2] for s in dn.train_ids])
-        influence, magnitude = batch_credit(samples, r, dn.contributors)
-        payload = run_payload(self.method, dn.version, trained.checkpoints, scores, rollup) | {
+        rollup.sample_credit["round"] = [self.live[s][2] for s in dn.train_ids]
+        write_scores(Run(staging, self.run.params), scores, rollup)
+        influence, magnitude = batch_credit(rollup.sample_credit, r, dn.contributors)
+        return run_payload(method, dn.version, trained.checkpoints, scores, rollup) | {
             "round": r, "batch_influence": influence.to_dict(), "batch_magnitude": magnitude.to_dict()}
-        with self.run.ledger() as book:
-            book.append("attribution_run", ATTRIBUTOR, payload)
-        return samples, rollup.contributor_credit
 
-    def _pay(self, r: int, joined: tuple[str, ...], decisions: list[Decision], superseded: list[str],
-             samples: pd.DataFrame, credit: pd.Series, reward_pool: int, reputation: bool) -> list[dict[str, Any]]:
-        """Epoch ``r``: slashes against what is left at stake, reputation histories extended by
-        the round, the split (weighted with ``reputation``), recorded in one batch."""
-        counts = pd.DataFrame([(d.contributor, d.accepted) for d in decisions], columns=["contributor", "accepted"])
-        accepted = counts.groupby("contributor")["accepted"].sum().reindex(joined, fill_value=0).astype(int)
-        submitted = counts.groupby("contributor").size().reindex(joined, fill_value=0).astype(int)
-        rejected = submitted - accepted
+    def _plan(self, r: int, joined: tuple[str, ...], counts: pd.DataFrame, superseded: list[str], dn: Datanet,
+              trained: TrainResult, samples: pd.DataFrame, credit: pd.Series) -> _Epoch:
+        """Epoch ``r`` (after ``on_round``): slashes against what is left at stake, the split
+        (weighted by reputation through round ``r`` when the run uses it), as ledger records and
+        earnings rows."""
+        if self.on_round is not None:
+            self.on_round(RoundState(r, self.run, dn, trained, credit))
         magnitude = samples["shared_credit"].abs().groupby(samples["contributor"]).sum().reindex(joined, fill_value=0.0)
         influence, batch_magnitude = batch_credit(samples, r, joined)
-        with self.run.ledger() as book:
-            at_stake = dict.fromkeys(joined, 0)
-            for entry in book.entries("stake"):
-                at_stake[entry.payload["contributor"]] += entry.payload["amount"]
-            for entry in book.entries("slash"):
-                at_stake[entry.payload["contributor"]] -= entry.payload["amount"]
-            plan = ledger.plan_epoch(r, reward_pool, credit.to_dict(), magnitude.to_dict(), at_stake,
-                                     submitted.to_dict(), rejected.to_dict())
-            slashed = dict.fromkeys(joined, 0)
-            for slash in plan.slashes:
-                slashed[slash.contributor] += slash.amount
-            weights = {}
-            for c in joined:
-                self.histories.setdefault(c, []).append(RoundRecord(int(accepted[c]), int(rejected[c]), slashed[c],
-                                                                    float(influence[c]), float(batch_magnitude[c])))
-                weights[c] = reputation_weight(self.histories[c])
-            if reputation:
-                plan = reputation_plan(plan, credit.to_dict(), weights)
-            rule = REPUTATION_RULE if reputation else ledger.epochs.RULE
-            book.append_many(ledger.epoch_records(plan, PAYOUT_AUTHORITY, rule, dataset_version=self.versions[-1]))
+        with ledger.Ledger(self.run.ledger_path) as book:  # read only
+            at_stake = dict.fromkeys(joined, 0) | stakes_left(book, r)
+        submitted = counts["accepted"] + counts["rejected"]
+        plan = ledger.plan_epoch(r, self.run.params["reward_pool"], credit.to_dict(), magnitude.to_dict(), at_stake,
+                                 submitted.to_dict(), counts["rejected"].to_dict())
+        slashed = dict.fromkeys(joined, 0)
+        for slash in plan.slashes:
+            slashed[slash.contributor] += slash.amount
+        weights = {c: reputation_weight([*self.histories.get(c, []), RoundRecord(
+            int(counts.at[c, "accepted"]), int(counts.at[c, "rejected"]), slashed[c], float(influence[c]),
+            float(batch_magnitude[c]))]) for c in joined}
+        reputation = self.run.params["reputation"]
+        if reputation:
+            plan = reputation_plan(plan, credit.to_dict(), weights)
+        rule = REPUTATION_RULE if reputation else ledger.epochs.RULE
+        records = ledger.epoch_records(plan, PAYOUT_AUTHORITY, rule, dataset_version=dn.version)
         live = pd.Series([s.contributor for s, _, _ in self.live.values()]).value_counts()
         gone = pd.Series([s.split("-")[1] for s in superseded], dtype=object).value_counts()
-        return [{"round": r, "contributor": c, "role": _role(c), "behaviour": behaviour(_role(c), r),
-                 "accepted": int(accepted[c]), "rejected": int(rejected[c]), "live_rows": int(live.get(c, 0)),
-                 "superseded": int(gone.get(c, 0)), "credit": float(credit[c]), "batch_influence": float(influence[c]),
-                 "weight": weights[c], "slashed": slashed[c], "payout": plan.split.payouts[c]} for c in joined]
+        return _Epoch(records, [{"round": r, "contributor": c, "role": _role(c), "behaviour": behaviour(_role(c), r),
+                                 "accepted": int(counts.at[c, "accepted"]), "rejected": int(counts.at[c, "rejected"]),
+                                 "live_rows": int(live.get(c, 0)), "superseded": int(gone.get(c, 0)), "credit": float(credit[c]),
+                                 "batch_influence": float(influence[c]), "weight": weights[c]} for c in joined])
 
-    def save_head(self, r: int, previous: dict[str, Any] | None, checks: list[proofs.ProofCheck]) -> dict[str, Any]:
-        """Save round ``r``'s signed head and, after round 1, the consistency proof from
-        ``previous`` (checked with the log key pinned; the check joins ``checks``)."""
-        folder = self.folder(r)
-        folder.mkdir(parents=True, exist_ok=True)
+    def _write_round(self, r: int, staging: Path, epoch: _Epoch) -> None:
+        """Round ``r``'s ``earnings.csv`` (units slashed and paid as the ledger's epoch ``r``
+        records them), its signed ``head.json`` and, after round 1, ``consistency.json``."""
         with ledger.Ledger(self.run.ledger_path) as book:  # read only
+            recorded = epoch_entries(book, r)
             head = proofs.head_document(book)
+            previous = self._read_head(r - 1) if r > 1 else None
             document = proofs.consistency_document(book, previous["size"]) if previous else None
-        (folder / "head.json").write_text(json.dumps(head, indent=2) + "\n")
+        rows = pd.DataFrame(epoch.rows)
+        slashed = pd.Series(0, index=rows["contributor"])
+        for e in (e for e in recorded if e.kind == "slash"):
+            slashed[e.payload["contributor"]] += e.payload["amount"]
+        paid = {e.payload["contributor"]: e.payload["amount"] for e in recorded if e.kind == "payout"}
+        rows["slashed"] = slashed.to_numpy()
+        rows["payout"] = [paid.get(c, 0) for c in rows["contributor"]]
+        staging.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(staging / "earnings.csv", index=False)
+        (staging / "head.json").write_text(json.dumps(head, indent=2) + "\n")
         if document is not None:
-            (folder / "consistency.json").write_text(json.dumps(document, indent=2) + "\n")
-            check = proofs.check_document(document, log_key=previous["log_public_key"])
+            (staging / "consistency.json").write_text(json.dumps(document, indent=2) + "\n")
+
+    def _read_head(self, r: int) -> dict[str, Any]:
+        return json.loads((self.run.directory / "rounds" / f"round-{r}" / "head.json").read_text())
+
+    def _read_round(self, r: int, folder: Path) -> Grown:
+        """Round ``r``'s pay step outputs, its consistency proof checked against the previous
+        round's head (the log key pinned).
+
+        Raises:
+            ledger.LedgerIntegrityError: round ``r``'s head does not extend round ``r - 1``'s.
+        """
+        earnings = pd.read_csv(folder / "earnings.csv", keep_default_na=False)
+        check = None
+        if r > 1:
+            previous = self._read_head(r - 1)
+            check = proofs.check_document(json.loads((folder / "consistency.json").read_text()),
+                                          log_key=previous["log_public_key"])
             if not check.ok:
                 raise ledger.LedgerIntegrityError(f"{self.run.ledger_path}: round {r}'s head does not extend round "
                                                   f"{r - 1}'s: {check}")
-            checks.append(check)
-        return head
+        return Grown(earnings, json.loads((folder / "head.json").read_text()), check)
+
+
+def _counts(decisions: list[Decision], joined: tuple[str, ...]) -> pd.DataFrame:
+    """``accepted`` and ``rejected`` submissions of the round per joined contributor."""
+    frame = pd.DataFrame([(d.contributor, d.accepted) for d in decisions], columns=["contributor", "accepted"])
+    accepted = frame.groupby("contributor")["accepted"].sum().reindex(joined, fill_value=0).astype(int)
+    submitted = frame.groupby("contributor").size().reindex(joined, fill_value=0).astype(int)
+    return pd.DataFrame({"accepted": accepted, "rejected": submitted - accepted})
+
+
+def _version_records(r: int, joined: tuple[str, ...], decisions: list[Decision], dn: Datanet, superseded: list[str],
+                     parent: str | None) -> list[Record]:
+    """Round ``r``'s batch: joiners' stakes, the round's contributions and decisions, the version."""
+    joiners = [m.contributor for m in CAST if m.joins == r]
+    return [*stake_records(joiners), *submission_records(decisions, dn.name, round=r), ("dataset_version", CURATOR, {
+        "version": dn.version, "parent": parent, "round": r, "datanet": dn.name, "accepted": len(dn.train_ids),
+        "rejected": sum(not d.accepted for d in decisions), "contributors": len(joined), "test_samples": len(dn.test_y),
+        "superseded": superseded})]
+
+
+def _roles(r: int) -> dict[str, str]:
+    """The actors round ``r`` registers: the operators in round 1, and the contributors joining."""
+    operators = {VALIDATOR: "validator", CURATOR: "curator", TRAINER: "trainer", ATTRIBUTOR: "attributor",
+                 PAYOUT_AUTHORITY: "payout-authority"} if r == 1 else {}
+    return operators | {m.contributor: "contributor" for m in CAST if m.joins == r}
+
+
+def _epoch_closed_at(run: Run, epoch: int) -> int:
+    """The ledger sequence number of payout ``epoch``'s closing entry (0 for epoch 0: none)."""
+    if epoch == 0:
+        return 0
+    with ledger.Ledger(run.ledger_path) as book:  # read only
+        return next(e.seq for e in book.entries("payout_epoch") if e.payload["epoch"] == epoch)
 
 
 def batch_credit(samples: pd.DataFrame, r: int, contributors: tuple[str, ...]) -> tuple[pd.Series, pd.Series]:

@@ -14,7 +14,8 @@ import ledger
 from datanet_lab import pipeline
 from datanet_lab.pipeline import engine, generation, manifest, text
 
-WINE = dict(dataset="wine", n_contributors=3, scenario="honest:3", epochs=1, signing_keys="seeded")
+WINE = dict(dataset="wine", n_contributors=3, scenario="honest:2,duplicate:1", epochs=1, signing_keys="seeded")
+"""A run whose pay slashes a stake (the duplicate's rejected rows), so a resumed pay must plan from the stakes before its epoch."""
 STEPS = {"build": pipeline.build, "train": pipeline.train_model, "attribute": pipeline.attribute, "pay": pipeline.pay}
 """Each step by name, in order, with the function that runs it."""
 
@@ -28,6 +29,8 @@ def stages(tmp_path_factory) -> dict[str, Path]:
     for name, after in zip(STEPS, names[1:]):
         shutil.copytree(base / name, base / after)
         STEPS[name](pipeline.open_run(str(base / after), **WINE))
+    with ledger.Ledger(base / "done" / "ledger.sqlite") as book:
+        assert any(e.payload["amount"] > 0 for e in book.entries("slash"))
     return {name: base / name for name in names}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 from collections import Counter
 from fractions import Fraction
 
@@ -19,6 +20,8 @@ import pytest
 import ledger
 from datanet import Datanet, DatanetError
 from datanet_lab.params import ParameterError
+from datanet_lab.pipeline import engine, manifest
+from datanet_lab.pipeline.manifest import ManifestError
 from datanet_lab.rounds import CAST, TURN_ROUND, RoundState, reputation_effect, run_rounds
 from datanet_lab.rounds_figures import cumulative_earnings
 from ledger import proofs
@@ -212,17 +215,78 @@ def test_bad_parameters_are_refused_by_name_and_write_nothing(tmp_path, change, 
     assert not (tmp_path / "run").exists()
 
 
-def test_a_directory_that_holds_a_run_is_refused_unchanged(runs):
+def test_a_finished_run_is_read_back_and_other_arguments_are_refused_unchanged(runs):
     result = runs[0][True]
     before = result.ledger_path.read_bytes()
-    with pytest.raises(DatanetError, match="fresh directory"):
-        run_rounds(result.directory, **SMALL)
+    again = run_rounds(result.directory, **SMALL)  # every round's manifests match: nothing is recomputed
+    pd.testing.assert_frame_equal(again.earnings, result.earnings)
+    assert again.heads == result.heads and result.ledger_path.read_bytes() == before
+    with pytest.raises(ManifestError, match=r"round-1-record: .* was made with reward_pool=100000, this run asks for "
+                                            r"reward_pool=100001; use a fresh run directory"):
+        run_rounds(result.directory, **(SMALL | {"reward_pool": SMALL["reward_pool"] + 1}))
     assert result.ledger_path.read_bytes() == before
     other = dataclasses.replace(runs[0][False], versions=runs[0][False].versions[:-1])
     with pytest.raises(ValueError, match="different Datanet"):
         reputation_effect(result, other)
     with pytest.raises(ValueError, match="reputation"):
         reputation_effect(runs[0][False], result)
+
+
+def test_a_directory_that_holds_another_kind_of_run_is_refused_unchanged(tmp_path):
+    from datanet_lab import pipeline
+
+    run = pipeline.open_run(str(tmp_path), dataset="wine", n_contributors=3, scenario="honest:3", epochs=1)
+    pipeline.build(run)
+    before = run.ledger_path.read_bytes()
+    with pytest.raises(DatanetError, match="holds another run; use a fresh directory"):
+        run_rounds(tmp_path, **SMALL)
+    assert run.ledger_path.read_bytes() == before and not (tmp_path / "rounds").exists()
+
+
+def _stop_at_call(function, call: int, after: bool):
+    """``function``, stopped (KeyboardInterrupt) at its ``call``-th call, before or ``after`` it runs."""
+    calls = []
+
+    def stopped(*args, **kwargs):
+        calls.append(None)
+        if len(calls) == call and not after:
+            raise KeyboardInterrupt("stopped")
+        out = function(*args, **kwargs)
+        if len(calls) == call:
+            raise KeyboardInterrupt("stopped")
+        return out
+    return stopped
+
+
+ROUND_STOPS = {  # each round is four steps (record, train, attribute, pay); call n is step n of the run
+    "after round 1's epoch is recorded": (engine, "append_once", 4, True),
+    "after round 2's training record": (engine, "append_once", 6, True),
+    "before round 2's attribution manifest": (manifest, "write", 7, False),
+    "after round 3's first pay output is in place": (engine, "move_into_place", 18, True),  # 6 + 7 + 5 moves
+}
+
+
+@pytest.mark.parametrize("where", ROUND_STOPS)
+def test_a_run_stopped_anywhere_finishes_when_called_again_as_if_never_stopped(runs, tmp_path, monkeypatch, where):
+    module, name, call, after = ROUND_STOPS[where]
+    with monkeypatch.context() as patched:
+        patched.setattr(module, name, _stop_at_call(getattr(module, name), call, after))
+        with pytest.raises(KeyboardInterrupt):
+            run_rounds(tmp_path, **SMALL)
+    finished = run_rounds(tmp_path, **SMALL)
+    whole = runs[0][True]
+    pd.testing.assert_frame_equal(finished.earnings, whole.earnings)
+    assert [(e.kind, e.actor, e.payload) for e in _entries(finished, None)] == \
+           [(e.kind, e.actor, e.payload) for e in _entries(whole, None)]  # every entry once
+    assert ledger.verify(finished.ledger_path).ok and [h["size"] for h in finished.heads] == [h["size"] for h in whole.heads]
+
+
+def test_more_rounds_grow_a_finished_run_as_a_longer_run_grows(runs, tmp_path):
+    longer = run_rounds(tmp_path / "longer", **(SMALL | {"rounds": ROUNDS + 1}))
+    shutil.copytree(runs[0][True].directory, tmp_path / "grown")
+    grown = run_rounds(tmp_path / "grown", **(SMALL | {"rounds": ROUNDS + 1}))
+    pd.testing.assert_frame_equal(grown.earnings, longer.earnings)
+    assert [(e.kind, e.payload) for e in _entries(grown, None)] == [(e.kind, e.payload) for e in _entries(longer, None)]
 
 
 def test_batch_rows_shrink_to_what_a_small_dataset_leaves():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,17 +68,27 @@ def datanet_records(dn: Datanet | TextDatanet | LMDatanet, version_details: dict
     """The ledger records of a freshly built Datanet, in one batch: each contributor's stake, every
     contribution (its content hash) and validation decision (with its reason), then the
     ``dataset_version`` entry (counts plus ``version_details``)."""
-    decisions = dn.decisions
-    records = [("contribution", d.contributor, {"sample_id": d.sample_id, "content_hash": d.content_hash, "datanet": dn.name})
-               for d in decisions.itertuples()]
-    records += [("validation", VALIDATOR, {"sample_id": d.sample_id, "accepted": bool(d.accepted), "reason": d.reason})
-                for d in decisions.itertuples()]
     counts = submission_counts(dn)
-    records.append(("dataset_version", CURATOR, {
-        "version": dn.version, "datanet": dn.name, "accepted": int(counts["accepted"].sum()),
-        "rejected": int(counts["rejected"].sum()), "contributors": len(dn.contributors), **version_details}))
-    stakes = [("stake", c, {"contributor": c, "amount": STAKE_UNITS}) for c in dn.contributors]
-    return stakes + records
+    version = {"version": dn.version, "datanet": dn.name, "accepted": int(counts["accepted"].sum()),
+               "rejected": int(counts["rejected"].sum()), "contributors": len(dn.contributors), **version_details}
+    return [*stake_records(dn.contributors), *submission_records(dn.decisions.itertuples(), dn.name),
+            ("dataset_version", CURATOR, version)]
+
+
+def stake_records(contributors: Iterable[str]) -> list[Record]:
+    """Each contributor's stake of :data:`~datanet_lab.params.STAKE_UNITS` units."""
+    return [("stake", c, {"contributor": c, "amount": STAKE_UNITS}) for c in contributors]
+
+
+def submission_records(decisions: Iterable[Any], datanet_name: str, **context: Any) -> list[Record]:
+    """Every contribution (its content hash, signed by its contributor) then every validation
+    decision (with its reason) of ``decisions`` (objects with ``sample_id``, ``contributor``,
+    ``content_hash``, ``accepted``, ``reason``); ``context`` (e.g. the round) joins each contribution."""
+    decisions = list(decisions)
+    records = [("contribution", d.contributor, {"sample_id": d.sample_id, "content_hash": d.content_hash,
+                                                "datanet": datanet_name, **context}) for d in decisions]
+    return records + [("validation", VALIDATOR, {"sample_id": d.sample_id, "accepted": bool(d.accepted), "reason": d.reason})
+                      for d in decisions]
 
 
 def datanet_roles(dn: Datanet | TextDatanet | LMDatanet) -> dict[str, str]:

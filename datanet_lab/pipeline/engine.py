@@ -54,6 +54,10 @@ def _no_roles(run: Run, computed: Any) -> dict[str, str]:
     return {}
 
 
+def _from_the_start(run: Run) -> int:
+    return 0
+
+
 @dataclass(frozen=True)
 class Procedure(Generic[Computed, Result]):
     """A step as :func:`run_step` runs it, after the steps it ``requires`` (its inputs).
@@ -63,7 +67,9 @@ class Procedure(Generic[Computed, Result]):
     ``(kind, actor, payload)``; ``roles(run, computed)`` names the actors (actor: role) to register
     before they are appended; ``from_ledger(run, staging_dir, computed)``, when given, writes the
     outputs that are read back from the ledger once the records are in it; ``load(run)`` reads
-    the finished outputs from the run directory."""
+    the finished outputs from the run directory. ``since(run)`` is the ledger sequence number
+    after which the step's records go (0: the step alone writes its kinds; a step run once per
+    round starts after the previous round's entries)."""
 
     step: manifest.Step
     compute: Callable[[Run, Path], Computed]
@@ -72,6 +78,7 @@ class Procedure(Generic[Computed, Result]):
     roles: Callable[[Run, Computed], dict[str, str]] = _no_roles
     requires: tuple[Procedure[Any, Any], ...] = ()
     from_ledger: Callable[[Run, Path, Computed], None] | None = None
+    since: Callable[[Run], int] = _from_the_start
 
 
 _LOADED: OrderedDict[tuple[str, str], tuple[tuple[Any, ...], Any]] = OrderedDict()
@@ -138,7 +145,8 @@ def fresh_staging(run: Run, step: manifest.Step) -> Path:
 
 def append_once(run: Run, procedure: Procedure[Computed, Any], computed: Computed) -> None:
     """Register the step's actors and append its records to the run's ledger in one batch, unless
-    the ledger's last entries of the records' kinds are these records already.
+    the ledger's last entries of the records' kinds (after ``procedure.since``) are these records
+    already.
 
     Raises:
         ManifestError: the ledger holds other entries of these kinds; nothing is appended.
@@ -147,8 +155,9 @@ def append_once(run: Run, procedure: Procedure[Computed, Any], computed: Compute
     if not records:
         return
     kinds = {kind for kind, _, _ in records}
+    since = procedure.since(run)
     with run.ledger() as book:
-        found = sorted((e for kind in kinds for e in book.entries(kind)), key=lambda e: e.seq)
+        found = sorted((e for kind in kinds for e in book.entries(kind) if e.seq > since), key=lambda e: e.seq)
         if not found:
             for actor, role in procedure.roles(run, computed).items():
                 book.register(actor, role)

@@ -80,7 +80,7 @@ def plan(run: Run, payable: Payable) -> Planned:
     credit, samples, counts = payable.credit, payable.sample_credit, payable.counts
     magnitude = samples["shared_credit"].abs().groupby(samples["contributor"]).sum()
     with ledger.Ledger(run.ledger_path) as book:  # read only
-        stakes = {e.payload["contributor"]: e.payload["amount"] for e in book.entries("stake")}
+        stakes = stakes_left(book, EPOCH)
     epoch = ledger.plan_epoch(EPOCH, run.params["reward_pool"], credit.to_dict(), magnitude.to_dict(), stakes,
                               (counts["accepted"] + counts["rejected"]).to_dict(), counts["rejected"].to_dict())
     return Planned(payable, stakes, ledger.epoch_records(epoch, PAYOUT_AUTHORITY, dataset_version=payable.dataset_version))
@@ -115,6 +115,18 @@ def payouts_table(planned: Planned, recorded: list[ledger.Entry]) -> pd.DataFram
 def read_payouts(run: Run) -> pd.DataFrame:
     """The payouts table a pay step wrote (``payouts.csv``)."""
     return pd.read_csv(run.directory / "payouts.csv", keep_default_na=False)
+
+
+def stakes_left(book: ledger.Ledger, epoch: int) -> dict[str, int]:
+    """Units each contributor has at stake when payout ``epoch`` opens: its stakes less the
+    slashes of the epochs before it (not of ``epoch`` itself, which a stopped pay may have recorded)."""
+    left: dict[str, int] = {}
+    for entry in book.entries("stake"):
+        left[entry.payload["contributor"]] = left.get(entry.payload["contributor"], 0) + entry.payload["amount"]
+    for entry in book.entries("slash"):
+        if entry.payload["epoch"] < epoch:
+            left[entry.payload["contributor"]] -= entry.payload["amount"]
+    return left
 
 
 def epoch_entries(book: ledger.Ledger, epoch: int) -> list[ledger.Entry]:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 
+from datanet import Datanet
 from datanet.models import build_model, load_checkpoint
 from datanet.training import TrainConfig, TrainResult, train
 from datanet_lab.pipeline import build_step, manifest
@@ -35,20 +37,30 @@ def _compute(run: Run, staging: Path) -> TrainResult:
 
 
 def _records(run: Run, result: TrainResult) -> list[Record]:
+    return [training_record(datanet(run).version, train_config(run), result)]
+
+
+def training_record(dataset_version: str, config: TrainConfig, result: TrainResult, **context: Any) -> Record:
+    """The ``training_run`` record of ``result``: the data version, the config, every checkpoint's
+    SHA-256 and the final test metrics (plus ``context``, e.g. the round)."""
     last = result.history.iloc[-1]
-    return [("training_run", TRAINER, {
-        "dataset_version": datanet(run).version,
-        "config": train_config(run).to_dict(),
+    return ("training_run", TRAINER, {
+        "dataset_version": dataset_version, **context,
+        "config": config.to_dict(),
         "checkpoints": [{"file": p.name, "sha256": file_sha256(p)} for p in result.checkpoints],
         "metrics": {"test_accuracy": float(last["test_accuracy"]), "test_loss": float(last["test_loss"])},
-    })]
+    })
 
 
 def _load(run: Run) -> TrainResult:
-    folder = run.directory / "training"
-    dn = datanet(run)
+    return trained_from(run.directory / "training", run.params["model"], datanet(run))
+
+
+def trained_from(folder: Path, model_name: str, dn: Datanet) -> TrainResult:
+    """A finished training of ``model_name`` on ``dn`` from ``folder`` (``history.csv``,
+    ``checkpoints/epoch_*.pt``): the model rebuilt from its last checkpoint, in eval mode."""
     checkpoints = sorted((folder / "checkpoints").glob("epoch_*.pt"))
-    model = build_model(run.params["model"], torch.from_numpy(dn.train_x), dn.n_classes)
+    model = build_model(model_name, torch.from_numpy(dn.train_x), dn.n_classes)
     load_checkpoint(model, checkpoints[-1])
     return TrainResult(model.eval(), checkpoints, pd.read_csv(folder / "history.csv"))
 
