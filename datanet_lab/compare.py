@@ -27,11 +27,13 @@ import attribution
 from attribution import groundtruth
 from datanet_lab import evaluation
 from datanet_lab.evaluation import REMOVAL_FRACTIONS
+from datanet_lab.pipeline.experiment import run_experiment
+from datanet_lab.pipeline.run import Run
 from datanet_lab.problem import Problem, retrainer, task
 from datanet_lab.profiling import measure
 
-__all__ = ["REMOVAL_FRACTIONS", "Comparison", "Problem", "cg_error", "compare", "default_methods", "retrainer", "task",
-           "write"]
+__all__ = ["REMOVAL_FRACTIONS", "Comparison", "Problem", "cg_error", "compare", "compare_in_run", "default_methods", "retrainer",
+           "task", "write"]
 
 
 def default_methods(seed: int, projection_dim: int) -> list[attribution.Attributor]:
@@ -106,6 +108,18 @@ def compare(p: Problem, methods: list[attribution.Attributor], directory: Path, 
         diagnostics["ceiling"] = ceiling
     lds = {name: evaluation.sample_lds(s, truth) for name, s in scores.items()}
     return Comparison(pd.DataFrame(rows), lds, curves, diagnostics, scores)
+
+
+def compare_in_run(run: Run, folder: str, p: Problem, n_subsets: int = 100, seed: int = 0, shapley: bool = True,
+                   projection_dim: int = 512) -> Comparison:
+    """:func:`compare` of :func:`default_methods` (``seed``, ``projection_dim``) on ``p``, as an
+    experiment step of ``run`` (:func:`~datanet_lab.pipeline.experiment.run_experiment`) keyed by
+    ``p``'s fingerprint (every array and number of the problem) and these arguments: read back
+    when asked again, computed beside it for other arguments; retrains cached in ``<run>/<folder>/``."""
+    params = {"problem": groundtruth.retrainer_fingerprint(p), "methods": "default_methods",
+              "projection_dim": projection_dim, "n_subsets": n_subsets, "seed": seed, "shapley": shapley}
+    return run_experiment(run, folder, params, (), lambda scratch: compare(
+        p, default_methods(seed, projection_dim), scratch, n_subsets=n_subsets, seed=seed, shapley=shapley), Comparison)
 
 
 def cg_error(p: Problem, directory: Path, n_test: int = 20) -> dict[str, float]:

@@ -37,6 +37,7 @@ from attribution.groundtruth import RetrainCache, loco
 from attribution.rollup import contributor_credit_per_test
 from datanet.convex import Outcome
 from datanet.models import lm
+from datanet_lab.pipeline.experiment import run_experiment
 from datanet_lab.pipeline.generation.build_step import build_generation
 from datanet_lab.pipeline.generation.generate_step import generate_texts, generation_id
 from datanet_lab.pipeline.generation.pay_step import span_attributor
@@ -44,6 +45,8 @@ from datanet_lab.pipeline.generation.train_step import TrainedGeneration, train_
 from datanet_lab.pipeline.run import Run
 
 GRADIENT_METHODS = ("tracin_fast", "grad_dot_fast")
+SPAN_PARAMS = ("gen_min_span", "gen_max_count")
+"""The run parameters span credit depends on beyond the steps the comparison reads."""
 """Registry names of the gradient comparators; shown as ``tracin`` and ``grad_dot``."""
 BOOTSTRAP = 2000
 
@@ -120,10 +123,20 @@ def bootstrap_interval(values: np.ndarray, seed: int, n: int = BOOTSTRAP) -> tup
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
-def compare_generation(run: Run, directory: Path, seeds: Sequence[int] = (0,), workers: int = 2,
-                       methods: Sequence[str] = GRADIENT_METHODS) -> GenerationComparison:
+def compare_generation(run: Run, seeds: Sequence[int] = (0,), workers: int = 2,
+                       methods: Sequence[str] = GRADIENT_METHODS, folder: str = "compare") -> GenerationComparison:
     """Span credit, the gradient ``methods`` and random credit against LOCO retraining over
-    ``seeds`` (module docstring); retrains run in ``workers`` processes, cached under ``directory``."""
+    ``seeds`` (module docstring); retrains run in ``workers`` processes, cached under
+    ``<run>/<folder>/``. An experiment step of the generation run
+    (:func:`~datanet_lab.pipeline.experiment.run_experiment`) keyed by these arguments and the
+    run's steps it reads (build, train, index, generate): read back when asked again."""
+    params = {"seeds": list(seeds), "methods": list(methods), "span": {name: run.params[name] for name in SPAN_PARAMS}}
+    return run_experiment(run, folder, params, ("build", "train", "index", "generate"),
+                          lambda scratch: _compare_generation(run, scratch, seeds, workers, methods), GenerationComparison)
+
+
+def _compare_generation(run: Run, directory: Path, seeds: Sequence[int], workers: int,
+                        methods: Sequence[str]) -> GenerationComparison:
     dn, trained, generations = build_generation(run), train_generation(run), generate_texts(run)
     doc_contributors = list(dn.train_contributors)
     contributors = sorted(set(doc_contributors))

@@ -27,6 +27,8 @@ from attribution import groundtruth
 from datanet.mlp_retrain import MLPRetrainer, mlp
 from datanet.models import load_checkpoint
 from datanet_lab import compare as method_comparison
+from datanet_lab.pipeline.experiment import run_experiment
+from datanet_lab.pipeline.run import Run
 from datanet_lab.problem import Problem
 
 MEMBER_SEED, MEMBER_MASK_SEED = 1000, 2000
@@ -109,3 +111,14 @@ def compare(p: Problem, directory: Path, n_subsets: int = 100, seed: int = 0, n_
                                        shapley=False)
     result.diagnostics["member_train_seconds"] = members.train_seconds
     return result
+
+
+def compare_in_run(run: Run, folder: str, p: Problem, n_subsets: int = 100, seed: int = 0, n_seeds: int = 3,
+                   n_models: int = 10) -> method_comparison.Comparison:
+    """:func:`compare` as an experiment step of ``run``
+    (:func:`~datanet_lab.pipeline.experiment.run_experiment`) keyed by ``p``'s fingerprint and
+    these arguments; models and retrains kept in ``<run>/<folder>/``."""
+    params = {"problem": groundtruth.retrainer_fingerprint(p), "methods": "default_methods", "n_subsets": n_subsets,
+              "seed": seed, "n_seeds": n_seeds, "n_models": n_models}
+    return run_experiment(run, folder, params, (), lambda scratch: compare(p, scratch, n_subsets, seed, n_seeds, n_models),
+                          method_comparison.Comparison)

@@ -34,6 +34,7 @@ from attribution import metrics
 from datanet.models import encoders
 from datanet_lab import compare
 from datanet_lab.pipeline import Run
+from datanet_lab.pipeline.experiment import run_experiment
 from datanet_lab.pipeline.text.attribute_step import training_task, triggered, triggered_limit
 from datanet_lab.pipeline.text.build_step import BuiltText, build_text
 from datanet_lab.pipeline.text.train_step import (FROZEN_L2, Encoded, TrainedText, encode_text, encode_texts,
@@ -72,14 +73,24 @@ def poisoned_rows(built: BuiltText) -> np.ndarray:
     return ((truth["behaviour"] == "backdoor") & truth["is_bad"].astype(bool)).to_numpy()
 
 
-def compare_text(run: Run, directory: Path, n_subsets: int, seeds: Sequence[int] = (0, 1), workers: int = 2,
+def compare_text(run: Run, n_subsets: int, seeds: Sequence[int] = (0, 1), workers: int = 2,
                  n_test: int = COMPARE_TEST, frozen_methods: Sequence[str] = FROZEN_METHODS,
-                 fine_tuned_methods: Sequence[str] = FINE_TUNED_METHODS) -> TextComparison:
+                 fine_tuned_methods: Sequence[str] = FINE_TUNED_METHODS, folder: str = "compare") -> TextComparison:
     """Judge ``frozen_methods`` on ``minilm_frozen`` (one retrain seed: a unique optimum) and
     ``fine_tuned_methods`` on ``minilm`` (retrains averaged over ``seeds``) on the first
     ``n_test`` test texts, against ``n_subsets`` random halves of the samples and of the
-    contributors, and run the backdoor forensics on the fine-tuned model. Retrains are cached
-    under ``directory``."""
+    contributors, and run the backdoor forensics on the fine-tuned model. An experiment step of
+    the text run (:func:`~datanet_lab.pipeline.experiment.run_experiment`) keyed by these
+    arguments and the run's build, encode and train steps: read back when asked again; retrains
+    cached under ``<run>/<folder>/``."""
+    params = {"n_subsets": n_subsets, "seeds": list(seeds), "n_test": n_test, "frozen_methods": list(frozen_methods),
+              "fine_tuned_methods": list(fine_tuned_methods)}
+    return run_experiment(run, folder, params, ("build", "encode", "train"), lambda scratch: _compare_text(
+        run, scratch, n_subsets, seeds, workers, n_test, frozen_methods, fine_tuned_methods), TextComparison)
+
+
+def _compare_text(run: Run, directory: Path, n_subsets: int, seeds: Sequence[int], workers: int, n_test: int,
+                  frozen_methods: Sequence[str], fine_tuned_methods: Sequence[str]) -> TextComparison:
     built, encoded, trained = build_text(run), encode_text(run), train_text(run)
     dn, seed = dataclasses.replace(built.datanet, test_texts=built.datanet.test_texts[:n_test],
                                    test_y=built.datanet.test_y[:n_test]), run.params["seed"]

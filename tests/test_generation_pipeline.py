@@ -345,7 +345,7 @@ def test_the_same_seed_gives_the_same_generations_ledger_and_credit(tmp_path_fac
 @pytest.mark.slow
 def test_compare_generation_against_loco_and_a_direct_retrain(tiny, tmp_path_factory):
     run, dn, trained, generations = tiny["run"], tiny["dn"], tiny["trained"], tiny["generations"]
-    result = compare_generation(run, tmp_path_factory.mktemp("loco"), seeds=(0,), workers=1)
+    result = compare_generation(run, seeds=(0,), workers=1)
     contributors = sorted(set(dn.train_contributors))
     n_gen = len(generations)
     assert result.contributors == contributors and result.generations == [f"g{k:04d}" for k in range(n_gen)]
