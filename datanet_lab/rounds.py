@@ -20,7 +20,7 @@ actors' stakes (:data:`~datanet_lab.params.STAKE_UNITS` each, once, when they jo
 contribution and validation decision, and the ``dataset_version`` entry naming its ``parent``;
 the model is retrained (:func:`datanet.training.train`, checkpoints in
 ``rounds/round-<r>/checkpoints/``) and re-attributed (``attribution_method``, roll-up
-:func:`~datanet_lab.pipeline.attribute_step.roll_up`), each run recorded; ``on_round`` is called;
+:func:`~datanet_lab.pipeline.tabular.attribute_step.roll_up`), each run recorded; ``on_round`` is called;
 payout epoch ``r`` pays ``reward_pool`` (:func:`ledger.plan_epoch`: slashes against what is left
 of each stake, on the round's rejections and the contributor's net credit; with ``reputation``,
 the split is over credit × :func:`ledger.reputation.reputation_weight`,
@@ -63,13 +63,13 @@ from datanet.training import TrainConfig, TrainResult, train
 from datanet.validation import Decision, Schema, dataset_version
 from datanet_lab.params import DEFAULTS, MAX_UNITS, STAKE_UNITS, ParameterError, check_value
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.attribute_step import (read_scores, roll_up, run_payload, submission_order, training_task,
-                                                 write_scores)
-from datanet_lab.pipeline.build_step import stake_records, submission_records
+from datanet_lab.pipeline.tabular.attribute_step import (read_scores, roll_up, run_payload, submission_order,
+                                                         training_task, write_scores)
+from datanet_lab.pipeline.tabular.build_step import stake_records, submission_records
 from datanet_lab.pipeline.engine import Procedure, Record, run_step
-from datanet_lab.pipeline.pay_step import epoch_entries, stakes_left
+from datanet_lab.pipeline.tabular.pay_step import epoch_entries, stakes_left
 from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, TRAINER, VALIDATOR, Run, check_signing_keys
-from datanet_lab.pipeline.train_step import trained_from, training_record
+from datanet_lab.pipeline.tabular.train_step import trained_from, training_record
 from ledger import proofs
 from ledger.reputation import REPUTATION_RULE, RoundRecord, reputation_plan, reputation_weight
 

@@ -22,14 +22,15 @@ Run directory layout::
                   integrated_gradients.npz
 """
 
-from datanet_lab.pipeline.attribute_step import (Attribution, Rollup, Scores, attribute, roll_up, roll_up_samples, score,
-                                                 submission_order)
-from datanet_lab.pipeline.build_step import Built, behaviours, build, datanet, planted_datanet, submission_counts
+from datanet_lab.pipeline.tabular.attribute_step import (Attribution, Rollup, Scores, attribute, roll_up,
+                                                         roll_up_samples, score, submission_order)
+from datanet_lab.pipeline.tabular.build_step import (Built, behaviours, build, datanet, planted_datanet,
+                                                     submission_counts)
 from datanet_lab.pipeline.manifest import ManifestError
-from datanet_lab.pipeline.pay_step import pay
+from datanet_lab.pipeline.tabular.pay_step import pay
 from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, RUN_CLOCK, STAKE_UNITS, TRAINER, VALIDATOR
 from datanet_lab.pipeline.run import Run, open_run
-from datanet_lab.pipeline.train_step import train_config, train_model
+from datanet_lab.pipeline.tabular.train_step import train_config, train_model
 
 __all__ = ["ATTRIBUTOR", "CURATOR", "PAYOUT_AUTHORITY", "RUN_CLOCK", "STAKE_UNITS", "TRAINER", "VALIDATOR", "Attribution",
            "Built", "ManifestError", "Rollup", "Run", "Scores", "attribute", "behaviours", "build",

@@ -34,10 +34,10 @@ import torch
 from attribution import METHODS, AttributionTask, make_attributor, shared_credit
 from attribution.fast_tracin import GradientFactors
 from attribution.registry import capable
-from datanet_lab.pipeline import attribute_step
-from datanet_lab.pipeline.build_step import datanet
+from datanet_lab.pipeline.tabular import attribute_step
+from datanet_lab.pipeline.tabular.build_step import datanet
 from datanet_lab.pipeline.run import Run
-from datanet_lab.pipeline.train_step import train_model
+from datanet_lab.pipeline.tabular.train_step import train_model
 from datanet_lab.serving.requests import RequestError, check_batch
 from datanet_lab.serving.runs import ServingError, served_run
 

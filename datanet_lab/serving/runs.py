@@ -11,7 +11,7 @@ import numpy as np
 from datanet import DatanetError
 from datanet_lab.params import DEFAULTS
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.build_step import datanet
+from datanet_lab.pipeline.tabular.build_step import datanet
 from datanet_lab.pipeline.run import Run
 
 STEPS = (manifest.BUILD, manifest.TRAIN, manifest.ATTRIBUTE)

@@ -21,7 +21,7 @@ import pandas as pd
 
 import ledger
 from ledger.fees import CONTRIBUTORS, DEFAULT_ROLE_SHARES, DustReport, measure_dust
-from datanet_lab.pipeline.build_step import datanet
+from datanet_lab.pipeline.tabular.build_step import datanet
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving import figures
 from datanet_lab.serving.attributor import QueryAttributor

@@ -16,7 +16,7 @@ import pytest
 import ledger
 from datanet_lab import pipeline, provenance
 from datanet_lab.cli import main
-from datanet_lab.pipeline.build_step import datanet
+from datanet_lab.pipeline.tabular.build_step import datanet
 from datanet_lab.serving import RequestError, ServingError, run_test_inputs, served_run
 from datanet_lab.serving.economy import FOLDER, RECEIPTS, InferenceEconomy, check_receipts
 from datanet_lab.serving import sim

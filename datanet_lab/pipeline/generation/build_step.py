@@ -12,7 +12,7 @@ from typing import Any
 
 from datanet.text.lm_datanet import LMDatanet, build_lm_datanet
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.build_step import datanet_records, datanet_roles
+from datanet_lab.pipeline.tabular.build_step import datanet_records, datanet_roles
 from datanet_lab.pipeline.engine import Procedure, run_step
 from datanet_lab.pipeline.run import Run
 

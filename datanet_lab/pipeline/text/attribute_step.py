@@ -4,7 +4,7 @@
   checkpoints, on its trainable layers (top encoder layer + head; the frozen layers below make
   the cached top-layer inputs exact), positive = the training text lowered the test loss;
 - the redundancy-aware roll-up in the model's representation space
-  (:func:`~datanet_lab.pipeline.attribute_step.roll_up_samples`);
+  (:func:`~datanet_lab.pipeline.tabular.attribute_step.roll_up_samples`);
 - token-level Integrated Gradients of ``text_ig_examples`` test texts, each also with the
   backdoor trigger inserted (``attribution/token_ig.npz``);
 - ``attribution/`` files and the ledger's ``attribution_run`` entry.
@@ -26,7 +26,8 @@ from datanet.models import encoders, load_checkpoint
 from datanet.text.behaviours import DEFAULT_TRIGGER, insert_trigger
 from datanet.text.datanet import TextDatanet
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.attribute_step import read_scores, roll_up_samples, run_payload, submission_order, write_scores
+from datanet_lab.pipeline.tabular.attribute_step import (read_scores, roll_up_samples, run_payload, submission_order,
+                                                         write_scores)
 from datanet_lab.pipeline.engine import Procedure, run_step
 from datanet_lab.pipeline.run import ATTRIBUTOR, Run
 from datanet_lab.pipeline.text import build_step as text_build

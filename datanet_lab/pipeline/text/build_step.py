@@ -23,7 +23,7 @@ from datanet.text.docstrings import DEFAULT_PACKAGES, OFF_TOPIC_PACKAGES, docstr
 from datanet.text.files import load_text_file
 from datanet.text.table import TextTable
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.build_step import datanet_records, datanet_roles, read_ground_truth, save_built
+from datanet_lab.pipeline.tabular.build_step import datanet_records, datanet_roles, read_ground_truth, save_built
 from datanet_lab.pipeline.engine import Procedure, Record, run_step
 from datanet_lab.params import DOCSTRINGS
 from datanet_lab.pipeline.run import Run

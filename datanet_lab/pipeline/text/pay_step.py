@@ -1,4 +1,4 @@
-"""Text step 5, pay: the tabular run's pay step (:func:`~datanet_lab.pipeline.pay_step.pay_procedure`)
+"""Text step 5, pay: the tabular run's pay step (:func:`~datanet_lab.pipeline.tabular.pay_step.pay_procedure`)
 over the text Datanet's attribution."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 
 from datanet_lab.pipeline import manifest
-from datanet_lab.pipeline.build_step import submission_counts
+from datanet_lab.pipeline.tabular.build_step import submission_counts
 from datanet_lab.pipeline.engine import run_step
-from datanet_lab.pipeline.pay_step import Payable, pay_procedure
+from datanet_lab.pipeline.tabular.pay_step import Payable, pay_procedure
 from datanet_lab.pipeline.run import Run
 from datanet_lab.pipeline.text import attribute_step as text_attribute
 from datanet_lab.pipeline.text import build_step as text_build
@@ -19,7 +19,7 @@ def pay_text(run: Run) -> pd.DataFrame:
     """The text run's payouts (payout epoch 1: slashes, payments, closing in its ledger;
     ``payouts.csv`` and ``metrics.json`` written from the recorded epoch), reused when the run
     directory holds them from the same parameters and inputs; a pay killed anywhere finishes
-    when run again (:func:`~datanet_lab.pipeline.pay_step.pay`)."""
+    when run again (:func:`~datanet_lab.pipeline.tabular.pay_step.pay`)."""
     return run_step(run, PROCEDURE)
 
 

@@ -25,11 +25,12 @@ from datanet import Datanet
 from datanet.models import load_checkpoint
 from datanet.training import TrainResult
 from datanet_lab import figures
-from datanet_lab.pipeline import build_step, manifest, train_step
-from datanet_lab.pipeline.build_step import datanet
+from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.tabular import build_step, train_step
+from datanet_lab.pipeline.tabular.build_step import datanet
 from datanet_lab.pipeline.engine import Procedure, run_step
 from datanet_lab.pipeline.run import ATTRIBUTOR, Run
-from datanet_lab.pipeline.train_step import train_model
+from datanet_lab.pipeline.tabular.train_step import train_model
 from datanet_lab.provenance import file_sha256
 
 

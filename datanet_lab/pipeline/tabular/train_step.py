@@ -11,8 +11,9 @@ import torch
 from datanet import Datanet
 from datanet.models import build_model, load_checkpoint
 from datanet.training import TrainConfig, TrainResult, train
-from datanet_lab.pipeline import build_step, manifest
-from datanet_lab.pipeline.build_step import datanet
+from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.tabular import build_step
+from datanet_lab.pipeline.tabular.build_step import datanet
 from datanet_lab.pipeline.engine import Procedure, Record, run_step
 from datanet_lab.pipeline.run import TRAINER, Run
 from datanet_lab.provenance import file_sha256

@@ -11,12 +11,13 @@ from typing import Any
 import pandas as pd
 
 import ledger
-from datanet_lab.pipeline import attribute_step, build_step, manifest, train_step
-from datanet_lab.pipeline.attribute_step import attribute
-from datanet_lab.pipeline.build_step import build, submission_counts
+from datanet_lab.pipeline import manifest
+from datanet_lab.pipeline.tabular import attribute_step, build_step, train_step
+from datanet_lab.pipeline.tabular.attribute_step import attribute
+from datanet_lab.pipeline.tabular.build_step import build, submission_counts
 from datanet_lab.pipeline.engine import Procedure, Record, run_step
 from datanet_lab.pipeline.run import PAYOUT_AUTHORITY, Run
-from datanet_lab.pipeline.train_step import train_model
+from datanet_lab.pipeline.tabular.train_step import train_model
 
 EPOCH = 1
 """The payout epoch a run's pay step closes (serving a finished run closes the later ones)."""
