@@ -43,7 +43,7 @@ from attribution.gauss_newton import GaussNewtonInfluence
 from attribution.trak import TRAK
 from datanet.models import standardization
 from datanet.mlp_retrain import MLPRetrainer
-from datanet_lab.compare_mlp import EnsembleMembers, default_methods
+from datanet_lab.experiments.compare_mlp import EnsembleMembers, default_methods
 
 TUNE_SUBSETS, TUNE_MASK_SEED, TUNE_SEEDS = 40, 1, (100, 101)
 TUNE_RIDGES = (0.3, 1.0, 3.0, 10.0)

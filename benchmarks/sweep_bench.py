@@ -13,8 +13,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from datanet_lab.sweep import run_sweep
-from datanet_lab.sweep_config import load
+from datanet_lab.sweeps.sweep import run_sweep
+from datanet_lab.sweeps.sweep_config import load
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = (("local", 1), ("local", 2), ("dask", 2))

@@ -4,10 +4,10 @@
    training seeds 0, 1, 2), under each of the pipeline's models (10 epochs of SGD), every
    accepted sample's highest cosine
    similarity of last-layer loss gradients to another sample of its label
-   (:func:`datanet_lab.sybil.natural_similarity`): quantiles over the seeds' samples, the maximum,
+   (:func:`datanet_lab.experiments.sybil.natural_similarity`): quantiles over the seeds' samples, the maximum,
    and how many samples reach :data:`attribution.REDUNDANCY_SIMILARITY` (distinct samples that
    the roll-up would join).
-2. The sybil study (:func:`datanet_lab.sybil.study`) on the default Datanet of ``--dataset``
+2. The sybil study (:func:`datanet_lab.experiments.sybil.study`) on the default Datanet of ``--dataset``
    (scenario ``honest:6,noisy:2,duplicate:1,out_of_domain:1``, noise rate 0.2, seed 0) with
    contributor c00 copied, for ``--model`` (TracIn on its SGD checkpoints) and exact influence
    on the converged logistic regression.
@@ -28,7 +28,8 @@ import pandas as pd
 import attribution
 from datanet.models import MODELS
 from datanet.training import TrainConfig
-from datanet_lab import pipeline, sybil
+from datanet_lab import pipeline
+from datanet_lab.experiments import sybil
 
 DATASETS = ("digits", "wine", "breast_cancer")
 SCENARIO, N_CONTRIBUTORS, NOISE_RATE, SEED, L2 = "honest:6,noisy:2,duplicate:1,out_of_domain:1", 10, 0.2, 0, 1e-2

@@ -46,7 +46,7 @@ def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from datanet_lab.params import ParameterError, coerce
-    from datanet_lab.runner import GENERATION_NOTEBOOKS, NOTEBOOKS, TEXT_NOTEBOOKS, run_batch
+    from datanet_lab.batch.runner import GENERATION_NOTEBOOKS, NOTEBOOKS, TEXT_NOTEBOOKS, run_batch
 
     names = [name for name, _ in args.param]
     repeated = next((name for name in names if names.count(name) > 1), None)
@@ -106,7 +106,7 @@ def _check_generation(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     """Every command's parser (imports the ML stack: the serving and sweep commands need it)."""
     from datanet_lab.serving.cli import add_commands as add_serving_commands
-    from datanet_lab.sweep_cli import add_commands as add_sweep_commands
+    from datanet_lab.sweeps.sweep_cli import add_commands as add_sweep_commands
 
     parser, commands = _top_parser()
     run = commands.add_parser("run", help="execute the notebook batch into results/<run_id>/")

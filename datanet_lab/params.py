@@ -320,7 +320,7 @@ def check_fits(full: dict[str, Any], rows: int) -> None:
     """Refuse more contributors than the ``rows`` training rows of ``full``'s dataset, a reward
     pool that, with every stake slashed into it, would pass :data:`MAX_UNITS`, and rounds (notebook
     09) that the dataset cannot serve even with one row per batch, or batches larger than it."""
-    from datanet_lab.rounds import rows_needed  # datanet_lab.rounds imports this module
+    from datanet_lab.experiments.rounds import rows_needed  # datanet_lab.experiments.rounds imports this module
 
     if full["n_contributors"] > rows:
         raise ParameterError(

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import StrMethodFormatter
 
 from datanet_lab.figures import BEHAVIOUR_COLOURS
-from datanet_lab.rounds import TURN_ROUND, RoundsResult
+from datanet_lab.experiments.rounds import TURN_ROUND, RoundsResult
 
 ROLE_STYLES = {
     "honest": (BEHAVIOUR_COLOURS["honest"], "-"),
@@ -17,7 +17,7 @@ ROLE_STYLES = {
     "duplicate": (BEHAVIOUR_COLOURS["duplicate"], ":"),
     "sleeper": ("#222222", "-."),
 }
-"""Colour and line style per role of :data:`datanet_lab.rounds.CAST`."""
+"""Colour and line style per role of :data:`datanet_lab.experiments.rounds.CAST`."""
 
 
 def cumulative_earnings(with_reputation: RoundsResult, without: RoundsResult) -> Figure:

@@ -9,7 +9,7 @@ import pytest
 
 from datanet_lab.cli import main
 from datanet_lab.params import check
-from datanet_lab.sweep_config import load
+from datanet_lab.sweeps.sweep_config import load
 
 WINE = ["-p", "dataset", "wine", "-p", "n_contributors", "5", "-p", "scenario", "honest:5"]
 

@@ -1,4 +1,4 @@
-"""Tests for datanet_lab.compare (and its problem, evaluation and profiling) on a tiny wine Datanet."""
+"""Tests for datanet_lab.experiments.compare (and its problem, evaluation and profiling) on a tiny wine Datanet."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import pytest
 
 import attribution
 from datanet.training import TrainConfig
-from datanet_lab import compare, compare_mlp, evaluation, pipeline, sybil
-from datanet_lab.problem import Problem
+from datanet_lab import pipeline
+from datanet_lab.experiments import compare, compare_mlp, evaluation, sybil
+from datanet_lab.experiments.problem import Problem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

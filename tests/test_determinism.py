@@ -5,9 +5,9 @@ import pytest
 
 import ledger
 from datanet_lab import pipeline, provenance
-from datanet_lab.compare import compare, default_methods
+from datanet_lab.experiments.compare import compare, default_methods
 from datanet_lab.params import DEFAULTS
-from datanet_lab.problem import Problem
+from datanet_lab.experiments.problem import Problem
 from datanet_lab.serving.sim import serve_sim
 
 

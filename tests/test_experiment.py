@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datanet_lab import compare, pipeline
+from datanet_lab import pipeline
+from datanet_lab.experiments import compare
 from datanet_lab.pipeline import experiment, manifest
-from datanet_lab.problem import Problem
+from datanet_lab.experiments.problem import Problem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -30,7 +30,7 @@ from attribution.spans import ReferenceSpanMatcher  # noqa: E402
 from datanet.errors import DataSourceError  # noqa: E402
 from datanet.models import lm  # noqa: E402
 from datanet_lab import cli, provenance  # noqa: E402
-from datanet_lab.compare_generation import compare_generation  # noqa: E402
+from datanet_lab.experiments.compare_generation import compare_generation  # noqa: E402
 from datanet_lab.generation_check import check_generations  # noqa: E402
 from datanet_lab.params import ParameterError, resolve  # noqa: E402
 from datanet_lab.pipeline import generation as gen  # noqa: E402

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from datanet_lab.params import DEFAULTS, RUN_DIR
-from datanet_lab.runner import GENERATION_NOTEBOOKS, NOTEBOOK_DIR, NOTEBOOKS, TEXT_NOTEBOOKS, declared_parameters
+from datanet_lab.batch.runner import GENERATION_NOTEBOOKS, NOTEBOOK_DIR, NOTEBOOKS, TEXT_NOTEBOOKS, declared_parameters
 
 ALL = (*NOTEBOOKS, *TEXT_NOTEBOOKS, *GENERATION_NOTEBOOKS)
 

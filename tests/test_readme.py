@@ -46,7 +46,7 @@ COLUMNS = {
     "stake": "stake",
     "slashed": "slashed",
     "payout": "payout",
-    # notebook 05's sybil study (datanet_lab.sybil.study)
+    # notebook 05's sybil study (datanet_lab.experiments.sybil.study)
     "copy noise (std)": "noise",
     "identities": "k",
     "gain, summed": "gain_summed",

@@ -1,4 +1,4 @@
-"""A Datanet grown in rounds (datanet_lab.rounds): ledger, proofs, versions, payouts, reputation.
+"""A Datanet grown in rounds (datanet_lab.experiments.rounds): ledger, proofs, versions, payouts, reputation.
 
 Small runs (3 rounds of 15-row batches, 2 epochs, every label of the sleeper's poisoned batches
 flipped) with and without reputation, shared by the module. Expected values come from the ledger
@@ -22,7 +22,7 @@ from datanet import Datanet, DatanetError
 from datanet_lab.params import ParameterError
 from datanet_lab.pipeline import engine, manifest
 from datanet_lab.pipeline.manifest import ManifestError
-from datanet_lab.rounds import CAST, TURN_ROUND, RoundState, reputation_effect, run_rounds
+from datanet_lab.experiments.rounds import CAST, TURN_ROUND, RoundState, reputation_effect, run_rounds
 from datanet_lab.rounds_figures import cumulative_earnings
 from ledger import proofs
 from ledger.reputation import RoundRecord, reputation_weight
@@ -290,7 +290,7 @@ def test_more_rounds_grow_a_finished_run_as_a_longer_run_grows(runs, tmp_path):
 
 
 def test_batch_rows_shrink_to_what_a_small_dataset_leaves():
-    from datanet_lab.rounds import fitting_batch_rows, rows_needed
+    from datanet_lab.experiments.rounds import fitting_batch_rows, rows_needed
 
     assert fitting_batch_rows("digits", "", 4, 30) == 30  # 1,437 rows leave room for 30 per batch
     fitted = fitting_batch_rows("wine", "", 3, 30)  # 142 rows for contributors

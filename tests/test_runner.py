@@ -12,7 +12,7 @@ import pytest
 import ledger
 from datanet_lab.cli import main
 from datanet_lab.params import ParameterError
-from datanet_lab.runner import NOTEBOOK_DIR, NOTEBOOKS, RunFailed, run_batch
+from datanet_lab.batch.runner import NOTEBOOK_DIR, NOTEBOOKS, RunFailed, run_batch
 
 
 @pytest.fixture(scope="module")

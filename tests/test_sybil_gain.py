@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from datanet.training import TrainConfig
-from datanet_lab import compare_text, pipeline, sybil
+from datanet_lab import pipeline
+from datanet_lab.experiments import compare_text, sybil
 
 
 def _built_text() -> SimpleNamespace:

@@ -8,7 +8,8 @@ import pytest
 
 import attribution
 import ledger
-from datanet_lab import compare_text, pipeline
+from datanet_lab import pipeline
+from datanet_lab.experiments import compare_text
 from datanet_lab.pipeline import text
 from datanet_lab.pipeline.manifest import ManifestError
 

@@ -8,7 +8,7 @@ import yaml
 
 from datanet import DatanetError
 from datanet_lab.cli import main
-from datanet_lab.report import collect, mean_ci
+from datanet_lab.sweeps.report import collect, mean_ci
 
 ACCURACY = {("logreg", 0): 0.5, ("logreg", 1): 0.6, ("logreg", 2): 0.7, ("mlp", 0): 0.8, ("mlp", 1): 0.8, ("mlp", 2): 0.9}
 

@@ -7,10 +7,11 @@ from importlib import metadata
 import pandas as pd
 import pytest
 
-from datanet_lab import provenance, reproduce
+from datanet_lab import provenance
+from datanet_lab.sweeps import reproduce
 from datanet_lab.cli import main
-from datanet_lab.sweep import run_sweep
-from datanet_lab.sweep_config import load
+from datanet_lab.sweeps.sweep import run_sweep
+from datanet_lab.sweeps.sweep_config import load
 
 SOURCE = """import json, os, random
 metrics = {"seed_twice": 2 * seed, "noise": random.random()}

@@ -8,8 +8,8 @@ import rfc8785
 
 from datanet_lab.cli import main
 from datanet_lab.params import DEFAULTS, RUN_DIR, ParameterError
-from datanet_lab.runner import NOTEBOOK_DIR, NOTEBOOKS, declared_parameters
-from datanet_lab.sweep_config import load
+from datanet_lab.batch.runner import NOTEBOOK_DIR, NOTEBOOKS, declared_parameters
+from datanet_lab.sweeps.sweep_config import load
 
 FIXED = {"dataset": "wine", "n_contributors": 5, "scenario": "honest:5"}
 

@@ -17,10 +17,10 @@ import pytest
 
 import ledger
 from datanet_lab.cli import main
-from datanet_lab.reproduce import find_record
-from datanet_lab.sweep import KIND, run_sweep
-from datanet_lab.sweep_config import load
-from datanet_lab.sweep_task import Task, execute
+from datanet_lab.sweeps.reproduce import find_record
+from datanet_lab.sweeps.sweep import KIND, run_sweep
+from datanet_lab.sweeps.sweep_config import load
+from datanet_lab.sweeps.sweep_task import Task, execute
 
 RUN_ID = re.compile(r"^[0-9a-f]{12}$")
 

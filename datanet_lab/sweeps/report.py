@@ -24,7 +24,7 @@ from scipy import stats
 
 from datanet import DatanetError
 from datanet_lab import figures
-from datanet_lab.runner import make_directory
+from datanet_lab.batch.runner import make_directory
 
 PER_CONTRIBUTOR = ("attribution", "payout")
 NOT_PLOTTED = ("ledger.",)

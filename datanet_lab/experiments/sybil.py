@@ -45,7 +45,7 @@ from datanet.convex import fit_logreg, judge
 from datanet.models import standardization
 from datanet.training import TrainConfig, load_checkpoint, train
 from datanet.validation import content_hash
-from datanet_lab.problem import Problem, task
+from datanet_lab.experiments.problem import Problem, task
 
 COPY_NOISE = (0.01, 0.02, 0.05, 0.1, 0.2)
 """Copy noise levels of the study, in standard deviations per standardized feature."""

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from datanet_lab import provenance
-from datanet_lab.runner import NotebookFailed, execute_chain
+from datanet_lab.batch.runner import NotebookFailed, execute_chain
 
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
 """Each run's kernels compute on one thread: runs in parallel do not oversubscribe the cores, and

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datanet_lab import report, reproduce, sweep, sweep_config
-from datanet_lab.executors import EXECUTORS
+from datanet_lab.sweeps import report, reproduce, sweep, sweep_config
+from datanet_lab.batch.executors import EXECUTORS
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -18,10 +18,10 @@ import pandas as pd
 import ledger
 from datanet import DatanetError
 from datanet_lab import provenance
-from datanet_lab.executors import open_executor
-from datanet_lab.runner import make_directory
-from datanet_lab.sweep import KIND
-from datanet_lab.sweep_task import Outcome, Task, execute
+from datanet_lab.batch.executors import open_executor
+from datanet_lab.batch.runner import make_directory
+from datanet_lab.sweeps.sweep import KIND
+from datanet_lab.sweeps.sweep_task import Outcome, Task, execute
 
 COLUMNS = ["kind", "name", "recorded", "reproduced", "match"]
 

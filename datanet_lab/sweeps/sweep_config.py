@@ -37,7 +37,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 import ledger
 from datanet import DatanetError, load_table
 from datanet_lab.params import DEFAULTS, RUN_DIR, ParameterError, check_fits, check_value, resolve, same_type, training_rows
-from datanet_lab.runner import NOTEBOOK_DIR, NOTEBOOKS, declared_parameters
+from datanet_lab.batch.runner import NOTEBOOK_DIR, NOTEBOOKS, declared_parameters
 
 KEYS = {"name", "notebook_dir", "notebooks", "kernel", "fixed", "grid"}
 GRID_KEYS = {"product", "zip"}

@@ -1,5 +1,5 @@
 """Judge attribution scores ``(n_train, n_test)`` (positive = helped) against retraining ground
-truth on a :class:`~datanet_lab.problem.Problem`.
+truth on a :class:`~datanet_lab.experiments.problem.Problem`.
 
 The ground truth retrains the problem's model on subsets (through a
 :class:`attribution.groundtruth.RetrainCache`), each quantity averaged over retrain ``seeds``.
@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from attribution import groundtruth, metrics
-from datanet_lab.problem import Problem
+from datanet_lab.experiments.problem import Problem
 
 REMOVAL_FRACTIONS = (0.05, 0.1, 0.2)
 

@@ -25,10 +25,10 @@ from tqdm import tqdm
 
 import ledger
 from datanet_lab import provenance
-from datanet_lab.executors import open_executor
-from datanet_lab.runner import make_directory
-from datanet_lab.sweep_config import Run, Sweep
-from datanet_lab.sweep_task import Outcome, Task, environment, execute
+from datanet_lab.batch.executors import open_executor
+from datanet_lab.batch.runner import make_directory
+from datanet_lab.sweeps.sweep_config import Run, Sweep
+from datanet_lab.sweeps.sweep_task import Outcome, Task, environment, execute
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from datanet_lab.params import DOCSTRINGS, RUN_DIR, ParameterError, check
 
 log = logging.getLogger(__name__)
 
-NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = ("01_build_datanet.ipynb", "02_train.ipynb", "03_attribute.ipynb", "04_ledger_and_payouts.ipynb",
              "05_compare_methods.ipynb", "06_compare_mlp.ipynb", "09_inference_economy.ipynb")
 """The default batch (tabular Datanets)."""

@@ -1,6 +1,6 @@
 """The method comparison on a non-convex model: the planted Datanet's MLP (notebook 06).
 
-The same :class:`~datanet_lab.problem.Problem` as notebook 05, but the attributed model is a
+The same :class:`~datanet_lab.experiments.problem.Problem` as notebook 05, but the attributed model is a
 64-128-C ReLU MLP trained by SGD with a cosine schedule (:class:`datanet.MLPRetrainer`, 5
 checkpoints) and the ground truth retrains it on each subset with several seeds and averages:
 two retrainings with different seeds disagree (``diagnostics["ceiling"]``), so no method can
@@ -26,10 +26,10 @@ import attribution
 from attribution import groundtruth
 from datanet.mlp_retrain import MLPRetrainer, mlp
 from datanet.models import load_checkpoint
-from datanet_lab import compare as method_comparison
+from datanet_lab.experiments import compare as method_comparison
 from datanet_lab.pipeline.experiment import run_experiment
 from datanet_lab.pipeline.run import Run
-from datanet_lab.problem import Problem
+from datanet_lab.experiments.problem import Problem
 
 MEMBER_SEED, MEMBER_MASK_SEED = 1000, 2000
 

@@ -2,7 +2,7 @@
 models, backdoor forensics and the paraphrase sybil's gain.
 
 - ``minilm_frozen``: the L2 logistic regression on the frozen sentence embeddings, a convex
-  problem (:class:`~datanet_lab.problem.Problem` of :func:`~datanet_lab.pipeline.text.train_step.frozen_datanet`),
+  problem (:class:`~datanet_lab.experiments.problem.Problem` of :func:`~datanet_lab.pipeline.text.train_step.frozen_datanet`),
   so exact influence functions apply and the ground truth retrains to the unique optimum (one seed);
 - ``minilm``: the fine-tuned top layer + head, attributed on its checkpoints and judged against
   retraining from the pretrained layer (:class:`datanet.models.encoders.TopLayerRetrainer`)
@@ -32,14 +32,14 @@ import torch
 import attribution
 from attribution import metrics
 from datanet.models import encoders
-from datanet_lab import compare
+from datanet_lab.experiments import compare
 from datanet_lab.pipeline import Run
 from datanet_lab.pipeline.experiment import run_experiment
 from datanet_lab.pipeline.text.attribute_step import training_task, triggered, triggered_limit
 from datanet_lab.pipeline.text.build_step import BuiltText, build_text
 from datanet_lab.pipeline.text.train_step import (FROZEN_L2, Encoded, TrainedText, encode_text, encode_texts,
                                                   encoder, frozen_datanet, inputs, train_text)
-from datanet_lab.problem import Problem
+from datanet_lab.experiments.problem import Problem
 
 COMPARE_TEST = 100
 """Test texts the comparison scores on: every method's cost grows with them (the fine-tuned

@@ -2,12 +2,12 @@
 
 By default the attributed model is the convergent one influence functions assume: L2-regularized
 logistic regression solved by full-batch L-BFGS to a gradient max-norm of 1e-8
-(:mod:`datanet.convex`), on the standardized features of a :class:`~datanet_lab.problem.Problem`
-(:func:`~datanet_lab.problem.task`); the ground truth retrains the same solver on subsets (cached,
-in worker processes). :mod:`datanet_lab.compare_mlp` runs the same comparison on an MLP.
+(:mod:`datanet.convex`), on the standardized features of a :class:`~datanet_lab.experiments.problem.Problem`
+(:func:`~datanet_lab.experiments.problem.task`); the ground truth retrains the same solver on subsets (cached,
+in worker processes). :mod:`datanet_lab.experiments.compare_mlp` runs the same comparison on an MLP.
 
 Every method scores the same model. Per method, the table holds the measures of
-:mod:`datanet_lab.evaluation` (LDS, LOCO and Shapley correlations, detection AUCs), the
+:mod:`datanet_lab.experiments.evaluation` (LDS, LOCO and Shapley correlations, detection AUCs), the
 test-accuracy change after removing the top fractions by credit (``removal_<f>``), and
 ``seconds`` and ``peak_mib`` of fit + scores (:func:`datanet_lab.profiling.measure`).
 """
@@ -25,11 +25,11 @@ import torch
 
 import attribution
 from attribution import groundtruth
-from datanet_lab import evaluation
-from datanet_lab.evaluation import REMOVAL_FRACTIONS
+from datanet_lab.experiments import evaluation
+from datanet_lab.experiments.evaluation import REMOVAL_FRACTIONS
 from datanet_lab.pipeline.experiment import run_experiment
 from datanet_lab.pipeline.run import Run
-from datanet_lab.problem import Problem, retrainer, task
+from datanet_lab.experiments.problem import Problem, retrainer, task
 from datanet_lab.profiling import measure
 
 __all__ = ["REMOVAL_FRACTIONS", "Comparison", "Problem", "cg_error", "compare", "compare_in_run", "default_methods", "retrainer",
@@ -76,7 +76,7 @@ def compare(p: Problem, methods: list[attribution.Attributor], directory: Path, 
 
     ``target`` and ``retrain`` default to the converged logistic regression (:func:`task`,
     :func:`retrainer`); pass another model's task and retrainer (e.g. the MLP of
-    :mod:`datanet_lab.compare_mlp`) to judge methods on it. Every retrained quantity is averaged
+    :mod:`datanet_lab.experiments.compare_mlp`) to judge methods on it. Every retrained quantity is averaged
     over ``seeds`` (retrain seeds: one suffices for the unique logistic optimum); with two or more,
     ``diagnostics["ceiling"]`` is the sample-level LDS one seed's retrains reach predicting
     another's. ``shapley=False`` skips exact contributor Shapley (``2^n`` retrains per seed;
