@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,8 +58,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.text and args.generation:
         raise ParameterError("--text and --generation each choose a batch: give one")
     names = TEXT_NOTEBOOKS if args.text else GENERATION_NOTEBOOKS if args.generation else NOTEBOOKS
+    start = time.perf_counter()
     run_dir = run_batch(params, out=args.out, names=names)
+    seconds = time.perf_counter() - start
     print(f"run written to {run_dir}")
+    if args.text or args.generation:
+        written = _write_results(run_dir, args, seconds)
+        print(f"figures written to {written}")
     if args.generation:
         return _print_generation(run_dir / "generation")
     if args.text:
@@ -72,6 +78,34 @@ def _run(args: argparse.Namespace) -> int:
           f"{'verified' if report.ok else 'FAILED verification: ' + str(report)}")
     print(payouts.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return 0
+
+
+def _write_results(run_dir: Path, args: argparse.Namespace, seconds: float) -> Path:
+    """Write the text or generation batch's figures to ``<run>/<text|generation>/results.json``
+    (:mod:`datanet_lab.results_files`); a generation batch's also hold its wall time and the peak
+    RSS of its largest process (the notebook's kernel)."""
+    import resource
+
+    import yaml
+
+    from datanet_lab import results_files
+
+    kind = "text" if args.text else "generation"
+    command = " ".join(["datanet-lab run", f"--{kind}", *(f"-p {name} {value}" for name, value in args.param)])
+    from datanet_lab.params import RUN_DIR
+    from datanet_lab.runner import GENERATION_NOTEBOOKS, NOTEBOOK_DIR, TEXT_NOTEBOOKS, declared_parameters
+
+    declared = set().union(*(declared_parameters(NOTEBOOK_DIR / name)
+                             for name in (TEXT_NOTEBOOKS if args.text else GENERATION_NOTEBOOKS))) - {RUN_DIR}
+    params = {k: v for k, v in yaml.safe_load((run_dir / "params.yaml").read_text()).items() if k in declared}
+    if args.text:
+        figures = results_files.text_figures(run_dir)
+    else:  # ru_maxrss of the waited-for children: the largest one's peak, in KiB on Linux
+        figures = results_files.generation_figures(run_dir) | {
+            "batch.seconds": round(seconds), "batch.peak_gib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20}
+    path = run_dir / kind / "results.json"
+    results_files.write(path, figures, command, params)
+    return path
 
 
 def _print_generation(run_dir: Path) -> int:

@@ -24,6 +24,7 @@ Spearman of one seed's ``Δ`` predicting another's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,7 +171,9 @@ def _compare_generation(run: Run, directory: Path, seeds: Sequence[int], workers
 
 
 def write(comparison: GenerationComparison, directory: Path) -> None:
-    """``comparison.csv`` (the table) and ``loco.csv`` (mean ``Δ`` per contributor and generation)."""
+    """``comparison.csv`` (the table), ``loco.csv`` (mean ``Δ`` per contributor and generation) and
+    ``ceiling.json`` (``{"ceiling": the seed ceiling, null with one retrain seed}``)."""
     comparison.table.to_csv(Path(directory) / "comparison.csv", index=False)
+    (Path(directory) / "ceiling.json").write_text(json.dumps({"ceiling": comparison.ceiling}) + "\n")
     pd.DataFrame(comparison.truth.mean(axis=0), index=pd.Index(comparison.contributors, name="contributor"),
                  columns=comparison.generations).to_csv(Path(directory) / "loco.csv")

@@ -20,6 +20,7 @@ score on those, what share of the top ``k`` are the poisoned rows (precision@k) 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -165,10 +166,12 @@ def backdoor_forensics(built: BuiltText, encoded: Encoded, trained: TrainedText,
 
 
 def write(result: TextComparison, directory: Path) -> None:
-    """``comparison.csv`` and ``backdoor.csv`` in ``directory``."""
+    """``comparison.csv``, ``backdoor.csv`` and ``ceiling.json`` (``{"ceiling": the fine-tuned
+    model's seed ceiling, null with one retrain seed}``) in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     result.table.to_csv(directory / "comparison.csv", index=False)
     result.backdoor.to_csv(directory / "backdoor.csv", index=False)
+    (directory / "ceiling.json").write_text(json.dumps({"ceiling": result.ceiling}) + "\n")
 
 
 def sybil_gain(built: BuiltText, credit: pd.Series) -> pd.DataFrame:
