@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 STAMP := $(VENV)/.datanet-lab-installed
 
-.PHONY: help install lock run run-text run-generation test test-fast lab notebooks bench clean-venv
+.PHONY: help install lock run run-text run-generation test test-fast lab notebooks bench bench-results clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -41,11 +41,17 @@ lock: $(STAMP) ## refresh requirements.lock from pyproject.toml (UPGRADE=1: newe
 run: $(STAMP) ## run the default papermill batch on the digits Datanet into results/
 	$(BIN)/datanet-lab run
 
-run-text: $(STAMP) ## run the text batch (notebook 07) on the full docstrings Datanet (1,540 texts) into results/
-	$(BIN)/datanet-lab run --text -p text_per_package 220 -p text_lds_subsets 12 -p text_ig_examples 4
+# The long runs and the README's benchmarks copy their figures into docs/results/ (committed; tests/test_readme.py
+# checks the README against them): commit the new files together with the README's updated figures.
+RESULTS := docs/results
 
-run-generation: $(STAMP) ## run the generation batch (notebook 08: GPT-2, span credit, LOCO over 2 seeds) at full size into results/
+run-text: $(STAMP) ## run the text batch (notebook 07) on the full docstrings Datanet (1,540 texts) into results/; figures to docs/results/
+	$(BIN)/datanet-lab run --text -p text_per_package 220 -p text_lds_subsets 12 -p text_ig_examples 4
+	mkdir -p $(RESULTS) && cp results/latest/text/results.json $(RESULTS)/run-text.json
+
+run-generation: $(STAMP) ## run the generation batch (notebook 08: GPT-2, span credit, LOCO over 2 seeds) at full size into results/; figures to docs/results/
 	$(BIN)/datanet-lab run --generation -p gen_per_contributor 20 -p gen_epochs 12 -p gen_width 96 -p gen_vocab_size 3072 -p gen_prompts 12 -p gen_loco_seeds 2
+	mkdir -p $(RESULTS) && cp results/latest/generation/results.json $(RESULTS)/run-generation.json
 
 # nbval runs in its own session, in order: pytest-xdist may end a notebook's kernel between its cells.
 test: $(STAMP) ## run the whole test suite (the CI command): tests/ on two workers, then nbval over notebooks/
@@ -63,6 +69,9 @@ notebooks: $(STAMP) ## re-execute notebooks/ in place with default parameters (t
 
 bench: $(STAMP) ## print the benchmarks' figures
 	@for b in benchmarks/*_bench.py; do $(BIN)/python $$b || exit 1; done
+
+bench-results: $(STAMP) ## run the benchmarks the README quotes, writing their figures to docs/results/
+	@for b in span inference http text; do $(BIN)/python benchmarks/$${b}_bench.py --results $(RESULTS)/$${b}_bench.json || exit 1; done
 
 clean-venv: ## remove the virtualenv (needed after changing TORCH)
 	rm -rf $(VENV)

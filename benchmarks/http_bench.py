@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/http_bench.py [--run-dir DIR] [--clients 8] [--requests 2000]
                                               [--rows 1] [--batch-size 16] [--max-wait-ms 5]
+                                              [--results docs/results/http_bench.json]
 
 Serves a finished run (default: a fresh default logreg run in a temporary directory) with
 ``datanet-lab serve`` in a subprocess; ``--clients`` threads, each with its own httpx client,
@@ -17,6 +18,7 @@ group commit's waiting cost. Last, every committed receipt of the run is proven 
 offline (:func:`~datanet_lab.serving.economy.check_receipts`).
 
 Timings are wall-clock on whatever else the machine runs; the server and the clients share its cores.
+``--results`` writes the figures (:mod:`datanet_lab.results_files`) to a JSON file.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import httpx
 import numpy as np
 import torch
 
-from datanet_lab import pipeline
+from datanet_lab import pipeline, results_files
 from datanet_lab.serving import run_test_inputs
 from datanet_lab.serving.economy import InferenceEconomy, check_receipts
 
@@ -90,6 +92,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="the server's --batch-size")
     parser.add_argument("--max-wait-ms", type=float, default=5.0, help="the server's --max-wait-ms")
     parser.add_argument("--sample", type=int, default=200, help="receipts fetched over HTTP to time GET /receipts")
+    parser.add_argument("--results", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as scratch:
@@ -132,6 +135,15 @@ def main() -> None:
         check = check_receipts(run_dir)
         print(f"receipts proven and checked offline: {check.checked:,} of {check.total:,}, "
               f"{'all OK' if check.ok else 'FAILURES: ' + '; '.join(check.failures)}")
+    if args.results:
+        figures = {"p50_ms": np.percentile(latencies, 50) * 1e3, "p99_ms": np.percentile(latencies, 99) * 1e3,
+                   "requests_per_second": args.requests / wall, "rows_per_second": rows_per_s,
+                   "requests_per_commit": per_commit, "receipt_get_p50_ms": float(np.median(proof_times)) * 1e3,
+                   "in_process_rows_per_second": direct, "receipts_checked": check.checked,
+                   "receipts_total": check.total, "receipts_ok": check.ok}
+        results_files.write(args.results, figures, "python benchmarks/http_bench.py " + " ".join(sys.argv[1:]),
+                            {k: v for k, v in vars(args).items() if k not in ("results", "run_dir")})
+        print(f"figures written to {args.results}")
 
 
 if __name__ == "__main__":

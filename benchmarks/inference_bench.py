@@ -1,7 +1,7 @@
 """End-to-end payable inference: attributed, fee-split, receipted and committed inferences per second.
 
     .venv/bin/python benchmarks/inference_bench.py [--logreg-requests 20000] [--mlp-requests 10000]
-        [--batch-size 256] [--proofs all|N] [--threads 1]
+        [--batch-size 256] [--proofs all|N] [--threads 1] [--results docs/results/inference_bench.json]
 
 Builds a default-parameter logreg run and an mlp run (digits, 10 contributors, 10 epochs,
 tracin_captum) in a temporary directory with the pipeline's own steps, then, per run:
@@ -13,7 +13,11 @@ tracin_captum) in a temporary directory with the pipeline's own steps, then, per
   target (>= 5,000/s logreg, >= 1,000/s mlp), met or missed, the ratio to the reference and the
   per-request cost split;
 - every committed receipt proven against the ledger and checked offline (or ``--proofs N`` of
-  them, drawn at random; the line says how many).
+  them, drawn at random; the line says how many);
+- attribution alone one request at a time (micro-batches of 1, ``--single-requests`` of them):
+  what serving without batching would cost.
+
+``--results`` writes the figures (:mod:`datanet_lab.results_files`) to a JSON file.
 
 One process, one torch thread by default: the machine's other load counts, so say what else ran
 when quoting these figures.
@@ -22,13 +26,14 @@ when quoting these figures.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from datanet_lab import pipeline
+from datanet_lab import pipeline, results_files
 from datanet_lab.serving import QueryAttributor
 from datanet_lab.serving.economy import check_receipts
 from datanet_lab.serving.sim import request_inputs, serve_sim
@@ -48,8 +53,10 @@ def attribution_only(run: pipeline.Run, requests: int, batch_size: int) -> float
     return time.perf_counter() - start
 
 
-def bench(directory: Path, model: str, requests: int, batch_size: int, proofs: int | None) -> bool:
-    """Build, measure and prove one model's run; print its lines; return whether the target was met."""
+def bench(directory: Path, model: str, requests: int, batch_size: int, proofs: int | None,
+          single_requests: int) -> dict[str, float | int | bool]:
+    """Build, measure and prove one model's run; print its lines; return its figures (``ok``: the
+    target was met and every checked receipt proved)."""
     start = time.perf_counter()
     run = pipeline.open_run(str(directory / model), model=model)
     pipeline.attribute(run)
@@ -68,7 +75,13 @@ def bench(directory: Path, model: str, requests: int, batch_size: int, proofs: i
     print(f"{model}: receipts proven and checked offline: {found.checked:,} of {found.total:,} "
           f"({'all' if found.checked == found.total else 'a random sample'}), {len(found.failures)} failed, "
           f"{time.perf_counter() - start:.1f} s" + "".join(f"\n  {f}" for f in found.failures))
-    return met and found.ok
+    single = single_requests / attribution_only(run, single_requests, 1)
+    print(f"{model}: attribution alone one request at a time: {single:,.0f}/s ({single_requests:,} requests)")
+    return {"ok": met and found.ok, "met": met, "per_second": result.throughput, "target": TARGETS[model],
+            "target_shortfall_pct": 100 * (1 - result.throughput / TARGETS[model]), "attribution_per_second": reference,
+            "single_attribution_per_second": single, "request_us": 1e6 / result.throughput,
+            **{f"{phase}_us": seconds / requests * 1e6 for phase, seconds in result.timings.items()},
+            "receipts_checked": found.checked, "receipts_total": found.total, "receipts_failed": len(found.failures)}
 
 
 def main() -> None:
@@ -78,13 +91,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--proofs", default="all", help="receipts to prove per run: all, or a number drawn at random")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--single-requests", type=int, default=1_000, help="requests attributed one at a time")
+    parser.add_argument("--results", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     proofs = None if args.proofs == "all" else int(args.proofs)
     with tempfile.TemporaryDirectory(prefix="inference-bench-") as out:
-        outcomes = [bench(Path(out), model, requests, args.batch_size, proofs)
-                    for model, requests in (("logreg", args.logreg_requests), ("mlp", args.mlp_requests))]
-    print(f"targets: {sum(outcomes)} of {len(outcomes)} met with every checked receipt provable")
+        found = {model: bench(Path(out), model, requests, args.batch_size, proofs, args.single_requests)
+                 for model, requests in (("logreg", args.logreg_requests), ("mlp", args.mlp_requests))}
+    print(f"targets: {sum(f['ok'] for f in found.values())} of {len(found)} met with every checked receipt provable")
+    if args.results:
+        results_files.write(args.results, {f"{model}.{name}": value for model, figures in found.items()
+                                           for name, value in figures.items()},
+                            "python benchmarks/inference_bench.py " + " ".join(sys.argv[1:]),
+                            {"logreg_requests": args.logreg_requests, "mlp_requests": args.mlp_requests,
+                             "batch_size": args.batch_size, "proofs": args.proofs, "threads": args.threads,
+                             "single_requests": args.single_requests})
+        print(f"figures written to {args.results}")
 
 
 if __name__ == "__main__":

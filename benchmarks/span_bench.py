@@ -1,6 +1,7 @@
 """Span attribution speed against its targets, every figure and ratio measured in one run (not a test).
 
     .venv/bin/python benchmarks/span_bench.py [--sizes 1,10] [--generations 50] [--reference-generations 10]
+                                              [--results docs/results/span_bench.json]
 
 For each corpus size (millions of tokens; seeded Zipf token frequencies, exponent 1.1, over a
 vocabulary of 4,096; documents of 150-250 tokens):
@@ -22,7 +23,8 @@ the suffix-array search is negligible; the engine starts about three threads per
 (the longest prefix at each start, each with a search thread per shard, then a count per span).
 
 Ends with the targets: 10M tokens indexed in < 60 s, and < 20 ms per generation, each met or missed.
-Timings are wall-clock on whatever else the machine runs: rerun on a quiet machine.
+Timings are wall-clock on whatever else the machine runs: rerun on a quiet machine. ``--results``
+writes the figures (:mod:`datanet_lab.results_files`) to a JSON file.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import argparse
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from attribution import ReferenceSpanMatcher, SpanIndex, build_span_index
+from datanet_lab import results_files
 
 VOCAB, ZIPF, MIN_LEN, MAX_COUNT = 4096, 1.1, 8, 1000
 GENERATION, PIECE = 200, 25
@@ -119,8 +123,8 @@ def per_query_ms(spans: Callable[[list[int], int, int], list], queries: list[lis
     return 1000 * statistics.median(times), answers
 
 
-def bench(millions: float, n_generations: int, n_reference: int, seed: int, workdir: Path) -> tuple[float, float]:
-    """Print one corpus size's figures; return (build seconds, engine ms per generation)."""
+def bench(millions: float, n_generations: int, n_reference: int, seed: int, workdir: Path) -> dict[str, float]:
+    """Print one corpus size's figures; return them (``build_s``, ``peak_mb``, ``engine_ms``, ``reference_ms``)."""
     rng = np.random.default_rng(seed)
     n_tokens = int(millions * 1_000_000)
     documents = zipf_corpus(n_tokens, rng)
@@ -147,16 +151,18 @@ def bench(millions: float, n_generations: int, n_reference: int, seed: int, work
     print(f"reference matcher: suffix array in {reference_build_s:.2f} s, {reference_ms:.1f} ms per generation "
           f"(median of {n_reference}); engine speed-up {reference_ms / engine_ms:.1f}x; "
           f"spans agree on all {n_reference}: {'yes' if agree else 'NO'}")
-    return build_s, engine_ms
+    return {"build_s": build_s, "peak_mb": children.peak_mb, "engine_ms": engine_ms, "reference_ms": reference_ms,
+            "agree": agree}
 
 
-def engine_floor(n_generations: int, seed: int, workdir: Path) -> None:
-    """Print the engine's milliseconds per generation on a 1,000-token index (its fixed cost)."""
+def engine_floor(n_generations: int, seed: int, workdir: Path) -> float:
+    """Print and return the engine's milliseconds per generation on a 1,000-token index (its fixed cost)."""
     rng = np.random.default_rng(seed)
     documents = zipf_corpus(1000, rng)
     index = build_span_index(documents, workdir / "index-floor", vocab_size=VOCAB)
     ms, _ = per_query_ms(index.spans, generations(documents, n_generations, rng))
     print(f"engine fixed cost: {ms:.1f} ms per {GENERATION}-token generation on a 1,000-token index")
+    return ms
 
 
 def main() -> None:
@@ -165,17 +171,26 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=50)
     parser.add_argument("--reference-generations", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--results", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     sizes = [float(s) for s in args.sizes.split(",")]
     with tempfile.TemporaryDirectory(prefix="span-bench-") as workdir:
-        engine_floor(args.generations, args.seed, Path(workdir))
+        floor_ms = engine_floor(args.generations, args.seed, Path(workdir))
         results = {m: bench(m, args.generations, args.reference_generations, args.seed, Path(workdir)) for m in sizes}
     largest = max(sizes)
-    build_s, query_ms = results[largest]
+    build_s, query_ms = results[largest]["build_s"], results[largest]["engine_ms"]
     met = {True: "met", False: "missed"}
     print(f"targets on {largest:g}M tokens: indexed in < {BUILD_TARGET_S:g} s: {met[build_s < BUILD_TARGET_S]} "
           f"({build_s:.1f} s){'' if largest >= 10 else ' (the target is for 10M)'}; "
           f"< {QUERY_TARGET_MS:g} ms per generation: {met[query_ms < QUERY_TARGET_MS]} ({query_ms:.1f} ms)")
+    if args.results:
+        figures = {f"{m:g}M.{name}": value for m, found in results.items() for name, value in found.items()}
+        figures |= {"floor_ms": floor_ms, "target.build_met": build_s < BUILD_TARGET_S,
+                    "target.query_met": query_ms < QUERY_TARGET_MS, "target.query_excess_ms": query_ms - QUERY_TARGET_MS}
+        results_files.write(args.results, figures, "python benchmarks/span_bench.py " + " ".join(sys.argv[1:]),
+                            {"sizes": sizes, "generations": args.generations,
+                             "reference_generations": args.reference_generations, "seed": args.seed})
+        print(f"figures written to {args.results}")
 
 
 if __name__ == "__main__":

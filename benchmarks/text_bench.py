@@ -22,7 +22,8 @@
 
 Prints a final line ``text tracin speedup vs captum loop: <ratio>x`` against Captum's fastest
 batch size measured, then the ratio against its default. Usage:
-``python benchmarks/text_bench.py [--quick] [--threads N] [--tracin-train 256 ...]``; ``--quick``
+``python benchmarks/text_bench.py [--quick] [--threads N] [--tracin-train 256 ...] [--results FILE]``
+(``--results``: also write the figures, :mod:`datanet_lab.results_files`, to a JSON file); ``--quick``
 shrinks every size (under a minute on 2 idle cores, the default run about 2 minutes); ``--threads 1``
 steadies the timings on a loaded machine.
 """
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import resource
 import tempfile
 import time
@@ -54,12 +56,15 @@ from datanet.models.encoders import (
 )
 from datanet.text.datanet import split_text
 from datanet.text.docstrings import docstring_corpus
+from datanet_lab import results_files
 
 REPEATS = 2
 """Timed runs of fine-tuning and of each Captum setting (the best counts); FastTracIn runs once more than all
 Captum runs together, interleaved with them."""
 DEFAULT = {"train": 256, "test": 64, "epochs": 2, "tracin_train": 32, "tracin_test": 8, "captum_batch_sizes": [256, 1],
            "ig_samples": 4, "n_steps": 32}
+TARGET_SPEEDUP = 30.0
+"""FastTracIn against Captum's per-sample loop at its fastest batch size (the README's target)."""
 QUICK = {"train": 64, "test": 16, "epochs": 2, "tracin_train": 16, "tracin_test": 4, "captum_batch_sizes": [256, 1],
          "ig_samples": 1, "n_steps": 32}
 
@@ -75,6 +80,7 @@ def parse() -> tuple[dict[str, Any], argparse.Namespace]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--results", help="also write the figures to this JSON file")
     for name, value in DEFAULT.items():
         parser.add_argument("--" + name.replace("_", "-"), type=int, nargs="+" if isinstance(value, list) else None,
                             help=f"default {value} ({QUICK[name]} with --quick)")
@@ -183,6 +189,15 @@ def main() -> None:
     default = CaptumTracIn().batch_size
     tail = f"; {speedups[default]:.1f}x vs its default batch_size {default}" if default in speedups and default != best else ""
     print(f"text tracin speedup vs captum loop: {speedups[best]:.1f}x (its fastest measured batch_size {best}){tail}")
+    if args.results:
+        figures = {"fast_tracin_s": fast_s, "speedup.fastest": speedups[best], "captum_fastest_batch_size": best,
+                   "target_speedup": TARGET_SPEEDUP, "target_met": speedups[best] >= TARGET_SPEEDUP,
+                   **{f"speedup.batch_{b}": v for b, v in speedups.items()},
+                   **{f"captum_s.batch_{b}": s for b, (s, _) in captum_runs.items()},
+                   "trainable_parameters": n_params, "ig_s_per_example": float(seconds.min())}
+        results_files.write(args.results, figures, "python benchmarks/text_bench.py " + " ".join(sys.argv[1:]),
+                            sizes | {"threads": torch.get_num_threads()})
+        print(f"figures written to {args.results}")
 
 
 if __name__ == "__main__":
