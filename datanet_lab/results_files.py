@@ -114,8 +114,11 @@ def _ceiling(directory: Path) -> dict[str, float]:
 
 # The text run (notebook 07, `make run-text`)
 
-TEXT_TARGETS = {"exact_influence_lds": 0.95, "fine_tuned_margin": 0.1, "sybil_gain": 1.1}
+TEXT_TARGETS = {"exact_influence_lds": 0.95, "fine_tuned_margin": 0.1, "backdoor_precision_at_10": 0.9,
+                "sybil_gain": 1.1, "noisy_auc": 0.95}
 """The text run's targets its figures are measured against (the README's targets table)."""
+BACKDOOR_TOP = 50
+"""How many of the highest-ranked training rows the backdoor figures look at (``precision_at_50``)."""
 
 
 def text_figures(run_dir: str | Path, params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -141,8 +144,11 @@ def text_figures(run_dir: str | Path, params: dict[str, Any] | None = None) -> d
 
     directory = run.directory
     table = pd.read_csv(directory / "comparison.csv")
-    figures |= _table_figures(table, ["model", "method"], ["lds_sample", "lds_sample_ci95", "lds_contributor",
+    shown = table[~table["method"].isin(["random", "grad_dot"])]  # random and the frozen model's gradient dot
+    figures |= _table_figures(shown, ["model", "method"], ["lds_sample", "lds_sample_ci95", "lds_contributor",
                                                             "noisy_auc", "noisy_sample_auc", "seconds", "peak_mib"])
+    figures |= _table_figures(table[table["method"].isin(["random", "grad_dot"])], ["model", "method"], ["lds_sample"])
+    figures |= {f"target.{name}": value for name, value in TEXT_TARGETS.items()}
     lds = table.set_index(["model", "method"])["lds_sample"]
     figures |= _ceiling(directory)
     figures["target.exact_influence_shortfall"] = TEXT_TARGETS["exact_influence_lds"] - lds["minilm_frozen", "influence_exact"]
@@ -153,10 +159,11 @@ def text_figures(run_dir: str | Path, params: dict[str, Any] | None = None) -> d
 
     backdoor = pd.read_csv(directory / "backdoor.csv").set_index("method").loc["tracin_fast"]
     figures |= {f"backdoor.{name}": backdoor[name] for name in (
-        "auc", "precision_at_10", "precision_at_50", "normalized_auc", "normalized_precision_at_10",
-        "normalized_precision_at_50", "poisoned_rows")}
+        "auc", "precision_at_10", "normalized_auc", "normalized_precision_at_10")}
+    figures["backdoor.poisoned_rows"] = int(backdoor["poisoned_rows"])
     figures["backdoor.attack_success_pct"] = 100 * backdoor["attack_success"]
-    figures["backdoor.normalized_top_50_poisoned"] = round(50 * backdoor["normalized_precision_at_50"])
+    figures["backdoor.top"] = BACKDOOR_TOP
+    figures["backdoor.normalized_top_poisoned"] = round(BACKDOOR_TOP * backdoor[f"normalized_precision_at_{BACKDOOR_TOP}"])
     counts = pipeline.submission_counts(dn).join(truth.groupby("contributor")["behaviour"].first())
     figures["backdoor.rejected"] = int(counts.loc[counts["behaviour"] == "backdoor", "rejected"].sum())
 
@@ -174,8 +181,7 @@ def text_figures(run_dir: str | Path, params: dict[str, Any] | None = None) -> d
     mass = attribution.trigger_mass(ig.attributions, ig.input_ids, trigger)[triggered]
     share = len(trigger) / ig.attention_mask[triggered].sum(axis=1)
     figures |= {"ig.trigger_mass_pct.min": 100 * mass.min(), "ig.trigger_mass_pct.max": 100 * mass.max(),
-                "ig.trigger_tokens_pct.min": 100 * share.min(), "ig.trigger_tokens_pct.max": 100 * share.max(),
-                "ig.examples": int(triggered.sum())}
+                "ig.trigger_tokens_pct.min": 100 * share.min(), "ig.trigger_tokens_pct.max": 100 * share.max()}
     n_params = sum(p.numel() for p in trained.model.parameters() if p.requires_grad)
     figures["fine_tuned.gradient_mib"] = 4 * n_params / 2**20
     return figures

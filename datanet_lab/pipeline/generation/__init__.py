@@ -5,7 +5,8 @@ payment per generation by span credit with its evidence in the ledger.
 A generation run lives in ``<run>/generation/`` (:func:`generation_run`) with its own manifests,
 keystore and ledger. Its layout::
 
-    ledger.sqlite  generations.jsonl  comparison.csv  loco.csv  figures/*.png
+    ledger.sqlite  generations.jsonl  comparison.csv  loco.csv  ceiling.json  figures/*.png
+    results.json (from `datanet-lab run --generation`: the figures the README quotes)
     manifests/   build.json train.json index.json generate.json pay.json
     dataset/     lm_datanet.json      (documents with verdicts, held-out texts, prompts)
     training/    history.csv summary.json checkpoints/epoch-NNN/ (weights, tokenizer)

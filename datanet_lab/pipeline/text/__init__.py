@@ -4,7 +4,8 @@ ledger records, reuse) on a text Datanet and the MiniLM models.
 A text run lives in ``<run>/text/`` (:func:`text_run`) with its own manifests, keystore and
 ledger. Its layout::
 
-    ledger.sqlite  payouts.csv  metrics.json  comparison.csv  backdoor.csv  figures/*.png
+    ledger.sqlite  payouts.csv  metrics.json  comparison.csv  backdoor.csv  ceiling.json  figures/*.png
+    results.json (from `datanet-lab run --text`: the figures the README quotes)
     manifests/   build.json encode.json train.json attribute.json pay.json
     dataset/     meta.json decisions.csv train.jsonl test.jsonl     (what validators accepted)
     planted/     ground_truth.csv                                   (the scenario's truth, kept apart)
