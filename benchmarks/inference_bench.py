@@ -101,8 +101,10 @@ def main() -> None:
                  for model, requests in (("logreg", args.logreg_requests), ("mlp", args.mlp_requests))}
     print(f"targets: {sum(f['ok'] for f in found.values())} of {len(found)} met with every checked receipt provable")
     if args.results:
-        results_files.write(args.results, {f"{model}.{name}": value for model, figures in found.items()
-                                           for name, value in figures.items()},
+        figures = {f"{model}.{name}": value for model, own in found.items() for name, value in own.items()}
+        figures |= {"receipts_checked": sum(f["receipts_checked"] for f in found.values()),
+                    "receipts_total": sum(f["receipts_total"] for f in found.values())}
+        results_files.write(args.results, figures,
                             "python benchmarks/inference_bench.py " + " ".join(sys.argv[1:]),
                             {"logreg_requests": args.logreg_requests, "mlp_requests": args.mlp_requests,
                              "batch_size": args.batch_size, "proofs": args.proofs, "threads": args.threads,
