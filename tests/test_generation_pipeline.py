@@ -385,6 +385,33 @@ def test_compare_generation_against_loco_and_a_direct_retrain(tiny, tmp_path_fac
     np.testing.assert_allclose(result.truth[0, c], full - without, rtol=1e-6, atol=1e-6)
 
 
+def test_the_results_file_figures_are_the_runs_own(tiny, tmp_path_factory):
+    """What ``datanet-lab run --generation`` writes for the README: read back from the finished run."""
+    from datanet_lab import results_files
+    from datanet_lab.compare_generation import write
+
+    run = copy_run(tiny, tmp_path_factory, "results-file")
+    comparison = compare_generation(run, run.directory / "compare", seeds=(0,), workers=1)
+    write(comparison, run.directory)
+    figures = results_files.generation_figures(run.directory.parent, params=run.params)
+    dn, table = tiny["dn"], tiny["table"]
+    assert "ceiling" not in figures  # one retrain seed: no seed ceiling
+    assert figures["documents"] == len(dn.accepted) and figures["generations"] == len(tiny["generations"])
+    for row in comparison.table.itertuples():
+        assert figures[f"{row.method}.generations"] == row.generations
+        assert figures.get(f"{row.method}.spearman") == (None if math.isnan(row.spearman) else pytest.approx(row.spearman))
+    (memoriser,) = [c for c, b in dn.behaviours.items() if b == "memorised"]
+    assert figures["memorised.units"] == table[(table["generation"] == "g0000") & (table["contributor"] == memoriser)]["units"].sum()
+    paid = table[table["generation"] == figures["shared.generation"]]
+    assert sorted(paid["units"][paid["units"] > 0], reverse=True) == [
+        figures[f"shared.units.{k}"] for k in range(figures["shared.contributors"])]
+    assert figures["shared.contributors"] == table[table["units"] > 0].groupby("generation").size().max()
+    spans = pd.read_csv(run.directory / "credit" / "spans.csv")
+    assert figures["generations_without_span"] == len(tiny["generations"]) - spans["generation"].nunique()
+    written = results_files.write(tmp_path_factory.mktemp("results") / "g.json", figures, "datanet-lab run --generation")
+    assert written["figures"]["memorised.units"] == figures["memorised.units"]
+
+
 # --- 7. parameters -----------------------------------------------------------------------------
 
 
