@@ -247,3 +247,110 @@ def test_every_cli_command_shown_exists(document):
             assert exit_.code == 0, f"{document.name}: `datanet-lab {' '.join(command)}` is not a command"
         else:
             pytest.fail(f"`datanet-lab {' '.join(command)} --help` did not print help")
+
+
+# README blocks checked against the committed results files of the long runs and the benchmarks
+
+RESULTS = ROOT / "docs" / "results"
+RESULTS_MARKER = re.compile(r"^<!-- checked against (docs/results/[\w.-]+\.json):\s+([^>]*?)\s*-->\n((?:.+\n)+)", re.MULTILINE)
+FIGURE = re.compile(r"(?<![\w.,\-−^@])[−-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\w^-]|\.\d|,\d{3})")
+"""A number as the README prints one in running text: ``1,244``, ``0.911``, ``−0.006``, ``18%``;
+not a digit inside a word or name (``GPT-2``, ``p50``, ``g0003``, ``x10``, ``2-layer``, ``10M``,
+``precision@10``, ``3,072-token``)."""
+SEPARATOR = re.compile(r"^\|(?:\s*:?-+:?\s*\|)+$")
+
+
+def _without_table_headers(block: str) -> str:
+    """``block`` less each table's header row and separator (a header names columns, e.g. ``95% CI``)."""
+    lines = block.splitlines()
+    headers = {k for k in range(len(lines) - 1) if SEPARATOR.match(lines[k + 1].strip())}
+    return "\n".join(line for k, line in enumerate(lines) if k not in headers and k - 1 not in headers)
+
+
+def _results_blocks() -> list[tuple[str, list[str], str]]:
+    """Each marked block: (results file, the names of its figures in order, the block's text up to
+    the next blank line)."""
+    return [(m.group(1), m.group(2).split(), m.group(3)) for m in RESULTS_MARKER.finditer(README.read_text())]
+
+
+def _figure(record: dict, name: str):
+    """A results file's figure by name; ``parameters.NAME`` is a parameter of the command."""
+    if name.startswith("parameters."):
+        return record["parameters"][name.removeprefix("parameters.")]
+    return record["figures"][name]
+
+
+def block_disagreements(block: str, names: list[str], record: dict) -> list[str]:
+    """What a README block says that its results file does not: the block's numbers, in order,
+    must equal the numeric figures ``names`` name, in order, at the precision the README prints
+    (every number of the block is one of them); each string figure must appear in the block."""
+    missing = [name for name in names if name not in record["figures"]
+               and name.removeprefix("parameters.") not in record.get("parameters", {})]
+    if missing:
+        return [f"no figure {name!r} in the results file" for name in missing]
+    numeric = [name for name in names if not isinstance(_figure(record, name), str)]
+    problems = [f"{name!r} = {_figure(record, name)!r} is not in the block" for name in names
+                if isinstance(_figure(record, name), str) and _figure(record, name) not in block]
+    printed = FIGURE.findall(_without_table_headers(block))
+    if len(printed) != len(numeric):
+        return problems + [f"the block prints {len(printed)} numbers {printed} but names {len(numeric)} figures {numeric}"]
+    for text, name in zip(printed, numeric):
+        value = _figure(record, name)
+        if isinstance(value, bool):
+            problems.append(f"{name!r} is a bool, not a number")
+            continue
+        decimals = len(text.partition(".")[2])
+        shown = float(text.replace(",", "").replace("−", "-"))
+        if abs(shown - value) > 0.5 * 10.0**-decimals + 1e-9:
+            problems.append(f"README prints {text} for {name!r}, the results file holds {value!r}")
+    return problems
+
+
+def test_the_readme_checks_every_results_file():
+    markers = re.findall(r"^<!-- checked against docs/results", README.read_text(), re.MULTILINE)
+    assert len(markers) == len(_results_blocks()), "a results-file marker the test cannot read (its form: " \
+        "'<!-- checked against docs/results/NAME.json: figure names -->', then the block, up to a blank line)"
+    marked = {name for name, _, _ in _results_blocks()}
+    committed = {f"docs/results/{path.name}" for path in RESULTS.glob("*.json")}
+    assert marked == committed, f"results files without a README block: {committed - marked}; blocks without a file: {marked - committed}"
+    assert committed >= {"docs/results/run-text.json", "docs/results/run-generation.json", "docs/results/span_bench.json",
+                         "docs/results/inference_bench.json", "docs/results/http_bench.json", "docs/results/text_bench.json"}
+
+
+@pytest.mark.parametrize("path, names, block", _results_blocks(), ids=lambda v: v if isinstance(v, str) and v.endswith("json") else "")
+def test_readme_block_matches_its_results_file(path, names, block):
+    from datanet_lab import results_files
+
+    problems = block_disagreements(block, names, results_files.read(ROOT / path))
+    assert not problems, f"README block checked against {path}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("*.json")), ids=lambda p: p.name)
+def test_the_readme_names_the_command_that_writes_each_results_file(path):
+    """The README's list of results files names each with the command that refreshes it: the
+    make target for a batch, the script for a benchmark."""
+    from datanet_lab import results_files
+
+    command = results_files.read(path)["command"]
+    listed = re.search(rf"^\| `docs/results/{re.escape(path.name)}` \| (.+) \|$", README.read_text(), re.MULTILINE)
+    assert listed, f"README's table of results files lacks {path.name}"
+    program = {"--text": "make run-text", "--generation": "make run-generation"}.get(command.split()[2]) \
+        if command.startswith("datanet-lab run") else command.split()[1]
+    assert program in listed.group(1), f"README says {path.name} comes from {listed.group(1)!r}; it was written by {command!r}"
+
+
+def test_a_block_disagreeing_with_its_results_file_is_reported():
+    record = {"command": "x", "parameters": {"seeds": 2},
+              "figures": {"a": 0.9114, "b": 1244, "c": -0.0061, "d": "g0003", "e": 17.9}}
+    names = ["b", "a", "c", "parameters.seeds", "d", "e"]
+    good = "| 1,244 texts | 0.911 ± GPT-2 | −0.006 | p50 over 2 seeds, 3,072-token g0003 | 18%. |\n"
+    assert block_disagreements(good, names, record) == []
+    assert block_disagreements(good.replace("0.911", "0.912"), names, record)  # a wrong figure
+    assert block_disagreements(good.replace("0.911", "0.91"), names, record) == []  # fewer decimals, still right
+    assert block_disagreements(good.replace("1,244", "1,245"), names, record)
+    assert block_disagreements(good.replace("g0003", "g0004"), names, record)  # a wrong string figure
+    assert block_disagreements(good.replace("18%", "18% of 5"), names, record)  # a number no figure names
+    assert block_disagreements(good, [*names, "missing"], record)
+    table = "| n | share (95% CI) |\n|---|---|\n| 1,244 | 0.911 |\n"
+    assert block_disagreements(table, ["b", "a"], record) == []  # the header's 95 is no figure
+    assert block_disagreements(table + "| 5 | 0.911 |\n", ["b", "a"], record)
