@@ -89,12 +89,11 @@ def _write_results(run_dir: Path, args: argparse.Namespace, seconds: float) -> P
     import yaml
 
     from datanet_lab import results_files
+    from datanet_lab.batch.runner import GENERATION_NOTEBOOKS, NOTEBOOK_DIR, TEXT_NOTEBOOKS, declared_parameters
+    from datanet_lab.params import RUN_DIR
 
     kind = "text" if args.text else "generation"
     command = " ".join(["datanet-lab run", f"--{kind}", *(f"-p {name} {value}" for name, value in args.param)])
-    from datanet_lab.params import RUN_DIR
-    from datanet_lab.runner import GENERATION_NOTEBOOKS, NOTEBOOK_DIR, TEXT_NOTEBOOKS, declared_parameters
-
     declared = set().union(*(declared_parameters(NOTEBOOK_DIR / name)
                              for name in (TEXT_NOTEBOOKS if args.text else GENERATION_NOTEBOOKS))) - {RUN_DIR}
     params = {k: v for k, v in yaml.safe_load((run_dir / "params.yaml").read_text()).items() if k in declared}

@@ -129,7 +129,8 @@ def text_figures(run_dir: str | Path, params: dict[str, Any] | None = None) -> d
     import attribution
     from datanet.models import encoders
     from datanet.text.behaviours import DEFAULT_TRIGGER
-    from datanet_lab import compare_text, pipeline
+    from datanet_lab import pipeline
+    from datanet_lab.experiments import compare_text
     from datanet_lab.pipeline import text
 
     run_dir = Path(run_dir)

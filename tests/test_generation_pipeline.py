@@ -388,10 +388,10 @@ def test_compare_generation_against_loco_and_a_direct_retrain(tiny, tmp_path_fac
 def test_the_results_file_figures_are_the_runs_own(tiny, tmp_path_factory):
     """What ``datanet-lab run --generation`` writes for the README: read back from the finished run."""
     from datanet_lab import results_files
-    from datanet_lab.compare_generation import write
+    from datanet_lab.experiments.compare_generation import write
 
     run = copy_run(tiny, tmp_path_factory, "results-file")
-    comparison = compare_generation(run, run.directory / "compare", seeds=(0,), workers=1)
+    comparison = compare_generation(run, seeds=(0,), workers=1)
     write(comparison, run.directory)
     figures = results_files.generation_figures(run.directory.parent, params=run.params)
     dn, table = tiny["dn"], tiny["table"]
