@@ -30,7 +30,7 @@ bias), hence this module; :class:`~attribution.tracin.CaptumTracIn` is the refer
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -276,10 +276,10 @@ class FastTracIn(Attributor):
         task = self._fitted()
         self._load(checkpoint)
         loss_fn: LossFn = task.test_loss if test else task.loss_fn
-        inputs, deltas, taps = self._capture(x, y, loss_fn)
+        inputs, deltas = capture(task.model, [h.module for h in self._hooked], x, y, loss_fn)
         linear, other = [], []
         for h in self._hooked:
-            a_calls, d_calls = inputs[h.module], [deltas.pop(0) for _ in taps[h.module]]
+            a_calls, d_calls = inputs[h.module], deltas[h.module]
             n = len(y)
             if h.gram:
                 a, d = a_calls[0], d_calls[0]
@@ -296,30 +296,55 @@ class FastTracIn(Attributor):
             other.append(self._other(x, y, loss_fn))
         return GradientFactors(linear, torch.cat(other, dim=1) if other else None)
 
-    def _capture(self, x: Inputs, y: torch.Tensor, loss_fn: LossFn) -> tuple[dict, list, dict]:
-        """One forward and backward with hooks on the hooked Linears: per layer its call inputs, the
-        loss gradients ``δ`` at its outputs (all calls, in hook order) and the taps. An input is
-        not copied: a model that overwrites it in place after the call cannot be differentiated
-        w.r.t. the weight at all (autograd refuses it in ``fit``'s check)."""
-        inputs: dict[nn.Linear, list[torch.Tensor]] = {}
-        taps: dict[nn.Linear, list[torch.Tensor]] = {}
 
-        def capture(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            tap = torch.zeros_like(output, requires_grad=True)  # its gradient is δ, whatever later overwrites output
-            inputs.setdefault(module, []).append(args[0].detach())
-            taps.setdefault(module, []).append(tap)
-            return output + tap
+def capture(model: nn.Module, modules: Sequence[nn.Module], x: Inputs, y: torch.Tensor, loss_fn: LossFn
+            ) -> tuple[dict[nn.Module, list[torch.Tensor]], dict[nn.Module, list[torch.Tensor]]]:
+    """One forward and backward of the summed per-sample losses with hooks on ``modules``: per
+    module, the first argument of each call (its input, detached, not copied) and the loss
+    gradient ``δ`` at that call's output, in call order. ``δ`` is that of a zero tensor added to the
+    output, so a later in-place op on the output cannot change it. A model that overwrites a
+    captured input in place after the call cannot be differentiated w.r.t. the weight at all
+    (autograd refuses it)."""
+    inputs: dict[nn.Module, list[torch.Tensor]] = {m: [] for m in modules}
+    taps: dict[nn.Module, list[torch.Tensor]] = {m: [] for m in modules}
 
-        handles = [h.module.register_forward_hook(capture) for h in self._hooked]
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        tap = torch.zeros_like(output, requires_grad=True)  # its gradient is δ, whatever later overwrites output
+        inputs[module].append(args[0].detach())
+        taps[module].append(tap)
+        return output + tap
+
+    handles = [m.register_forward_hook(hook) for m in modules]
+    try:
+        with torch.enable_grad():
+            loss = summed_loss(loss_fn, forward(model, x), y)
+            flat = [tap for m in modules for tap in taps[m]]
+            grads = torch.autograd.grad(loss, flat, allow_unused=True) if flat else ()
+    finally:
+        for handle in handles:
+            handle.remove()
+    filled = iter([torch.zeros_like(tap) if g is None else g for tap, g in zip(flat, grads)])
+    return inputs, {m: [next(filled) for _ in taps[m]] for m in modules}
+
+
+def per_sample_calls(model: nn.Module, modules: Sequence[nn.Module], x: Inputs) -> dict[nn.Module, list[list[tuple[int, ...]]]]:
+    """The ``modules`` whose hooks see per-sample inputs, found by probe forwards on 1 and up to 3
+    samples of ``x``: the module runs the same number of times in both and each call's first
+    argument has the probe's sample count first. Each maps to its calls' input shapes, per probe."""
+    probes = sorted({1, min(n_samples(x), 3)})
+    shapes: dict[nn.Module, list[list[tuple[int, ...]]]] = {m: [] for m in modules}
+    for size in probes:
+        seen: dict[nn.Module, list[tuple[int, ...]]] = {m: [] for m in modules}
+        handles = [m.register_forward_hook(lambda mod, args, out: seen[mod].append(tuple(args[0].shape))) for m in modules]
         try:
-            with torch.enable_grad():
-                loss = summed_loss(loss_fn, forward(self._fitted().model, x), y)
-                flat_taps = [tap for h in self._hooked for tap in taps[h.module]]
-                deltas = torch.autograd.grad(loss, flat_taps, allow_unused=True) if flat_taps else ()
+            with torch.no_grad():
+                forward(model, take(x, slice(0, size)))
         finally:
             for handle in handles:
                 handle.remove()
-        return inputs, [torch.zeros_like(t) if d is None else d for t, d in zip(flat_taps, deltas)], taps
+        for m in modules:
+            shapes[m].append(seen[m] if all(s[0] == size for s in seen[m]) else [])
+    return {m: calls for m, calls in shapes.items() if all(calls) and len({len(c) for c in calls}) == 1}
 
 
 def _hooked_linears(model: nn.Module, x: Inputs) -> list[_Hooked]:
@@ -332,25 +357,8 @@ def _hooked_linears(model: nn.Module, x: Inputs) -> list[_Hooked]:
         owners[id(p)] = owners.get(id(p), 0) + 1
     linears = [m for m in model.modules() if type(m).forward is nn.Linear.forward and isinstance(m, nn.Linear)
                and any(p.requires_grad for p in m.parameters()) and all(owners[id(p)] == 1 for p in m.parameters())]
-    probes = sorted({1, min(n_samples(x), 3)})
-    shapes: dict[nn.Module, list[list[tuple[int, ...]]]] = {m: [] for m in linears}
-    for size in probes:
-        seen: dict[nn.Module, list[tuple[int, ...]]] = {m: [] for m in linears}
-        handles = [m.register_forward_hook(lambda mod, args, out: seen[mod].append(tuple(args[0].shape))) for m in linears]
-        try:
-            with torch.no_grad():
-                forward(model, take(x, slice(0, size)))
-        finally:
-            for handle in handles:
-                handle.remove()
-        for m in linears:
-            shapes[m].append(seen[m] if all(s[0] == size for s in seen[m]) else [])
-    hooked = []
-    for m in linears:
-        calls = shapes[m]
-        if all(calls) and len({len(c) for c in calls}) == 1:
-            hooked.append(_Hooked(m, gram=all(len(c) == 1 and len(c[0]) == 2 for c in calls)))
-    return hooked
+    return [_Hooked(m, gram=all(len(c) == 1 and len(c[0]) == 2 for c in calls))
+            for m, calls in per_sample_calls(model, linears, x).items()]
 
 
 class FastGradientDot(FastTracIn):
