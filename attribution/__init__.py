@@ -11,6 +11,8 @@ from attribution.fast_tracin import FastGradientDot, FastTracIn
 from attribution.gauss_newton import GaussNewtonInfluence
 from attribution.influence import InfluenceFunction
 from attribution.integrated_gradients import FeatureAttributions, integrated_gradients
+from attribution.layer_projection import LayerProjection
+from attribution.lograd import LoGradDot, LoGradTracIn
 from attribution.projection import ProjectedTracIn
 from attribution.registry import METHODS, make_attributor
 from attribution.rollup import (
@@ -63,6 +65,9 @@ __all__ = [
     "InfluenceFunction",
     "METHODS",
     "KNNShapley",
+    "LayerProjection",
+    "LoGradDot",
+    "LoGradTracIn",
     "ProjectedTracIn",
     "RandomScores",
     "RepresentationSimilarity",

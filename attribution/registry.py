@@ -18,6 +18,7 @@ from attribution.base import Attributor, Capabilities
 from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity
 from attribution.fast_tracin import FastGradientDot, FastTracIn
 from attribution.gauss_newton import GaussNewtonInfluence
+from attribution.lograd import LoGradDot, LoGradTracIn
 from attribution.projection import ProjectedTracIn
 from attribution.tracin import CaptumTracIn
 from attribution.trak import TRAK
@@ -26,8 +27,10 @@ METHODS: dict[str, Callable[[int], Attributor]] = {
     "tracin_captum": lambda seed: CaptumTracIn(),
     "tracin_fast": lambda seed: FastTracIn(),
     "tracin_projected": lambda seed: ProjectedTracIn(seed=seed),
+    "tracin_lograd": lambda seed: LoGradTracIn(seed=seed),
     "grad_dot": lambda seed: GradientDot(),
     "grad_dot_fast": lambda seed: FastGradientDot(),
+    "grad_dot_lograd": lambda seed: LoGradDot(seed=seed),
     "grad_cosine": lambda seed: GradientDot(cosine=True),
     "representation_similarity": lambda seed: RepresentationSimilarity(),
     "knn_shapley": lambda seed: KNNShapley(),

@@ -186,7 +186,7 @@ def test_a_method_without_query_time_attribution_is_named():
                                        ["x.pt"], load_checkpoint)
     for method in ("trak", "shapley"):
         with pytest.raises(ServingError, match=rf"'{method}' has no query-time attribution; supported: "
-                                               r"\['grad_dot', 'grad_dot_fast', 'tracin_captum', 'tracin_fast'\]$"):
+                                               r"\['grad_dot', 'grad_dot_fast', 'grad_dot_lograd', 'tracin_captum', 'tracin_fast', 'tracin_lograd'\]$"):
             QueryAttributor(task, method, ["a"] * 4, ["a"], np.arange(4), np.arange(4))
 
 
