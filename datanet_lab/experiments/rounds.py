@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,8 +369,11 @@ class _Grower:
         counts = _counts(decisions, joined)
         steps = round_steps(r)
         folder = self.run.directory / "rounds" / f"round-{r}"
-        staged = lambda staging: staging / "rounds" / f"round-{r}"  # noqa: E731
-        since = lambda run: _epoch_closed_at(run, r - 1)  # noqa: E731
+        since = partial(_epoch_closed_at, epoch=r - 1)  # the round's entries follow the previous epoch's close
+
+        def staged(staging: Path) -> Path:
+            return staging / "rounds" / f"round-{r}"
+
         parent = self.versions[-1] if self.versions else None
         record = Procedure(steps[0], lambda run, staging: dn.save(staged(staging) / "dataset"),
                            lambda run: Datanet.load(folder / "dataset"),
