@@ -19,18 +19,28 @@ the loss gradient at its output; in LoGra's terms ``P_in`` projects ``a``, ``P_o
 - GPT-2's ``Conv1D``, weight ``(in, out)``: ``G = Σ_t a_t δ_tᵀ``: ``Σ_t (P_in a_t)(P_out δ_t)ᵀ``.
 - ``nn.Embedding``, weight ``(num_embeddings, dim)`` (a row per token): a Linear on the one-hot
   token ``e_t`` with ``G = Σ_t e_t δ_tᵀ``, so ``P_row = P_in`` acts on the token and ``P_in e_t``
-  is the token's column of ``P_in`` (a gather); tokens equal to ``padding_idx`` add nothing.
+  is the token's column of ``P_in`` (a gather); tokens equal to ``padding_idx`` add nothing. An
+  Embedding called on ids of one row shared by the batch (GPT-2's position embedding ``wpe``: its
+  ``(1, T, d)`` output is broadcast onto the batch's, so ``δ`` at it is summed over the samples)
+  gets a forward hook that expands its output to the batch (a view, ``(n, T, d)``): ``δ`` there
+  is per sample, the ids are expanded alike, and the model computes the same. It is hooked so
+  only where a probe forward with the expansion gives the model's output unchanged.
+- ``nn.LayerNorm`` (elementwise affine, any ``normalized_shape``): weight ``Σ_t δ_t ⊙ x̂_t``
+  (``x̂`` the input normalised over the ``normalized_shape`` dims, recomputed from the captured
+  input with the layer's ``eps``), bias ``Σ_t δ_t``; these small per-sample gradients are formed
+  and then projected as a parameter's exact gradient is (:meth:`LayerProjection.project`).
 
 None of these forms a ``(rows, cols)`` gradient per sample: the hooks of
 :func:`~attribution.fast_tracin.capture` give ``a`` and ``δ`` from one forward and backward of a
 chunk, and each position costs two small products. A layer is hooked where a probe shows its own
-``forward`` running on per-sample inputs (:func:`~attribution.fast_tracin.per_sample_calls`).
+``forward`` running on per-sample inputs (:func:`~attribution.fast_tracin.per_sample_calls`), or
+for an Embedding on batch-shared ids as above. On GPT-2 every parameter is hooked.
 
-**Every other trainable parameter** (LayerNorm, conv kernels, GPT-2's position embedding, which
-is called on one row of positions shared by the batch, a Linear called on a batch-shared input)
-gets exact per-sample gradients from ``torch.func``
-(:class:`~attribution.gradients.SampleGradients`), pushed through the same projection. So every
-parameter is covered, and one path can stand in for the other.
+**Every other trainable parameter** (conv kernels, a Linear called on a batch-shared input,
+other norms, a weight also used outside its layer's ``forward``) gets exact per-sample gradients
+from ``torch.func`` (:class:`~attribution.gradients.SampleGradients`), pushed through the same
+projection. So every parameter is covered, and one path can stand in for the other; when every
+parameter is hooked, no ``torch.func`` pass runs after construction's check.
 
 **Tied parameters** (GPT-2's ``lm_head.weight`` is ``transformer.wte.weight``) have one name
 (the first), hence one ``P_row``, ``P_col``: the gradient of a tied parameter is the sum over its
@@ -52,9 +62,10 @@ from collections.abc import Iterator, Mapping
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_leaves
 from transformers.pytorch_utils import Conv1D
 
-from attribution.base import AttributionError, Inputs, LossFn, n_samples, take
+from attribution.base import AttributionError, Inputs, LossFn, forward, n_samples, take
 from attribution.fast_tracin import capture, per_sample_calls
 from attribution.gradients import SampleGradients
 
@@ -92,7 +103,7 @@ class LayerProjection:
             raise AttributionError("layer projection: the model has no trainable parameter")
         self.dtype = next(iter(self._params.values())).dtype
         self._matrices: dict[str, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
-        self._uses = _hookable_uses(model, self._params, x)
+        self._uses, self._shared = _hookable_uses(model, self._params, x)
         self._exact_path: SampleGradients | None = None
         probe = slice(0, min(n_samples(x), 3))
         exact = self._exact(take(x, probe), y[probe], loss_fn, list(self._params))
@@ -179,19 +190,27 @@ class LayerProjection:
         if not self._uses:
             return {}
         modules = list(dict.fromkeys(m for uses in self._uses.values() for m, _ in uses))
-        inputs, deltas = capture(self.model, modules, x, y, loss_fn)
         n = n_samples(x)
+        expand = [m.register_forward_hook(_expand_to(n)) for m in modules if m in self._shared]  # before capture's hooks
+        try:
+            inputs, deltas = capture(self.model, modules, x, y, loss_fn)
+        finally:
+            for handle in expand:
+                handle.remove()
         out = {}
         for name, uses in self._uses.items():
             rows_p, cols_p = self.matrices(name)
             total = torch.zeros(n, self.dims[name], dtype=self.dtype)
             for module, attr in uses:
+                if isinstance(module, nn.LayerNorm):
+                    total += self.project(name, _norm_gradient(module, attr, inputs[module], deltas[module], n))
+                    continue
                 d = torch.cat([c.reshape(n, -1, c.shape[-1]) for c in deltas[module]], dim=1)  # (n, T, d_out)
                 if attr == "bias":
                     total += _apply(d.sum(dim=1), rows_p)  # P Σ_t δ_t
                     continue
                 if isinstance(module, nn.Embedding):
-                    ids = torch.cat([c.reshape(n, -1) for c in inputs[module]], dim=1)  # (n, T)
+                    ids = torch.cat([c.expand(n, *c.shape[1:]).reshape(n, -1) for c in inputs[module]], dim=1)  # (n, T)
                     rows, cols = _token_columns(module, ids, rows_p, self.dtype), _apply(d, cols_p)
                 else:
                     a = torch.cat([c.reshape(n, -1, c.shape[-1]) for c in inputs[module]], dim=1)  # (n, T, d_in)
@@ -223,22 +242,85 @@ def _token_columns(module: nn.Embedding, ids: torch.Tensor, matrix: torch.Tensor
     return columns
 
 
+def _expand_to(n: int):
+    """A forward hook giving a batch-shared output ``(1, ...)`` the batch's ``n`` rows (a view), so
+    that the loss gradient at it is per sample; the broadcast it stood for sums the same values."""
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output.expand(n, *output.shape[1:])
+    return hook
+
+
+def _norm_gradient(module: nn.LayerNorm, attr: str, inputs: list[torch.Tensor], deltas: list[torch.Tensor], n: int) -> torch.Tensor:
+    """``(n, *normalized_shape)`` per-sample gradient of a LayerNorm's ``weight`` (``Σ_t δ_t ⊙ x̂_t``,
+    ``x̂`` the normalised input) or ``bias`` (``Σ_t δ_t``), from its captured inputs and ``δ``."""
+    shape = tuple(module.normalized_shape)
+    dims = tuple(range(-len(shape), 0))
+    d = torch.cat([c.reshape(n, -1, *shape) for c in deltas], dim=1)  # (n, T, *shape)
+    if attr == "bias":
+        return d.sum(dim=1)
+    a = torch.cat([c.reshape(n, -1, *shape) for c in inputs], dim=1).to(d.dtype)
+    mean, var = a.mean(dim=dims, keepdim=True), a.var(dim=dims, unbiased=False, keepdim=True)
+    return (d * ((a - mean) * torch.rsqrt(var + module.eps))).sum(dim=1)
+
+
 def _hookable(module: nn.Module) -> bool:
-    """A layer whose weight gradient is ``Σ_t`` of outer products of its input and output gradient."""
+    """A layer whose weight gradient is ``Σ_t`` of outer products of its input and output gradient
+    (or, for a LayerNorm, of its output gradient and normalised input)."""
+    if isinstance(module, nn.LayerNorm):
+        return type(module).forward is nn.LayerNorm.forward and module.elementwise_affine
     if isinstance(module, nn.Embedding):
         # max_norm rewrites rows in the forward; scale_grad_by_freq scales by in-batch counts
         return type(module).forward is nn.Embedding.forward and module.max_norm is None and not module.scale_grad_by_freq
     return any(isinstance(module, cls) and type(module).forward is cls.forward for cls in (nn.Linear, Conv1D))
 
 
-def _hookable_uses(model: nn.Module, params: Mapping[str, nn.Parameter], x: Inputs) -> dict[str, list[tuple[nn.Module, str]]]:
+def _hookable_uses(model: nn.Module, params: Mapping[str, nn.Parameter], x: Inputs
+                   ) -> tuple[dict[str, list[tuple[nn.Module, str]]], set[nn.Module]]:
     """Per trainable parameter whose every holder is a hookable layer seeing per-sample inputs
-    (probed on ``x``): its ``(module, "weight" or "bias")`` uses."""
+    (probed on ``x``): its ``(module, "weight" or "bias")`` uses; and the Embeddings among them
+    called on batch-shared ids (every call's ids have 1 row whatever the batch: GPT-2's ``wpe``),
+    whose output the hooks expand to the batch."""
     holders: dict[int, list[tuple[nn.Module, str]]] = {}
     for module in model.modules():
         for attr, p in module.named_parameters(recurse=False):
             holders.setdefault(id(p), []).append((module, attr))
     candidates = [m for m in model.modules() if _hookable(m)]
-    per_sample = per_sample_calls(model, candidates, x)
-    return {name: holders[id(p)] for name, p in params.items()
-            if all(m in per_sample and attr in ("weight", "bias") for m, attr in holders[id(p)])}
+    per_sample = set(per_sample_calls(model, candidates, x))
+    shared = _shared_calls(model, [m for m in candidates if isinstance(m, nn.Embedding) and m not in per_sample], x)
+    uses = {name: holders[id(p)] for name, p in params.items()
+            if all(m in per_sample | shared and attr in ("weight", "bias") for m, attr in holders[id(p)])}
+    return uses, shared
+
+
+def _shared_calls(model: nn.Module, modules: list[nn.Module], x: Inputs) -> set[nn.Module]:
+    """The ``modules`` called, in probe forwards on 1 and up to 3 samples of ``x``, the same number
+    of times with ids of 1 row, and whose outputs expanded to the batch leave the model's output
+    as it is (the model only broadcasts them)."""
+    size = min(n_samples(x), 3)
+    if size < 2 or not modules:
+        return set()
+    calls: dict[nn.Module, list[list[tuple[int, ...]]]] = {m: [[], []] for m in modules}
+    probe = take(x, slice(0, size))
+    for i, part in enumerate((take(x, slice(0, 1)), probe)):
+        handles = [m.register_forward_hook(lambda mod, args, out, i=i: calls[mod][i].append(tuple(args[0].shape))) for m in modules]
+        try:
+            with torch.no_grad():
+                reference = forward(model, part)
+        finally:
+            for handle in handles:
+                handle.remove()
+    shared = {m for m, (one, some) in calls.items() if one and len(one) == len(some) and all(s[0] == 1 for s in one + some)}
+    if not shared:
+        return set()
+    handles = [m.register_forward_hook(_expand_to(size)) for m in shared]
+    try:
+        with torch.no_grad():
+            expanded = forward(model, probe)
+        pairs = list(zip(tree_leaves(expanded), tree_leaves(reference), strict=True))
+        same = all(not isinstance(a, torch.Tensor) or (a.shape == b.shape and torch.allclose(a, b)) for a, b in pairs)
+    except (RuntimeError, ValueError):
+        same = False
+    finally:
+        for handle in handles:
+            handle.remove()
+    return shared if same else set()

@@ -4,7 +4,9 @@ The reference gradient of each sample is one plain ``torch.autograd.grad`` of it
 (the zoo's naive reference), pushed through the Kronecker projection ``P_row G P_colᵀ`` by the
 test itself; only the seeded matrices ``P`` come from the code under test (checked apart).
 Models: a tiny GPT-2 (``GPT2LMHeadModel``: 1 layer, ``n_embd`` 16, vocab 50, ``lm_head`` tied to
-``wte``, right padding, the kit's causal LM loss), an MLP, a conv net (its kernel takes the exact
+``wte``, right padding, the kit's causal LM loss; every parameter hooked, LayerNorms and the
+batch-shared ``wpe`` included), an MLP, a LayerNorm over a 2-D ``normalized_shape``, position embeddings on batch-shared ids
+(hooked; exact when the model does more than broadcast them), a conv net (its kernel takes the exact
 path), an Embedding (``padding_idx`` 0) + Linear model, and a Linear whose weight is also used
 outside its ``forward`` (moved to the exact path by the construction's check).
 """
@@ -50,6 +52,34 @@ class EmbedHead(nn.Module):
         return self.head(torch.tanh(self.mix(self.embed(ids))).mean(dim=1))
 
 
+class NormHead(nn.Module):
+    """Linear -> a LayerNorm over a 2-D ``normalized_shape`` (2, 3) -> tanh -> Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix, self.norm, self.head = nn.Linear(5, 6), nn.LayerNorm((2, 3)), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.norm(self.mix(x).reshape(-1, 2, 3))).reshape(-1, 6))
+
+
+class Positions(nn.Module):
+    """Token + position embeddings (positions one row shared by the batch, as GPT-2's ``wpe``) ->
+    Linear; ``sums_batch``: the position embedding is summed over its rows first, so expanding it
+    to the batch would change the output (it stays on the exact path)."""
+
+    def __init__(self, sums_batch: bool = False) -> None:
+        super().__init__()
+        self.sums_batch = sums_batch
+        self.embed, self.position, self.head = nn.Embedding(VOCAB, 4), nn.Embedding(5, 4), nn.Linear(4, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        positions = self.position(torch.arange(ids.shape[1])[None])  # (1, T, 4)
+        if self.sums_batch:
+            positions = positions.sum(dim=0, keepdim=True)
+        return self.head(torch.tanh(self.embed(ids) + positions).mean(dim=1))
+
+
 def _tokens(n: int, g: torch.Generator) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Windows right-padded to lengths 3 to 8; labels the ids, ``IGNORE`` at padding."""
     mask = (torch.arange(LENGTH)[None] < torch.randint(3, LENGTH + 1, (n, 1), generator=g)).long()
@@ -77,13 +107,15 @@ class Model:
     loss_fn: LossFn = nn.CrossEntropyLoss(reduction="sum")
 
 
-GPT2_EXACT = {"lm.transformer.wpe.weight", "lm.transformer.ln_f.weight", "lm.transformer.ln_f.bias",
-              *(f"lm.transformer.h.0.{norm}.{p}" for norm in ("ln_1", "ln_2") for p in ("weight", "bias"))}
+GPT2_EXACT: set[str] = set()  # every parameter hooked: LayerNorms, and wpe (batch-shared positions, output expanded)
 MODELS = {
     "gpt2": Model(tiny_gpt2, _tokens, GPT2_EXACT, causal_lm_loss),
     "mlp": Model(mlp, _dense, set()),
     "conv": Model(conv, _image, {"0.weight", "0.bias"}),
     "embedding": Model(EmbedHead, _ids, set()),
+    "layer_norm_2d": Model(NormHead, _dense, set()),
+    "shared_positions": Model(Positions, _ids, set()),
+    "shared_positions_summed": Model(lambda: Positions(sums_batch=True), _ids, {"position.weight"}),
     "used_outside_forward": Model(Shared, _dense, {"head.weight"}),
 }
 
