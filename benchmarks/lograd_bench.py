@@ -16,10 +16,9 @@ Projected: :class:`~attribution.lograd.LoGradTracIn` at the default ``k`` (``--k
 (``ru_maxrss``) is that method's; a process that only builds the model and data gives the
 baseline. Prints seconds and peak MiB of each, Pearson and Spearman of the projected scores with
 the exact ones, and a final line ``projected tracin: <ratio>x the exact per-sample path`` (ratio
-= exact seconds / projected seconds). On GPT-2 the projected path still runs one ``torch.func``
-pass over the whole model for the parameters it does not hook (LayerNorms, and ``wpe``, called on
-one row of positions shared by the batch), so it cannot beat the exact path's time here; it saves
-the per-sample gradients' memory. Usage:
+= exact seconds / projected seconds). On GPT-2 the projected path hooks every parameter
+(LayerNorms and the position embedding ``wpe`` included), so it runs no ``torch.func`` pass
+beyond its construction's check on 3 samples. Usage:
 ``python benchmarks/lograd_bench.py [--train 64] [--test 16] [--length 64] [--checkpoints 2] [--k 32] [--threads 2]``
 """
 
