@@ -330,8 +330,12 @@ def capture(model: nn.Module, modules: Sequence[nn.Module], x: Inputs, y: torch.
 def per_sample_calls(model: nn.Module, modules: Sequence[nn.Module], x: Inputs) -> dict[nn.Module, list[list[tuple[int, ...]]]]:
     """The ``modules`` whose hooks see per-sample inputs, found by probe forwards on 1 and up to 3
     samples of ``x``: the module runs the same number of times in both and each call's first
-    argument has the probe's sample count first. Each maps to its calls' input shapes, per probe."""
-    probes = sorted({1, min(n_samples(x), 3)})
+    argument has the probe's sample count first. Each maps to its calls' input shapes, per probe.
+    None with fewer than 2 samples: one probe cannot tell a per-sample input from one the batch
+    shares (GPT-2's position ids), so every parameter then takes the exact path."""
+    if n_samples(x) < 2:
+        return {}
+    probes = [1, min(n_samples(x), 3)]
     shapes: dict[nn.Module, list[list[tuple[int, ...]]]] = {m: [] for m in modules}
     for size in probes:
         seen: dict[nn.Module, list[tuple[int, ...]]] = {m: [] for m in modules}

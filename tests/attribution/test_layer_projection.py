@@ -24,7 +24,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from attribution import AttributionError, AttributionTask, LayerProjection, LoGradDot, LoGradTracIn
-from attribution.base import LossFn
+from attribution.base import LossFn, take
 from datanet.models import load_checkpoint, save_checkpoint
 from datanet.models.lm import IGNORE, LogitsOnly, causal_lm_loss
 from tests.attribution.test_tracin_zoo import LEARNING_RATES, Problem, Shared, _close, _gradients, conv, mlp, naive_self_influence, naive_tracin
@@ -165,6 +165,18 @@ def test_projection_equals_the_kronecker_projection_of_exact_gradients(tmp_path,
         expected = _reference(projection, net, x, y, case.loss_fn)
         assert actual.shape == (len(y), projection.dim) and projection.dim < _n_params(net)  # it does project
         _close(actual.numpy(), expected.numpy())
+
+
+def test_a_projection_probed_on_one_sample_hooks_nothing_and_stays_exact_on_a_batch(tmp_path):
+    """One probe sample cannot tell GPT-2's batch-shared position ids from per-sample inputs: hooked,
+    ``wpe`` would sum its output gradient over a later batch."""
+    case = MODELS["gpt2"]
+    p = _build(case, tmp_path)
+    net, task = p.model, p.task
+    projection = LayerProjection(net, case.loss_fn, take(task.train_x, slice(0, 1)), task.train_y[:1], k=4, seed=3)
+    assert set(projection.paths.values()) == {"exact"}
+    _close(projection(task.train_x, task.train_y, case.loss_fn).numpy(),
+           _reference(projection, net, task.train_x, task.train_y, case.loss_fn).numpy())
 
 
 def _n_params(net: nn.Module) -> int:
