@@ -23,6 +23,17 @@ from attribution.gradients import require_per_sample
 from attribution.layer_projection import DEFAULT_K, LayerProjection
 
 
+def projected(task: AttributionTask, k: int | None, seed: int, batch_size: int, method: str
+              ) -> tuple[AttributionTask, LayerProjection]:
+    """``task`` on its own model copy (trained weights loaded, per-sample computation checked, else
+    :class:`AttributionError` naming ``method``) and its :class:`LayerProjection`; load a
+    checkpoint into the copy's model before calling the projection."""
+    task = task.own_copy()
+    task.load_final()
+    require_per_sample(task.model, task.train_x, method)
+    return task, LayerProjection(task.model, task.loss_fn, task.train_x, task.train_y, k, seed, batch_size)
+
+
 class LoGradTracIn(Attributor):
     """TracIn ``Σ_t lr_t φ_t(train_i) · φ_t(test_j)`` on projected gradients.
 
@@ -43,12 +54,8 @@ class LoGradTracIn(Attributor):
         self._train: list[torch.Tensor] = []  # per checkpoint (n_train, dim)
 
     def fit(self, task: AttributionTask) -> LoGradTracIn:
-        task = task.own_copy()
-        task.load_final()
-        require_per_sample(task.model, task.train_x, self.name)
+        task, self._projection = projected(task, self.k, self.seed, self.batch_size, self.name)
         self._task = task
-        self._projection = LayerProjection(task.model, task.loss_fn, task.train_x, task.train_y, self.k, self.seed,
-                                           self.batch_size)
         self._weights, self._train = [], []
         for t in range(len(task.checkpoints)):
             self._weights.append(self._load(t))
