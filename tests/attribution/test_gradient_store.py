@@ -146,6 +146,16 @@ def test_a_store_of_other_parameters_or_another_task_is_refused_naming_the_field
         GradientStore.open(directory, p.task, k=K, seed=SEED)
 
 
+def test_shards_of_an_unfinished_build_for_other_parameters_are_refused(tmp_path, monkeypatch):
+    p = _build(MODELS["mlp"], tmp_path / "checkpoints")
+    with monkeypatch.context() as patched:
+        _count_writes(patched, fail_at=2)
+        with pytest.raises(KeyboardInterrupt):
+            _store(tmp_path / "store", p.task)
+    with pytest.raises(AttributionError, match="shard-0.npy was computed for another task or parameters"):
+        GradientStore.build(tmp_path / "store", p.task, k=K, seed=SEED + 1, shard_rows=SHARD_ROWS)
+
+
 def test_scores_read_every_shard_through_a_memory_map(tmp_path, monkeypatch):
     p = _build(MODELS["mlp"], tmp_path / "checkpoints")
     store = _store(tmp_path / "store", p.task)
