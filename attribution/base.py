@@ -38,7 +38,8 @@ LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
 """``loss_fn(model_output, targets)`` of a batch: a scalar (any reduction) or per-sample values."""
 
 
-def _parts(x: Inputs) -> list[tuple[str, torch.Tensor]]:
+def input_parts(x: Inputs) -> list[tuple[str, torch.Tensor]]:
+    """The tensors of ``x`` (a tensor, a tuple or a mapping of tensors), each with its name in errors."""
     if isinstance(x, torch.Tensor):
         return [("input", x)]
     if isinstance(x, tuple):
@@ -50,7 +51,7 @@ def _parts(x: Inputs) -> list[tuple[str, torch.Tensor]]:
 
 def n_samples(x: Inputs) -> int:
     """The shared first dimension of every tensor of ``x``; ``ValueError`` naming the odd one out."""
-    parts = _parts(x)
+    parts = input_parts(x)
     if not parts:
         raise ValueError("inputs hold no tensor")
     sizes = {}

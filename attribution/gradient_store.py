@@ -29,10 +29,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from attribution.base import AttributionError, AttributionTask, Inputs, _parts, n_samples, require_finite, take
+from attribution.base import AttributionError, AttributionTask, Inputs, input_parts, n_samples, require_finite, take
+from attribution.files import file_sha256
 from attribution.layer_projection import DEFAULT_K, LayerProjection
 from attribution.lograd import projected
-from datanet_lab.provenance import file_sha256
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -127,7 +127,7 @@ def _header(task: AttributionTask, projection: LayerProjection, shard_rows: int 
         "model_class": f"{type(task.model).__module__}.{type(task.model).__qualname__}",
         "parameter_shapes": {n: list(p.shape) for n, p in task.model.named_parameters()},
         "checkpoint_sha256": [file_sha256(Path(c)) for c in task.checkpoints],
-        "train_x": {name: _fingerprint(t) for name, t in _parts(task.train_x)},
+        "train_x": {name: _fingerprint(t) for name, t in input_parts(task.train_x)},
         "train_y": _fingerprint(task.train_y),
         "k": projection.k,
         "seed": projection.seed,

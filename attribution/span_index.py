@@ -29,7 +29,6 @@ smallest of all, below any query; it can only add matches of one token, which ``
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -45,6 +44,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from attribution.base import AttributionError
+from attribution.files import file_sha256
 
 if TYPE_CHECKING:
     from attribution.spans import ReferenceSpanMatcher
@@ -131,14 +131,6 @@ def check_engine(engine: str) -> str:
     return engine
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_corpus(arrays: list[np.ndarray], vocab_size: int, directory: Path) -> dict:
     """Write tokenized.0 and offset.0 of the checked documents ``arrays`` into ``directory``; return the metadata."""
     lengths = np.array([len(a) for a in arrays] + [len(SENTINEL) - 1], dtype=np.int64)
@@ -151,7 +143,7 @@ def _write_corpus(arrays: list[np.ndarray], vocab_size: int, directory: Path) ->
     tokens.tofile(directory / "tokenized.0")
     offsets.astype("<u8").tofile(directory / "offset.0")
     return {"format": FORMAT, "n_docs": len(arrays), "n_tokens": int(lengths[:-1].sum()), "vocab_size": vocab_size,
-            "corpus_sha256": _sha256(directory / "tokenized.0")}
+            "corpus_sha256": file_sha256(directory / "tokenized.0")}
 
 
 def _run_indexer(directory: Path, raw: Path) -> None:
@@ -251,7 +243,7 @@ class SpanIndex:
         for what, (got, want) in expected.items():
             if got != want:
                 raise AttributionError(f"span index {directory}: {what} {got}, expected {want} from {METADATA}")
-        digest = _sha256(directory / "tokenized.0")
+        digest = file_sha256(directory / "tokenized.0")
         if digest != metadata["corpus_sha256"]:
             raise AttributionError(f"span index {directory}: tokenized.0 has SHA-256 {digest}, {METADATA} "
                                    f"records corpus_sha256 {metadata['corpus_sha256']}")
