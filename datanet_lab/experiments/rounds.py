@@ -68,7 +68,7 @@ from datanet_lab.pipeline.tabular.attribute_step import (read_scores, roll_up, r
                                                          training_task, write_scores)
 from datanet_lab.pipeline.tabular.build_step import stake_records, submission_records
 from datanet_lab.pipeline.engine import Procedure, Record, run_step
-from datanet_lab.pipeline.tabular.pay_step import epoch_entries, stakes_left
+from datanet_lab.pipeline.tabular.pay_step import epoch_entries, epoch_units, stakes_left
 from datanet_lab.pipeline.run import ATTRIBUTOR, CURATOR, PAYOUT_AUTHORITY, TRAINER, VALIDATOR, Run, check_signing_keys
 from datanet_lab.pipeline.tabular.train_step import trained_from, training_record
 from ledger import proofs
@@ -477,11 +477,8 @@ class _Grower:
             previous = self._read_head(r - 1) if r > 1 else None
             document = proofs.consistency_document(book, previous["size"]) if previous else None
         rows = pd.DataFrame(epoch.rows)
-        slashed = pd.Series(0, index=rows["contributor"])
-        for e in (e for e in recorded if e.kind == "slash"):
-            slashed[e.payload["contributor"]] += e.payload["amount"]
-        paid = {e.payload["contributor"]: e.payload["amount"] for e in recorded if e.kind == "payout"}
-        rows["slashed"] = slashed.to_numpy()
+        slashed, paid = epoch_units(recorded)
+        rows["slashed"] = [slashed.get(c, 0) for c in rows["contributor"]]
         rows["payout"] = [paid.get(c, 0) for c in rows["contributor"]]
         staging.mkdir(parents=True, exist_ok=True)
         rows.to_csv(staging / "earnings.csv", index=False)

@@ -102,15 +102,22 @@ def payouts_table(planned: Planned, recorded: list[ledger.Entry]) -> pd.DataFram
     """One row per contributor (:data:`PAYOUT_COLUMNS`): submissions, credit, stake, and the
     units slashed and paid as the ledger's ``recorded`` epoch entries say."""
     payable = planned.payable
-    slashed = dict.fromkeys(payable.counts.index, 0)
-    for slash in (e for e in recorded if e.kind == "slash"):
-        slashed[slash.payload["contributor"]] += slash.payload["amount"]
+    slashed, paid = epoch_units(recorded)
     table = payable.counts.join(payable.behaviours.rename("behaviour"))
     table["attribution"] = payable.credit
     table["stake"] = pd.Series(planned.stakes)
-    table["slashed"] = pd.Series(slashed)
-    table["payout"] = pd.Series({e.payload["contributor"]: e.payload["amount"] for e in recorded if e.kind == "payout"})
+    table["slashed"] = pd.Series(dict.fromkeys(payable.counts.index, 0) | slashed)
+    table["payout"] = pd.Series(paid)
     return table.rename_axis("contributor").reset_index()[PAYOUT_COLUMNS]
+
+
+def epoch_units(recorded: list[ledger.Entry]) -> tuple[dict[str, int], dict[str, int]]:
+    """Units slashed (summed over a contributor's slashes) and paid per contributor, as an
+    epoch's recorded entries (:func:`epoch_entries`) say; contributors without either are absent."""
+    slashed: dict[str, int] = {}
+    for slash in (e for e in recorded if e.kind == "slash"):
+        slashed[slash.payload["contributor"]] = slashed.get(slash.payload["contributor"], 0) + slash.payload["amount"]
+    return slashed, {e.payload["contributor"]: e.payload["amount"] for e in recorded if e.kind == "payout"}
 
 
 def read_payouts(run: Run) -> pd.DataFrame:
