@@ -11,6 +11,7 @@ Checks come in three layers, so that a sweep can run each once per distinct valu
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from attribution import METHODS
@@ -70,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
     "span_engine": "infini_gram",
     "generation_fee": 1000,
     "gen_loco_seeds": 1,
+    "lm_model": "scratch",
     "inference_requests": 2000,
     "inference_fee": 1000,
     "rounds": 4,
@@ -219,6 +221,8 @@ def _range_problem(name: str, value: Any) -> str | None:
     if name == "gen_temperature" and not (value == 0 or MIN_TEMPERATURE <= value <= 10.0):
         return (f"gen_temperature must be 0 (greedy) or in [{MIN_TEMPERATURE}, 10] (lower, sampling is greedy and "
                 f"logits / temperature overflow float32), got {value}")
+    if name == "lm_model" and not value:
+        return "lm_model must be 'scratch', 'pretrained' or a local model directory, got ''"
     if name == "span_engine" and value not in ENGINES:
         return f"unknown span_engine {value!r}; expected one of {list(ENGINES)}"
     if name == "compare_l2" and not value > 0:
@@ -309,6 +313,26 @@ def _check_generation_plan(scenario: str, per_contributor: int) -> None:
             raise ParameterError(f"{where} needs {count} {what}; at most {bound}")
 
 
+LM_MODELS = ("scratch", "pretrained")
+"""``lm_model``'s named settings: a GPT-2 trained from scratch on the LM Datanet, or the kit's base
+GPT-2 (:mod:`datanet.models.lm_base`) fine-tuned on it; any other value is a local model directory."""
+
+
+def check_lm_model(value: str) -> None:
+    """Refuse an ``lm_model`` that is neither a named setting nor a local directory holding a saved
+    causal LM with its tokenizer: nothing is ever downloaded, so a hub name is refused too."""
+    if value in LM_MODELS:
+        return
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ParameterError(f"lm_model {value!r} is not {' or '.join(map(repr, LM_MODELS))} nor a local directory "
+                             f"(models are never downloaded: give a directory written by save_pretrained)")
+    missing = [n for n in ("config.json", "tokenizer.json") if not (path / n).is_file()]
+    if missing:
+        raise ParameterError(f"lm_model {value!r}: the directory lacks {missing} (a causal LM saved with "
+                             f"save_pretrained, with its fast tokenizer)")
+
+
 def training_rows(table: Table) -> int:
     """How many rows of ``table`` contributors share: all but the held-out test set (its size
     does not depend on the seed)."""
@@ -342,8 +366,8 @@ def check_fits(full: dict[str, Any], rows: int) -> None:
 
 
 def check(params: dict[str, Any]) -> dict[str, Any]:
-    """Check every parameter's meaning (loading the dataset) and return the full parameter set
-    (:func:`resolve`).
+    """Check every parameter's meaning (loading the dataset, reading the text file and ``lm_model``'s
+    directory) and return the full parameter set (:func:`resolve`).
 
     Raises:
         DatanetError: the first problem found, naming the parameter and its value.
@@ -353,4 +377,5 @@ def check(params: dict[str, Any]) -> dict[str, Any]:
     if full["text_dataset"] != DOCSTRINGS:  # the user's text file: readable, with its two columns
         table = load_text_file(full["text_dataset"], full["text_column"], full["text_label_column"])
         check_text_fits(full, len(table), f"text file {full['text_dataset']} ({len(table)} rows)")
+    check_lm_model(full["lm_model"])
     return full

@@ -1,11 +1,13 @@
-"""A small causal LM (GPT-2) trained from scratch on an LM Datanet's documents, offline.
+"""A causal LM trained on an LM Datanet's documents, offline: a small GPT-2 from scratch, or a
+saved model (a pretrained base, or the user's own Hugging Face directory) fine-tuned on them.
 
 ::
 
-    texts --train_tokenizer (byte-level BPE, <|endoftext|>)--> tokenizer
+    texts --train_tokenizer (byte-level BPE, <|endoftext|>)--> tokenizer   (or the base's, load_lm)
           --encode_documents--> documents_token_ids: one list of ids per document
           --document_windows--> Windows: input_ids, attention_mask, labels (m, n_positions), document (m,)
-          --train_lm / LMRetrainer--> GPT2LMHeadModel (+ a checkpoint per epoch)
+          --train_lm / LMRetrainer (base=None: from scratch; base=dir: fine-tuned)--> causal LM
+            (+ a checkpoint per epoch)
           --generate--> Generation (prompt ids, generated ids, text)
           --sequence_log_likelihoods--> log p(generated | prompt) per generation
 
@@ -43,7 +45,8 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch.nn import functional as F
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel,
+                          PreTrainedTokenizerFast)
 from transformers.utils import logging as transformers_logging
 
 transformers_logging.disable_progress_bar()  # a bar per checkpoint saved or loaded is noise in notebooks and logs
@@ -138,12 +141,49 @@ class LMConfig:
                           pad_token_id=eot_id, attn_implementation="eager")
 
 
-def build_lm(config: LMConfig, vocab_size: int, eot_id: int, seed: int | None = None) -> GPT2LMHeadModel:
-    """A fresh GPT-2 whose initial weights are drawn from ``seed`` (default ``config.seed``); the
-    global RNG state is left as it was."""
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed if seed is None else seed)
-        return GPT2LMHeadModel(config.gpt2_config(vocab_size, eot_id))
+def build_lm(config: LMConfig, vocab_size: int, eot_id: int, seed: int | None = None,
+             base: str | Path | None = None) -> PreTrainedModel:
+    """The model training starts from: without ``base``, a fresh GPT-2 (``config``'s architecture)
+    whose initial weights are drawn from ``seed`` (default ``config.seed``), the global RNG state
+    left as it was; with ``base``, a copy of the causal LM saved in that directory (fine-tuning:
+    ``config``'s architecture fields are not used).
+
+    Raises:
+        ValueError: ``base``'s vocabulary is not ``vocab_size`` or its context is shorter than
+            ``config.n_positions``.
+    """
+    if base is None:
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed if seed is None else seed)
+            return GPT2LMHeadModel(config.gpt2_config(vocab_size, eot_id))
+    model = load_model(base)
+    if model.get_input_embeddings().num_embeddings != vocab_size:
+        raise ValueError(f"base model {base}: {model.get_input_embeddings().num_embeddings} token embeddings, but the "
+                         f"tokenizer has {vocab_size} tokens")
+    if context_length(model) < config.n_positions:
+        raise ValueError(f"base model {base}: context of {context_length(model)} tokens, shorter than the windows' "
+                         f"n_positions {config.n_positions}")
+    return model
+
+
+def context_length(model: PreTrainedModel) -> int:
+    """The most tokens ``model`` attends over (``n_positions`` or ``max_position_embeddings``)."""
+    for name in ("n_positions", "max_position_embeddings"):
+        if getattr(model.config, name, None):
+            return int(getattr(model.config, name))
+    raise ValueError(f"{type(model).__name__}: its config names no context length (n_positions or max_position_embeddings)")
+
+
+def eot_id(tokenizer: PreTrainedTokenizerFast) -> int:
+    """The id of the token that separates documents: the tokenizer's eos token (:data:`EOT` for
+    the tokenizers built here).
+
+    Raises:
+        ValueError: the tokenizer has no eos token.
+    """
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{type(tokenizer).__name__} has no eos token: documents cannot be separated")
+    return int(tokenizer.eos_token_id)
 
 
 @dataclass(frozen=True)
@@ -194,7 +234,7 @@ def document_windows(documents_token_ids: Sequence[Sequence[int]], n_positions: 
     return Windows(input_ids, attention_mask, labels, np.asarray(owner, dtype=np.int64))
 
 
-def lm_loss(model: GPT2LMHeadModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+def lm_loss(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
             labels: torch.Tensor) -> torch.Tensor:
     """Summed next-token negative log-likelihood (nats) per row, ``(n,)``, differentiable.
 
@@ -220,7 +260,7 @@ class TrainedLM:
     checkpoint directory per epoch (empty without ``checkpoint_dir``), wall seconds of training and
     the target tokens seen per second."""
 
-    model: GPT2LMHeadModel
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerFast
     config: LMConfig
     step_losses: list[float]
@@ -231,8 +271,9 @@ class TrainedLM:
 
 
 def train_lm(documents_token_ids: Sequence[Sequence[int]], config: LMConfig, *, tokenizer: PreTrainedTokenizerFast,
-             checkpoint_dir: str | Path | None = None) -> TrainedLM:
-    """Train a GPT-2 from scratch on ``documents_token_ids`` (ids from ``tokenizer``).
+             checkpoint_dir: str | Path | None = None, base: str | Path | None = None) -> TrainedLM:
+    """Train a GPT-2 from scratch on ``documents_token_ids`` (ids from ``tokenizer``), or fine-tune
+    the causal LM saved in ``base`` (every parameter; :func:`build_lm`) on them.
 
     With ``checkpoint_dir``, after every epoch the model and tokenizer are saved
     (:func:`save_lm`) in ``checkpoint_dir/epoch-001``, ... and the config in
@@ -241,8 +282,8 @@ def train_lm(documents_token_ids: Sequence[Sequence[int]], config: LMConfig, *, 
     Raises:
         ValueError: no documents, or a token id outside the tokenizer's vocabulary.
     """
-    eot_id = tokenizer.convert_tokens_to_ids(EOT)
-    windows = document_windows(documents_token_ids, config.n_positions, eot_id)
+    eot = eot_id(tokenizer)
+    windows = document_windows(documents_token_ids, config.n_positions, eot)
     if int(windows.input_ids.max()) >= len(tokenizer) or int(windows.input_ids.min()) < 0:
         raise ValueError(f"token ids must be in [0, {len(tokenizer)}) (the tokenizer's vocabulary), got "
                          f"[{int(windows.input_ids.min())}, {int(windows.input_ids.max())}]")
@@ -251,12 +292,12 @@ def train_lm(documents_token_ids: Sequence[Sequence[int]], config: LMConfig, *, 
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
         (Path(checkpoint_dir) / "lm_config.json").write_text(json.dumps(asdict(config), indent=2))
 
-    def save(model: GPT2LMHeadModel, epoch: int) -> None:
+    def save(model: PreTrainedModel, epoch: int) -> None:
         if checkpoint_dir is not None:
             checkpoints.append(save_lm(model, tokenizer, Path(checkpoint_dir) / f"epoch-{epoch:03d}"))
 
     start = time.perf_counter()
-    model, step_losses, epoch_losses = fit_windows(windows, config, len(tokenizer), eot_id, config.seed, save)
+    model, step_losses, epoch_losses = fit_windows(windows, config, len(tokenizer), eot, config.seed, save, base)
     seconds = time.perf_counter() - start
     n_targets = int((windows.labels[:, 1:] != IGNORE).sum()) * config.epochs
     return TrainedLM(model, tokenizer, config, step_losses, epoch_losses, checkpoints, seconds, n_targets / seconds)
@@ -284,7 +325,7 @@ class LogitsOnly(torch.nn.Module):
     """``model(input_ids, attention_mask) -> logits (n, L, V)``: a causal LM as attribution methods
     call it (a tensor out, no cache); the wrapped GPT-2 is ``self.lm``."""
 
-    def __init__(self, model: GPT2LMHeadModel) -> None:
+    def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
         self.lm = model
 
@@ -306,8 +347,7 @@ def checkpoint_loader(config: LMConfig, n_windows: int) -> Callable[[LogitsOnly,
 
     def load(model: LogitsOnly, checkpoint: str) -> float:
         path = Path(checkpoint)
-        model.lm.load_state_dict(GPT2LMHeadModel.from_pretrained(path, local_files_only=True,
-                                                                 attn_implementation="eager").state_dict())
+        model.lm.load_state_dict(load_model(path).state_dict())
         return rates[int(path.name.removeprefix("epoch-")) - 1]
 
     return load
@@ -329,13 +369,16 @@ def generation_batch(prompt_ids: Sequence[Sequence[int]], generated_ids: Sequenc
     return {"input_ids": input_ids, "attention_mask": attention_mask}, labels
 
 
-def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot_id: int, seed: int,
-                on_epoch: Callable[[GPT2LMHeadModel, int], None] | None = None,
-                ) -> tuple[GPT2LMHeadModel, list[float], list[float]]:
-    """Train a fresh model (initialised from ``seed``) on ``windows``; batch order from ``seed``.
-    Each step minimises the batch's mean NLL per target token. ``on_epoch(model, epoch)`` runs
-    after each epoch (1-based). Returns the model in eval mode, step and epoch mean losses."""
-    model = build_lm(config, vocab_size, eot_id, seed).train()
+def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot: int, seed: int,
+                on_epoch: Callable[[PreTrainedModel, int], None] | None = None, base: str | Path | None = None,
+                ) -> tuple[PreTrainedModel, list[float], list[float]]:
+    """Train a fresh model (initialised from ``seed``), or fine-tune a copy of ``base``, on
+    ``windows``; batch order from ``seed``. Each step minimises the batch's mean NLL per target
+    token. ``on_epoch(model, epoch)`` runs after each epoch (1-based). Returns the model in eval
+    mode, step and epoch mean losses."""
+    # Trained in eval mode: a base's dropout is off, so training, leave-one-out retraining and
+    # attribution see one deterministic function (the scratch GPT-2 has every dropout at 0 anyway).
+    model = build_lm(config, vocab_size, eot, seed, base).eval()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(windows)))
     rng = np.random.default_rng(seed)
@@ -358,10 +401,8 @@ def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot_id: int
             epoch_nll += nll.item()
             epoch_targets += n_targets
         epoch_losses.append(epoch_nll / epoch_targets)
-        model.eval()
         if on_epoch is not None:
             on_epoch(model, epoch)
-        model.train()
     return model.eval(), step_losses, epoch_losses
 
 
@@ -369,39 +410,41 @@ def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot_id: int
 class LMRetrainer:
     """Retrains the LM on a subset of the documents, for leave-one-out ground truth; picklable.
 
-    ``documents_token_ids`` (n_docs,) tuples of ids; ``vocab_size`` and ``eot_id`` from the
+    ``documents_token_ids`` (n_docs,) tuples of ids; ``vocab_size`` and ``eot`` from the
     tokenizer (:meth:`from_tokenizer`). ``retrainer(indices, seed)`` trains on documents
     ``indices`` (their windows, as :func:`train_lm` cuts them) with ``config`` and the given seed,
-    on one thread (parallelism is across processes), and returns the model in eval mode.
+    from scratch or, with ``base``, fine-tuning that saved model (only the fine-tune is redone), on
+    one thread (parallelism is across processes), and returns the model in eval mode.
     """
 
     documents_token_ids: tuple[tuple[int, ...], ...]
     config: LMConfig
     vocab_size: int
-    eot_id: int
+    eot: int
+    base: str | None = None
 
     @classmethod
     def from_tokenizer(cls, documents_token_ids: Sequence[Sequence[int]], tokenizer: PreTrainedTokenizerFast,
-                       config: LMConfig) -> LMRetrainer:
+                       config: LMConfig, base: str | Path | None = None) -> LMRetrainer:
         return cls(tuple(tuple(int(t) for t in ids) for ids in documents_token_ids), config, len(tokenizer),
-                   tokenizer.convert_tokens_to_ids(EOT))
+                   eot_id(tokenizer), None if base is None else str(base))
 
-    def __call__(self, indices: Sequence[int] | np.ndarray, seed: int = 0) -> GPT2LMHeadModel:
+    def __call__(self, indices: Sequence[int] | np.ndarray, seed: int = 0) -> PreTrainedModel:
         indices = np.asarray(indices, dtype=np.int64)
         if indices.ndim != 1 or not len(indices) or indices.min() < 0 or indices.max() >= len(self.documents_token_ids):
             raise ValueError(f"indices must be a non-empty 1-d array of document indices in "
                              f"[0, {len(self.documents_token_ids)}), got shape {indices.shape}")
-        windows = document_windows([self.documents_token_ids[i] for i in indices], self.config.n_positions, self.eot_id)
+        windows = document_windows([self.documents_token_ids[i] for i in indices], self.config.n_positions, self.eot)
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            model, _, _ = fit_windows(windows, self.config, self.vocab_size, self.eot_id, seed)
+            model, _, _ = fit_windows(windows, self.config, self.vocab_size, self.eot, seed, base=self.base)
         finally:
             torch.set_num_threads(threads)
         return model
 
 
-def save_lm(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, directory: str | Path) -> Path:
+def save_lm(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, directory: str | Path) -> Path:
     """Write the model (safetensors + config.json) and tokenizer into ``directory``; return it."""
     directory = Path(directory)
     model.save_pretrained(directory)
@@ -409,18 +452,40 @@ def save_lm(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, director
     return directory
 
 
-def load_lm(directory: str | Path) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
-    """The model (eval mode, eager attention) and tokenizer :func:`save_lm` wrote, from local files only.
+def load_lm(directory: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """The causal LM (eval mode, eager attention) and fast tokenizer saved in ``directory`` (by
+    :func:`save_lm` or any Hugging Face ``save_pretrained``), from local files only: nothing is
+    ever downloaded.
 
     Raises:
-        FileNotFoundError: ``directory`` lacks ``config.json``, ``model.safetensors`` or ``tokenizer.json``.
+        FileNotFoundError: ``directory`` is not a local directory holding ``config.json``, weights
+            (``model.safetensors`` or ``pytorch_model.bin``) and ``tokenizer.json``.
+        ValueError: the model is not a causal LM or the tokenizer has no eos token.
     """
+    model = load_model(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+    eot_id(tokenizer)
+    return model, tokenizer
+
+
+def load_model(directory: str | Path) -> PreTrainedModel:
+    """The causal LM saved in the local ``directory`` (eval mode, eager attention, float32); see
+    :func:`load_lm` for what is refused."""
     directory = Path(directory)
-    missing = [n for n in ("config.json", "model.safetensors", "tokenizer.json") if not (directory / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{directory}: not a saved LM (save_lm), missing {missing}")
-    model = GPT2LMHeadModel.from_pretrained(directory, local_files_only=True, attn_implementation="eager").eval()
-    return model, PreTrainedTokenizerFast.from_pretrained(directory, local_files_only=True)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: not a local model directory (models are never downloaded; "
+                                f"give a directory written by save_pretrained)")
+    weights = [n for n in ("model.safetensors", "pytorch_model.bin") if (directory / n).is_file()]
+    missing = [n for n in ("config.json", "tokenizer.json") if not (directory / n).is_file()]
+    if missing or not weights:
+        raise FileNotFoundError(f"{directory}: not a saved causal LM, missing "
+                                f"{missing + ([] if weights else ['model.safetensors'])}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(directory, local_files_only=True, attn_implementation="eager",
+                                                     dtype=torch.float32)
+    except ValueError as exc:  # transformers: "Unrecognized configuration class ... for AutoModelForCausalLM"
+        raise ValueError(f"{directory}: not a causal LM ({exc})") from exc
+    return model.eval()
 
 
 @dataclass(frozen=True)
@@ -436,7 +501,7 @@ class Generation:
 
 
 @torch.no_grad()
-def generate(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str], max_new_tokens: int,
+def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, prompts: Sequence[str], max_new_tokens: int,
              seed: int, temperature: float = 1.0, top_k: int | None = None) -> list[Generation]:
     """Continue each prompt (as a document opening, after ``eot``) by up to ``max_new_tokens``
     tokens, stopping after ``eot``.
@@ -457,15 +522,15 @@ def generate(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, prompts
     if max_new_tokens < 1 or temperature < 0 or (top_k is not None and top_k < 1):
         raise ValueError(f"generate needs max_new_tokens >= 1, temperature >= 0 and top_k >= 1 or None, "
                          f"got {max_new_tokens}, {temperature}, {top_k}")
-    eot_id = tokenizer.convert_tokens_to_ids(EOT)
-    limit = model.config.n_positions
+    eot = eot_id(tokenizer)
+    limit = context_length(model)
     model.eval()
     generations = []
     for index, (prompt, ids) in enumerate(zip(prompts, encode_documents(tokenizer, prompts))):
-        prompt_ids = [eot_id, *ids]
+        prompt_ids = [eot, *ids]
         if len(prompt_ids) + max_new_tokens > limit:
             raise ValueError(f"prompt {index} ({prompt[:40]!r}...) has {len(prompt_ids)} tokens (eot included); with "
-                             f"max_new_tokens {max_new_tokens} that exceeds n_positions {limit}")
+                             f"max_new_tokens {max_new_tokens} that exceeds the model's context of {limit} tokens")
         generator = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, index]).generate_state(1)[0]))
         sequence = list(prompt_ids)
         for _ in range(max_new_tokens):
@@ -479,7 +544,7 @@ def generate(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, prompts
                     logits = logits.masked_fill(logits < logits.topk(top_k).values[-1], -math.inf)
                 token = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
             sequence.append(token)
-            if token == eot_id:
+            if token == eot:
                 break
         generated = tuple(sequence[len(prompt_ids):])
         generations.append(Generation(prompt, tuple(prompt_ids), generated,
@@ -488,7 +553,7 @@ def generate(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, prompts
 
 
 @torch.no_grad()
-def sequence_log_likelihoods(model: GPT2LMHeadModel, prompt_ids: Sequence[Sequence[int]],
+def sequence_log_likelihoods(model: PreTrainedModel, prompt_ids: Sequence[Sequence[int]],
                              generated_ids: Sequence[Sequence[int]], batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
     """``log p(generated | prompt)`` (nats, float64) per pair, ``(n_generations,)``: the sum over
     generated tokens of their log-probabilities given everything before them.
@@ -498,7 +563,7 @@ def sequence_log_likelihoods(model: GPT2LMHeadModel, prompt_ids: Sequence[Sequen
     """
     if len(prompt_ids) != len(generated_ids):
         raise ValueError(f"{len(prompt_ids)} prompts but {len(generated_ids)} generations: lengths must match")
-    limit = model.config.n_positions
+    limit = context_length(model)
     for index, (p, g) in enumerate(zip(prompt_ids, generated_ids)):
         if not len(p) or not len(g) or len(p) + len(g) > limit:
             raise ValueError(f"pair {index}: prompt of {len(p)} and generation of {len(g)} tokens; both must be "
@@ -511,16 +576,16 @@ def sequence_log_likelihoods(model: GPT2LMHeadModel, prompt_ids: Sequence[Sequen
     return out
 
 
-def sequence_log_likelihood(model: GPT2LMHeadModel, prompt_ids: Sequence[int], generated_ids: Sequence[int]) -> float:
+def sequence_log_likelihood(model: PreTrainedModel, prompt_ids: Sequence[int], generated_ids: Sequence[int]) -> float:
     """``log p(generated_ids | prompt_ids)`` in nats (see :func:`sequence_log_likelihoods`)."""
     return float(sequence_log_likelihoods(model, [prompt_ids], [generated_ids])[0])
 
 
 @torch.no_grad()
-def perplexity(model: GPT2LMHeadModel, documents_token_ids: Sequence[Sequence[int]],
+def perplexity(model: PreTrainedModel, documents_token_ids: Sequence[Sequence[int]],
                batch_size: int = EVAL_BATCH_SIZE) -> float:
     """exp(mean NLL per target token) over the documents' windows (the targets training scores)."""
-    windows = document_windows(documents_token_ids, model.config.n_positions, model.config.eos_token_id)
+    windows = document_windows(documents_token_ids, context_length(model), model.config.eos_token_id)
     model.eval()
     nll = sum(float(lm_loss(model, *windows.batch(range(first, min(first + batch_size, len(windows))))).sum())
               for first in range(0, len(windows), batch_size))

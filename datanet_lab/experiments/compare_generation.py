@@ -2,8 +2,9 @@
 
 Ground truth for contributor ``c`` and generation ``g``: ``Δ[c, g] = log p_full(g) − log
 p_{−c}(g)``, the drop in the generation's log-likelihood (given its prompt) when the LM is
-retrained from scratch without ``c``'s documents (positive = ``c`` helped produce ``g``), averaged
-over the retrain seeds (:func:`attribution.groundtruth.loco` on :class:`GenerationRetrainer`).
+retrained without ``c``'s documents (positive = ``c`` helped produce ``g``), averaged over the
+retrain seeds: from scratch, or in the fine-tuning setting (``lm_model`` not ``scratch``) only the
+fine-tune is redone, from the same base weights (:func:`attribution.groundtruth.loco` on :class:`GenerationRetrainer`).
 
 Methods, each giving ``(n_contributors, n_generations)`` credit:
 
@@ -55,8 +56,9 @@ BOOTSTRAP = 2000
 @dataclass(frozen=True)
 class GenerationRetrainer:
     """``(document indices, seed) -> Outcome`` for :class:`attribution.groundtruth.RetrainCache`:
-    the LM retrained from scratch on those documents, judged on the fixed generations; ``loss``
-    is each generation's negative log-likelihood given its prompt (``(n_generations,)``, nats)."""
+    the LM retrained on those documents (from scratch or from its base), judged on the fixed
+    generations; ``loss`` is each generation's negative log-likelihood given its prompt
+    (``(n_generations,)``, nats)."""
 
     retrainer: lm.LMRetrainer
     prompt_ids: tuple[tuple[int, ...], ...]
@@ -143,7 +145,8 @@ def _compare_generation(run: Run, directory: Path, seeds: Sequence[int], workers
     contributors = sorted(set(doc_contributors))
     groups = np.array([contributors.index(c) for c in doc_contributors])
     gen_ids = [generation_id(k) for k in range(len(generations))]
-    retrainer = GenerationRetrainer(lm.LMRetrainer.from_tokenizer(trained.documents, trained.tokenizer, trained.config),
+    retrainer = GenerationRetrainer(lm.LMRetrainer.from_tokenizer(trained.documents, trained.tokenizer, trained.config,
+                                                                  trained.base),
                                     tuple(g.prompt_ids for g in generations), tuple(g.generated_ids for g in generations))
     with RetrainCache(retrainer, workers, directory / "retrains") as cache:
         truth = np.stack([loco(cache, groups, len(contributors), s) for s in seeds])  # (seeds, contributors, generations)

@@ -1,9 +1,16 @@
-"""Generation step 2, train: a byte-level BPE tokenizer and a small GPT-2, from scratch, on the
-accepted documents, with a checkpoint per epoch; held-out perplexity against a unigram model.
+"""Generation step 2, train: the LM of the run, with a checkpoint per epoch; held-out perplexity
+against a unigram model.
+
+``lm_model`` picks the setting: ``scratch`` trains a byte-level BPE tokenizer and a small GPT-2 from
+scratch on the accepted documents; ``pretrained`` fine-tunes the kit's base GPT-2
+(:mod:`datanet.models.lm_base`, pretrained once on docstrings of other packages and cached) and
+a local directory fine-tunes the user's own causal LM, each with its own tokenizer. Fine-tuning
+updates every parameter, at :data:`FINETUNE_LEARNING_RATE`.
 
 ``training/`` holds ``checkpoints/epoch-NNN/`` (weights, config and tokenizer per epoch; the last
 is the model the run generates with), ``checkpoints/lm_config.json``, ``history.csv`` (mean
-training NLL per epoch) and ``summary.json`` (time, tokens/s, perplexities).
+training NLL per epoch), ``summary.json`` (time, tokens/s, perplexities: the base's too when
+fine-tuned) and ``base.json`` (the base's directory and weights hash, or none).
 """
 
 from __future__ import annotations
@@ -15,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from transformers import GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from datanet.models import lm
+from datanet.models import lm, lm_base
 from datanet.text.lm_datanet import LMDatanet
 from datanet_lab.pipeline import manifest
 from datanet_lab.pipeline.engine import Procedure, Record, run_step
@@ -31,27 +38,42 @@ from datanet_lab.provenance import file_sha256
 class TrainedGeneration:
     """The trained LM (last checkpoint), its tokenizer and config, the accepted documents' token
     ids (``documents[i]``: document ``i`` of ``LMDatanet.accepted``), the checkpoint directories,
-    the per-epoch ``history`` and the ``summary`` (seconds, tokens/s, perplexities)."""
+    the per-epoch ``history``, the ``summary`` (seconds, tokens/s, perplexities) and the ``base``
+    model directory it was fine-tuned from (``None``: trained from scratch)."""
 
-    model: GPT2LMHeadModel
+    model: PreTrainedModel
     tokenizer: PreTrainedTokenizerFast
     config: lm.LMConfig
     documents: list[list[int]]
     checkpoints: list[Path]
     history: pd.DataFrame
     summary: dict[str, Any]
+    base: Path | None = None
 
 
 BATCH_SIZE, LEARNING_RATE = 4, 2e-3
 """Small batches at a higher rate: on the small default Datanets (a few hundred documents) the
 library's 16 at 1e-3 take too few steps for the memorised passage to be learnt."""
+FINETUNE_LEARNING_RATE = 5e-4
+"""Fine-tuning a base moves its weights at a quarter of the from-scratch rate."""
 
 
 def lm_config(params: dict[str, Any]) -> lm.LMConfig:
     """The run's GPT-2 config: 2 layers, 4 heads, ``gen_width`` wide, a ``gen_vocab_size`` BPE,
     ``gen_epochs`` epochs of batches of :data:`BATCH_SIZE`, seeded by ``seed``."""
+    rate = LEARNING_RATE if params["lm_model"] == "scratch" else FINETUNE_LEARNING_RATE
     return lm.LMConfig(n_embd=params["gen_width"], vocab_size=params["gen_vocab_size"], epochs=params["gen_epochs"],
-                       batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE, seed=params["seed"])
+                       batch_size=BATCH_SIZE, learning_rate=rate, seed=params["seed"])
+
+
+def base_model(params: dict[str, Any]) -> Path | None:
+    """The directory of the model ``lm_model`` fine-tunes (the kit's cached base, pretrained here
+    if missing, or the user's directory), or ``None`` for ``scratch``."""
+    if params["lm_model"] == "scratch":
+        return None
+    if params["lm_model"] == "pretrained":
+        return lm_base.pretrained_base()
+    return Path(params["lm_model"]).expanduser().resolve()
 
 
 def train_generation(run: Run) -> TrainedGeneration:
@@ -62,22 +84,32 @@ def train_generation(run: Run) -> TrainedGeneration:
 
 
 def _compute(run: Run, staging: Path) -> TrainedGeneration:
-    dn, config = build_generation(run), lm_config(run.params)
+    dn, config, base = build_generation(run), lm_config(run.params), base_model(run.params)
     folder = staging / "training"
-    tokenizer = lm.train_tokenizer(dn.train_texts, config.vocab_size)
+    tokenizer = lm.train_tokenizer(dn.train_texts, config.vocab_size) if base is None else lm.load_lm(base)[1]
     documents = lm.encode_documents(tokenizer, dn.train_texts)
-    trained = lm.train_lm(documents, config, tokenizer=tokenizer, checkpoint_dir=folder / "checkpoints")
+    trained = lm.train_lm(documents, config, tokenizer=tokenizer, checkpoint_dir=folder / "checkpoints", base=base)
     history = pd.DataFrame({"epoch": range(1, config.epochs + 1), "train_loss": trained.epoch_losses})
     history.to_csv(folder / "history.csv", index=False)
-    summary = _summary(dn, trained, documents)
+    summary = _summary(dn, trained, documents, base)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return TrainedGeneration(trained.model, tokenizer, config, documents, trained.checkpoints, history, summary)
+    (folder / "base.json").write_text(json.dumps(_base_record(base), indent=2, sort_keys=True) + "\n")
+    return TrainedGeneration(trained.model, tokenizer, config, documents, trained.checkpoints, history, summary, base)
+
+
+def _base_record(base: Path | None) -> dict[str, Any]:
+    """The base's directory and weights hash (what the ledger records of it); ``{}`` from scratch."""
+    if base is None:
+        return {}
+    weights = next(base / n for n in ("model.safetensors", "pytorch_model.bin") if (base / n).is_file())
+    return {"directory": str(base), "weights": weights.name, "sha256": file_sha256(weights)}
 
 
 def _records(run: Run, trained: TrainedGeneration) -> list[Record]:
     return [("training_run", TRAINER, {
         "dataset_version": build_generation(run).version,
-        "model": "gpt2",
+        "model": trained.model.config.model_type,
+        "base": _base_record(trained.base) or None,
         "config": {k: v for k, v in vars(trained.config).items()},
         "tokenizer": {"kind": "byte-level BPE", "vocab_size": len(trained.tokenizer)},
         "checkpoints": [{"file": f"{p.name}/model.safetensors", "sha256": file_sha256(p / "model.safetensors")}
@@ -90,21 +122,25 @@ def _load(run: Run) -> TrainedGeneration:
     folder = run.directory / "training"
     checkpoints = sorted((folder / "checkpoints").glob("epoch-*"))
     model, tokenizer = lm.load_lm(checkpoints[-1])
+    base = json.loads((folder / "base.json").read_text()).get("directory")
     return TrainedGeneration(model, tokenizer, lm_config(run.params),
                              lm.encode_documents(tokenizer, build_generation(run).train_texts), checkpoints,
-                             pd.read_csv(folder / "history.csv"), json.loads((folder / "summary.json").read_text()))
+                             pd.read_csv(folder / "history.csv"), json.loads((folder / "summary.json").read_text()),
+                             None if base is None else Path(base))
 
 
 PROCEDURE = Procedure(manifest.GEN_TRAIN, _compute, _load, records=_records, requires=(gen_build.PROCEDURE,))
 
 
-def _summary(dn: LMDatanet, trained: lm.TrainedLM, documents: list[list[int]]) -> dict[str, Any]:
+def _summary(dn: LMDatanet, trained: lm.TrainedLM, documents: list[list[int]], base: Path | None) -> dict[str, Any]:
     """Training time and speed, the last epoch's training NLL, and the held-out perplexity of the
-    LM and of a unigram (context-free) model on the same targets."""
+    LM, of the base it was fine-tuned from (``None`` from scratch) and of a unigram (context-free)
+    model on the same targets."""
     tokenizer = trained.tokenizer
     held_out = lm.encode_documents(tokenizer, dn.validation_texts)
-    eot = tokenizer.convert_tokens_to_ids(lm.EOT)
+    eot = lm.eot_id(tokenizer)
     return {
+        "base_validation_perplexity": None if base is None else lm.perplexity(lm.load_model(base), held_out),
         "seconds": round(trained.seconds, 1),
         "tokens_per_second": round(trained.tokens_per_second),
         "train_documents": len(documents),
