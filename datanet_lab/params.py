@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "generation_fee": 1000,
     "gen_loco_seeds": 1,
     "lm_model": "scratch",
+    "lm_lora_rank": 0,
     "inference_requests": 2000,
     "inference_fee": 1000,
     "rounds": 4,
@@ -122,6 +123,7 @@ MINIMA: dict[str, tuple[int, str]] = {
     "gen_max_count": (1, ""),
     "generation_fee": (0, " units"),
     "gen_loco_seeds": (1, ""),
+    "lm_lora_rank": (0, " (0 fine-tunes every parameter)"),
     "inference_requests": (1, ""),
     "inference_fee": (0, " units"),
     "rounds": (3, " (the rounds plan's last event happens in round 3)"),
@@ -265,6 +267,9 @@ def check_together(full: dict[str, Any]) -> None:
     else:
         text_contributors(full["text_scenario"])
     _check_generation_plan(full["gen_scenario"], full["gen_per_contributor"])
+    if full["lm_lora_rank"] and full["lm_model"] == "scratch":
+        raise ParameterError(f"lm_lora_rank={full['lm_lora_rank']}: LoRA adapters fine-tune a base model, but lm_model "
+                             f"is 'scratch'; give lm_model 'pretrained' or a model directory, or lm_lora_rank 0")
     total = full["inference_fee"] * full["inference_requests"]
     if total > MAX_UNITS:
         raise ParameterError(

@@ -116,3 +116,31 @@ def test_the_users_own_model_directory_is_fine_tuned_by_the_generation_run(base,
     assert len(gen.generate_texts(run)) == 2
     reloaded = gen.train_generation(run)  # read back from the run, base included
     assert reloaded.base == users.resolve()
+
+
+def test_lora_trains_only_adapters_and_its_retrain_reproduces_it(base):
+    """LoRA fine-tuning: the merged model differs from the base only by a low-rank update of each
+    adapted weight, and the leave-one-out retrainer (same documents and seed) gives it bit for bit."""
+    _, tokenizer = lm.load_lm(base)
+    documents = lm.encode_documents(tokenizer, [f"Document {k} says something about testing code." for k in range(4)])
+    config = lm.LMConfig(n_layer=1, n_embd=16, n_head=2, vocab_size=300, epochs=2, batch_size=2, learning_rate=1e-2,
+                         lora_rank=2)
+    tuned = lm.train_lm(documents, config, tokenizer=tokenizer, base=base).model
+    start = state(lm.load_model(base))
+    delta = {k: v - start[k] for k, v in state(tuned).items()}
+    changed = [k for k, d in delta.items() if d.abs().max() > 0]
+    assert changed and all(k.endswith(("c_attn.weight", "c_proj.weight", "c_fc.weight")) for k in changed)
+    for k in changed:  # rank 2 up to float32 rounding of the merge
+        singular = torch.linalg.svdvals(delta[k].double())
+        assert singular[2] < 1e-3 * singular[0], (k, singular[:4])
+    again = lm.LMRetrainer.from_tokenizer(documents, tokenizer, config, base)(np.arange(4), seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(state(again).values(), state(tuned).values()))
+
+
+def test_lora_without_a_base_is_refused():
+    from datanet_lab.params import resolve
+    with pytest.raises(ParameterError, match="lm_lora_rank=4: LoRA adapters fine-tune a base model"):
+        resolve({"lm_lora_rank": 4})
+    windows = lm.document_windows([[1, 2, 3]], 8, 0)
+    with pytest.raises(ValueError, match="LoRA adapters fine-tune a base model"):
+        lm.fit_windows(windows, lm.LMConfig(n_layer=1, n_embd=16, n_head=2, lora_rank=2), 300, 0, 0)

@@ -29,6 +29,7 @@ weights bit for bit.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -103,7 +104,9 @@ class LMConfig:
     over the windows in seeded batches of ``batch_size``. Defaults, on the default LM Datanet (63k
     tokens, 704 windows; 60-90 s on 2 cores): validation perplexity 133 (a unigram model: 584) and
     greedy generation from the memorised passage's opening reproduces its next 13 tokens; a
-    learning rate of 3e-3 gave 159 and did not memorise.
+    learning rate of 3e-3 gave 159 and did not memorise. When fine-tuning a base, the architecture
+    fields are the base's; ``lora_rank`` > 0 trains LoRA adapters of that rank instead of every
+    parameter (:func:`with_lora`).
     """
 
     n_layer: int = 2
@@ -118,6 +121,7 @@ class LMConfig:
     warmup: float = 0.05
     clip: float = 1.0
     seed: int = 0
+    lora_rank: int = 0
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_embd", "n_head", "epochs", "batch_size"):
@@ -129,6 +133,8 @@ class LMConfig:
             raise ValueError(f"LMConfig.n_embd ({self.n_embd}) must be a multiple of n_head ({self.n_head})")
         if self.vocab_size < 257:
             raise ValueError(f"LMConfig.vocab_size must be >= 257, got {self.vocab_size}")
+        if self.lora_rank < 0:
+            raise ValueError(f"LMConfig.lora_rank must be >= 0 (0: every parameter trains), got {self.lora_rank}")
         if not self.learning_rate > 0 or self.weight_decay < 0 or not self.clip > 0 or not 0 <= self.warmup < 1:
             raise ValueError(f"LMConfig needs learning_rate > 0, weight_decay >= 0, clip > 0 and warmup in [0, 1), "
                              f"got {self.learning_rate}, {self.weight_decay}, {self.clip}, {self.warmup}")
@@ -379,7 +385,10 @@ def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot: int, s
     # Trained in eval mode: a base's dropout is off, so training, leave-one-out retraining and
     # attribution see one deterministic function (the scratch GPT-2 has every dropout at 0 anyway).
     model = build_lm(config, vocab_size, eot, seed, base).eval()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    if config.lora_rank:
+        model = with_lora(model, config.lora_rank, base, seed)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(windows)))
     rng = np.random.default_rng(seed)
     step_losses: list[float] = []
@@ -394,7 +403,7 @@ def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot: int, s
             loss = nll / n_targets
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            torch.nn.utils.clip_grad_norm_(trainable, config.clip)
             optimizer.step()
             schedule.step()
             step_losses.append(loss.item())
@@ -402,9 +411,36 @@ def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot: int, s
             epoch_targets += n_targets
         epoch_losses.append(epoch_nll / epoch_targets)
         if on_epoch is not None:
-            on_epoch(model, epoch)
-    return model.eval(), step_losses, epoch_losses
+            on_epoch(merged(model), epoch)
+    return merged(model).eval(), step_losses, epoch_losses
 
+
+def with_lora(model: PreTrainedModel, rank: int, base: str | Path | None, seed: int) -> PreTrainedModel:
+    """``model`` with LoRA adapters (``peft``) of ``rank`` on every linear layer (GPT-2's ``Conv1D``
+    too), alpha ``2 * rank``, no dropout, initialised from ``seed`` (the global RNG state is left as
+    it was): only the adapters train, the base's weights stay fixed.
+
+    Raises:
+        ValueError: no ``base`` (adapters on a randomly initialised model would learn nothing useful).
+    """
+    from peft import LoraConfig, get_peft_model  # only the LoRA setting needs peft (and accelerate)
+
+    if base is None:
+        raise ValueError("LoRA adapters fine-tune a base model: give base (lm_model 'pretrained' or a directory)")
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                        fan_in_fan_out=model.config.model_type == "gpt2")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return get_peft_model(model, config).eval()
+
+
+def merged(model: PreTrainedModel) -> PreTrainedModel:
+    """``model`` itself, or for a LoRA model a copy with its adapters merged into the base's weights:
+    a plain model of the base's class that computes the same function, which checkpoints, generation
+    and attribution use (gradient methods then see every merged weight, not only the adapters)."""
+    if hasattr(model, "merge_and_unload"):
+        return copy.deepcopy(model).merge_and_unload().eval()
+    return model
 
 @dataclass(frozen=True)
 class LMRetrainer:

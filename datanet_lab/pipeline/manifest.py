@@ -71,8 +71,8 @@ TEXT_PAY = Step("pay", (*TEXT_ATTRIBUTE.params, "reward_pool"), ("build", "encod
 # A generation run's steps (``<run>/generation/``): an LM Datanet, a GPT-2 trained on it, the span
 # index of its training documents, seeded generations, and their payments by span credit.
 GEN_BUILD = Step("build", ("gen_scenario", "gen_per_contributor", "gen_prompts", "seed"), (), ("dataset",))
-GEN_TRAIN = Step("train", (*GEN_BUILD.params, "gen_epochs", "gen_width", "gen_vocab_size", "lm_model"), ("build",),
-                 ("training",))
+GEN_TRAIN = Step("train", (*GEN_BUILD.params, "gen_epochs", "gen_width", "gen_vocab_size", "lm_model", "lm_lora_rank"),
+                 ("build",), ("training",))
 GEN_INDEX = Step("index", GEN_TRAIN.params, ("build", "train"), ("index",))
 GEN_GENERATE = Step("generate", (*GEN_TRAIN.params, "gen_max_new_tokens", "gen_temperature"), ("build", "train"),
                     ("generations.jsonl",))

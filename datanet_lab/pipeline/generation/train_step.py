@@ -5,7 +5,8 @@ against a unigram model.
 scratch on the accepted documents; ``pretrained`` fine-tunes the kit's base GPT-2
 (:mod:`datanet.models.lm_base`, pretrained once on docstrings of other packages and cached) and
 a local directory fine-tunes the user's own causal LM, each with its own tokenizer. Fine-tuning
-updates every parameter, at :data:`FINETUNE_LEARNING_RATE`.
+updates every parameter at :data:`FINETUNE_LEARNING_RATE`, or with ``lm_lora_rank`` > 0 only LoRA
+adapters of that rank.
 
 ``training/`` holds ``checkpoints/epoch-NNN/`` (weights, config and tokenizer per epoch; the last
 is the model the run generates with), ``checkpoints/lm_config.json``, ``history.csv`` (mean
@@ -55,15 +56,17 @@ BATCH_SIZE, LEARNING_RATE = 4, 2e-3
 """Small batches at a higher rate: on the small default Datanets (a few hundred documents) the
 library's 16 at 1e-3 take too few steps for the memorised passage to be learnt."""
 FINETUNE_LEARNING_RATE = 5e-4
-"""Fine-tuning a base moves its weights at a quarter of the from-scratch rate."""
+"""Fine-tuning every weight of a base moves them at a quarter of the from-scratch rate (LoRA
+adapters, which start at zero, train at the from-scratch rate)."""
 
 
 def lm_config(params: dict[str, Any]) -> lm.LMConfig:
     """The run's GPT-2 config: 2 layers, 4 heads, ``gen_width`` wide, a ``gen_vocab_size`` BPE,
     ``gen_epochs`` epochs of batches of :data:`BATCH_SIZE`, seeded by ``seed``."""
-    rate = LEARNING_RATE if params["lm_model"] == "scratch" else FINETUNE_LEARNING_RATE
+    full_fine_tune = params["lm_model"] != "scratch" and not params["lm_lora_rank"]
+    rate = FINETUNE_LEARNING_RATE if full_fine_tune else LEARNING_RATE
     return lm.LMConfig(n_embd=params["gen_width"], vocab_size=params["gen_vocab_size"], epochs=params["gen_epochs"],
-                       batch_size=BATCH_SIZE, learning_rate=rate, seed=params["seed"])
+                       batch_size=BATCH_SIZE, learning_rate=rate, seed=params["seed"], lora_rank=params["lm_lora_rank"])
 
 
 def base_model(params: dict[str, Any]) -> Path | None:
