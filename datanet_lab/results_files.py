@@ -209,6 +209,8 @@ def generation_figures(run_dir: str | Path, params: dict[str, Any] | None = None
         "documents": summary["train_documents"], "tokens": summary["train_tokens"],
         "training.seconds": summary["seconds"], "training.tokens_per_second": summary["tokens_per_second"],
         "perplexity.validation": summary["validation_perplexity"], "perplexity.unigram": summary["unigram_perplexity"]}
+    if summary.get("base_validation_perplexity") is not None:  # fine-tuned: the base before it
+        figures["perplexity.base"] = summary["base_validation_perplexity"]
 
     table = pd.read_csv(directory / "comparison.csv")
     figures |= _table_figures(table, ["method"], ["spearman", "ci_low", "ci_high", "generations", "undefined"])
