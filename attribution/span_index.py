@@ -278,6 +278,8 @@ class SpanIndex:
         if self.engine == "vectorized":
             return self._matcher.spans_batch(queries, min_len, max_count)
         check_span_limits(min_len, max_count)
+        for g, query in enumerate(queries):  # a bad query is named by its place before any is searched
+            check_tokens(query, self.vocab_size, f"query {g}")
         return [self.spans(query, min_len, max_count) for query in queries]
 
     @cached_property
