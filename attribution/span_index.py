@@ -7,8 +7,10 @@ Layout of an index directory (infini-gram's v4 ``u16`` format, one shard)::
     tokenized.0              u16 little-endian: per document 0xffff then its tokens; then the
                              sentinel document [0] (below)
     offset.0                 u64: byte offset of each document's 0xffff in tokenized.0, sentinel last
-    table.0                  the suffix array, built by ``python -m infini_gram.indexing``; only
-                             in an index built for the ``infini_gram`` engine
+    table.0                  the suffix array, built by ``python -m infini_gram.indexing``: one
+                             entry per token of tokenized.0, its byte offset in ``ceil(log2(size of
+                             tokenized.0) / 8)`` little-endian bytes, sorted by the suffixes' bytes;
+                             absent from an index built for the ``reference`` engine
     datanet-span-index.json  {format, n_docs, n_tokens, vocab_size, corpus_sha256}: n_docs and
                              n_tokens count the caller's documents, not the sentinel;
                              corpus_sha256 is the SHA-256 of tokenized.0
@@ -47,6 +49,7 @@ from attribution.base import AttributionError
 from attribution.files import file_sha256
 
 if TYPE_CHECKING:
+    from attribution.span_search import SuffixArraySearch
     from attribution.spans import ReferenceSpanMatcher
 
 MAX_VOCAB = 0xFFFF
@@ -110,15 +113,19 @@ def check_span_limits(min_len: int, max_count: int) -> None:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
 
 
-ENGINES = ("infini_gram", "reference")
-"""Span engines, which find the same spans: ``infini_gram`` queries the suffix array (``table.0``)
-that infini-gram's indexer builds; ``reference`` is :class:`attribution.spans.ReferenceSpanMatcher`
-over the index's documents, in memory, without the infini-gram package (its licence:
-``docs/attribution.md``)."""
+ENGINES = ("vectorized", "infini_gram", "reference")
+"""Span engines, which find the same spans: ``vectorized`` (the default) searches the suffix array
+(``table.0``) that infini-gram's indexer builds with numpy, all starts of all queries at once
+(:mod:`attribution.span_search`); ``infini_gram`` asks infini-gram's engine to search it;
+``reference`` is :class:`attribution.spans.ReferenceSpanMatcher` over the index's documents, in
+memory, without the infini-gram package (its licence: ``docs/attribution.md``)."""
+DEFAULT_ENGINE = "vectorized"
 METADATA = "datanet-span-index.json"
 FORMAT = "datanet-span-index/1"
 CORPUS_FILES = (METADATA, "tokenized.0", "offset.0")
 TABLE = "table.0"
+TABLE_ENGINES = ("vectorized", "infini_gram")
+"""The engines that search table.0: an index built for one serves the other."""
 SENTINEL = (MAX_VOCAB, 0)
 """The last document of tokenized.0: a separator, then token 0."""
 TOKEN_BYTES = 2
@@ -159,9 +166,9 @@ def _run_indexer(directory: Path, raw: Path) -> None:
 
 
 def build_span_index(documents: Sequence[Sequence[int]], directory: Path, vocab_size: int,
-                     engine: str = "infini_gram") -> SpanIndex:
+                     engine: str = DEFAULT_ENGINE) -> SpanIndex:
     """Index ``documents`` (token ids in ``[0, vocab_size)``, ``vocab_size <= 65535``) at
-    ``directory`` for ``engine`` (:data:`ENGINES`; only ``infini_gram`` builds ``table.0``).
+    ``directory`` for ``engine`` (:data:`ENGINES`; all but ``reference`` build ``table.0``).
 
     ``directory`` must not exist: the index is built in a sibling temporary directory and renamed
     into place once complete, so a failed build leaves nothing at ``directory``. Bad input
@@ -187,7 +194,7 @@ def build_span_index(documents: Sequence[Sequence[int]], directory: Path, vocab_
         index.mkdir()
         raw.mkdir()
         metadata = _write_corpus(arrays, vocab_size, index)
-        if engine == "infini_gram":
+        if engine in TABLE_ENGINES:
             _run_indexer(index, raw)
         (index / METADATA).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
         leftovers = sorted({p.name for p in index.iterdir()} - {*CORPUS_FILES, TABLE})
@@ -218,13 +225,13 @@ class SpanIndex:
         self._offsets = offsets  # (n_docs + 1,) byte offset of each document's separator, sentinel last
 
     @classmethod
-    def open(cls, directory: Path, engine: str = "infini_gram") -> SpanIndex:
+    def open(cls, directory: Path, engine: str = DEFAULT_ENGINE) -> SpanIndex:
         """The index at ``directory``, queried by ``engine`` (:data:`ENGINES`), or
         ``FileNotFoundError``/:class:`AttributionError` naming the missing file or the disagreeing
         field."""
         engine = check_engine(engine)
         directory = Path(directory).absolute()
-        for name in CORPUS_FILES + ((TABLE,) if engine == "infini_gram" else ()):
+        for name in CORPUS_FILES + ((TABLE,) if engine in TABLE_ENGINES else ()):
             if not (directory / name).is_file():
                 raise FileNotFoundError(f"span index {directory}: {name} is missing"
                                         + (" (an index built for the reference engine has none)" if name == TABLE else ""))
@@ -265,13 +272,27 @@ class SpanIndex:
         increasing start; the semantics are in :mod:`attribution.spans`. ``min_len >= 2``."""
         return self._matcher.spans(query, min_len, max_count)
 
+    def spans_batch(self, queries: Sequence[Sequence[int]], min_len: int, max_count: int) -> list[list[Span]]:
+        """:meth:`spans` of each of ``queries``: searched together by the ``vectorized`` engine, one
+        by one by the others."""
+        if self.engine == "vectorized":
+            return self._matcher.spans_batch(queries, min_len, max_count)
+        check_span_limits(min_len, max_count)
+        for g, query in enumerate(queries):  # a bad query is named by its place before any is searched
+            check_tokens(query, self.vocab_size, f"query {g}")
+        return [self.spans(query, min_len, max_count) for query in queries]
+
     @cached_property
-    def _matcher(self) -> _EngineMatcher | ReferenceSpanMatcher:
+    def _matcher(self) -> SuffixArraySearch | _EngineMatcher | ReferenceSpanMatcher:
         """The engine, started once."""
         if self.engine == "reference":
             from attribution.spans import ReferenceSpanMatcher  # attribution.spans imports this module
 
             return ReferenceSpanMatcher(self.documents(), self.vocab_size)
+        if self.engine == "vectorized":
+            from attribution.span_search import SuffixArraySearch  # it imports this module
+
+            return SuffixArraySearch(self._tokens, self.directory / TABLE, self._offsets // TOKEN_BYTES, self.vocab_size)
         return _EngineMatcher(self)
 
 

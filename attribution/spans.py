@@ -8,9 +8,10 @@ scanning ``l`` upwards, keep a span only if its end exceeds the end of every spa
 (a span inside an earlier one adds nothing).
 
 :class:`SpanIndex` (:mod:`attribution.span_index`, re-exported here) answers this over an on-disk
-index with one of two engines (:data:`ENGINES`), which find the same spans: ``infini_gram``, the
-engine's suffix array, or ``reference``, :class:`ReferenceSpanMatcher` (and
-:func:`reference_spans`), which answers it in memory with numpy and ``pydivsufsort``: the oracle of
+index with one of three engines (:data:`ENGINES`), which find the same spans: ``vectorized`` (the
+default, :mod:`attribution.span_search`) and ``infini_gram`` search the suffix array infini-gram's
+indexer builds, with numpy or with infini-gram's engine; ``reference``, :class:`ReferenceSpanMatcher`
+(and :func:`reference_spans`), answers it in memory with numpy and ``pydivsufsort``: the oracle of
 the tests, the offline re-checker of span evidence, and the engine free of infini-gram's package.
 
 :func:`span_credit` turns spans into contributor credit (floats, positive = the contributor's data

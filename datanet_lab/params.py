@@ -68,7 +68,7 @@ DEFAULTS: dict[str, Any] = {
     "gen_temperature": 0.7,
     "gen_min_span": 6,
     "gen_max_count": 100,
-    "span_engine": "infini_gram",
+    "span_engine": "vectorized",
     "generation_fee": 1000,
     "gen_loco_seeds": 1,
     "lm_model": "scratch",

@@ -26,7 +26,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import ledger  # noqa: E402
 from attribution.base import AttributionError  # noqa: E402
-from attribution.spans import ReferenceSpanMatcher  # noqa: E402
+from attribution.spans import ReferenceSpanMatcher, SpanIndex  # noqa: E402
 from datanet.errors import DataSourceError  # noqa: E402
 from datanet.models import lm  # noqa: E402
 from datanet_lab import cli, provenance  # noqa: E402
@@ -293,7 +293,7 @@ def test_a_payment_with_malformed_evidence_fails_naming_the_field(tiny, tmp_path
     assert capsys.readouterr().out.count("FAILED") == 3  # the two entries and the summary
 
 
-def test_the_reference_engine_pays_what_the_infini_gram_engine_pays(tiny, tmp_path_factory):
+def test_the_reference_engine_pays_what_the_default_engine_pays(tiny, tmp_path_factory):
     run = gen.generation_run(open_run(str(tmp_path_factory.mktemp("reference")), **TINY_GEN, span_engine="reference"))
     table = gen.pay_generation(run)
     assert not (run.directory / "index" / "table.0").exists()  # built without infini-gram's indexer
@@ -301,6 +301,12 @@ def test_the_reference_engine_pays_what_the_infini_gram_engine_pays(tiny, tmp_pa
     pd.testing.assert_frame_equal(table, tiny["table"])
     assert [e.payload for e in payments(run)] == [e.payload for e in payments(tiny["run"])]
     assert all(c.ok for c in check_generations(run.directory))
+    # the default engine's spans of the generations, searched together, are infini-gram's engine's
+    index, limits = tiny["index"], (run.params["gen_min_span"], run.params["gen_max_count"])
+    queries = [list(g.generated_ids) for g in tiny["generations"]]
+    assert index.engine == "vectorized" and any(index.spans_batch(queries, *limits))
+    infini_gram = SpanIndex.open(index.directory, "infini_gram")
+    assert index.spans_batch(queries, *limits) == [infini_gram.spans(q, *limits) for q in queries]
 
 
 def test_steps_reuse_their_outputs_and_refuse_another_min_span(tiny):
@@ -428,5 +434,6 @@ def test_bad_generation_parameters_are_named(name, good, bad, expect):
 
 def test_an_unknown_span_engine_is_named():
     assert resolve({"span_engine": "reference"})["span_engine"] == "reference"
-    with pytest.raises(ParameterError, match=r"unknown span_engine 'suffix'; expected one of \['infini_gram', 'reference'\]"):
+    with pytest.raises(ParameterError, match=r"unknown span_engine 'suffix'; expected one of "
+                                             r"\['vectorized', 'infini_gram', 'reference'\]"):
         resolve({"span_engine": "suffix"})

@@ -1,5 +1,6 @@
-"""Tests for span attribution: the infini-gram index against the reference matcher and a brute-force
-matcher, document lookup, refusals, and the span credit rule on hand-computed examples."""
+"""Tests for span attribution: the span engines (the vectorized search, infini-gram's engine and the
+reference matcher) against each other and a brute-force matcher, document lookup, refusals, and
+the span credit rule on hand-computed examples."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from attribution import (
     unigram_logprobs,
 )
 from attribution.base import AttributionError
+from attribution.span_search import pointer_bytes
 from attribution.spans import ENGINES
 
 def examples(n: int) -> settings:
@@ -77,26 +79,90 @@ def index_dir(tmp_path_factory: pytest.TempPathFactory):
 
 @examples(12)
 @given(data=corpus(st.integers(0, 2)), min_len=st.integers(2, 4), max_count=st.integers(1, 6))
-def test_engine_matches_reference_and_brute_force(index_dir, data, min_len, max_count):
+def test_engines_match_reference_and_brute_force(index_dir, data, min_len, max_count):
     documents, queries = data
     index = build_span_index(documents, index_dir(), vocab_size=3)
     matcher = ReferenceSpanMatcher(documents, vocab_size=3)
-    reference = SpanIndex.open(index.directory, "reference")
-    for query in queries:
-        expected = brute_force_spans(documents, query, min_len, max_count)
-        assert matcher.spans(query, min_len, max_count) == expected
-        assert index.spans(query, min_len, max_count) == expected
-        assert reference.spans(query, min_len, max_count) == expected
+    engines = [SpanIndex.open(index.directory, engine) for engine in ENGINES]
+    expected = [brute_force_spans(documents, query, min_len, max_count) for query in queries]
+    assert [matcher.spans(query, min_len, max_count) for query in queries] == expected
+    for engine in engines:
+        assert [engine.spans(query, min_len, max_count) for query in queries] == expected, engine.engine
+        assert engine.spans_batch([[]] + queries, min_len, max_count) == [[]] + expected, engine.engine
 
 
 @examples(6)
 @given(data=corpus(st.sampled_from([0, 1, 255, 256, 257, 511, 512, 65534])))
-def test_engine_matches_reference_when_tokens_differ_in_the_high_byte(index_dir, data):
-    # the engine compares little-endian bytes, the reference compares token ids
+def test_engines_match_reference_when_tokens_differ_in_the_high_byte(index_dir, data):
+    # the suffix array orders little-endian bytes, the reference compares token ids
     documents, queries = data
     index = build_span_index(documents, index_dir(), vocab_size=65535)
-    for query in queries:
-        assert index.spans(query, 2, 10) == reference_spans(documents, query, 2, 10)
+    expected = [reference_spans(documents, query, 2, 10) for query in queries]
+    for engine in ("vectorized", "infini_gram"):
+        assert SpanIndex.open(index.directory, engine).spans_batch(queries, 2, 10) == expected
+
+
+def test_the_vectorized_search_matches_reference_on_a_repetitive_corpus(tmp_path, monkeypatch):
+    # few distinct tokens (differing in either byte) give long matches, runs of thousands of
+    # suffixes, and counts on both sides of max_count; small SAMPLE and WINDOW exercise the
+    # sampled bounds and the comparisons that need several windows
+    rng = np.random.default_rng(3)
+    alphabet = np.array([0, 1, 255, 256, 257, 512])
+    documents = [alphabet[rng.integers(0, 6, size=rng.integers(0, 90))].tolist() for _ in range(60)]
+    documents[10] = documents[4] * 3 + documents[9][:20]  # long repeats
+    built = build_span_index(documents, tmp_path / "index", vocab_size=600)
+    matcher = ReferenceSpanMatcher(documents, vocab_size=600)
+    queries = [documents[4][5:60] + documents[10][:40] + [599, 3] + documents[59], [1, 1, 0, 256] * 6, [599] * 5, []]
+    queries += [alphabet[rng.integers(0, 6, size=40)].tolist() for _ in range(3)]
+    limits = [(2, 10_000), (3, 5), (8, 1), (8, 40), (12, 3)]
+    expected = {(m, c): [matcher.spans(q, m, c) for q in queries] for m, c in limits}
+    assert any(len(s) > 1 and s[0].count > 1 for found in expected.values() for s in found)
+    for sample, window in [(1, 1), (2, 3), (5, 2), (32, 16)]:
+        monkeypatch.setattr("attribution.span_search.SAMPLE", sample)
+        monkeypatch.setattr("attribution.span_search.WINDOW", window)
+        index = SpanIndex.open(built.directory, "vectorized")
+        for (m, c), spans in expected.items():
+            assert [index.spans(q, m, c) for q in queries] == spans, (sample, window, m, c)
+            assert index.spans_batch(queries, m, c) == spans, (sample, window, m, c)
+
+
+def test_pointers_of_three_bytes_are_read(tmp_path):
+    # over 32,768 tokens, tokenized.0 exceeds 64 KiB and infini-gram's pointers take 3 bytes
+    rng = np.random.default_rng(4)
+    documents = [rng.integers(0, 300, size=200).tolist() for _ in range(170)]
+    index = build_span_index(documents, tmp_path / "index", vocab_size=300)
+    n = (tmp_path / "index" / "tokenized.0").stat().st_size // 2
+    assert pointer_bytes(n) == 3 == (tmp_path / "index" / "table.0").stat().st_size // n
+    queries = [documents[d][s:s + 30] + rng.integers(0, 300, size=10).tolist() for d, s in [(0, 0), (99, 170), (169, 5)]]
+    expected = [reference_spans(documents, query, 3, 5) for query in queries]
+    assert all(expected) and index.spans_batch(queries, 3, 5) == expected
+
+
+def test_spans_stop_at_document_boundaries_and_skip_absent_tokens(tmp_path):
+    index = build_span_index([[1, 2, 3], [4, 5, 6], [6, 7], [7, 1, 2]], tmp_path / "index", vocab_size=10)
+    for engine in ENGINES:
+        index = SpanIndex.open(index.directory, engine)
+        # [1, 2, 3] ends document 0 and [4, 5, 6] is document 1: two spans, never one across the boundary
+        assert index.spans([1, 2, 3, 4, 5, 6], 2, 5) == [Span(0, 3, 1, (0,), (0,)), Span(3, 6, 1, (1,), (0,))]
+        # the last document's end (before the sentinel), and ids no document holds
+        assert index.spans([9, 7, 1, 2, 9, 8, 0, 0], 2, 5) == [Span(1, 4, 1, (3,), (0,))]
+        assert index.spans([9, 8, 0, 9], 2, 5) == [] and index.spans([], 2, 5) == []
+        assert index.spans_batch([[], [6, 7, 9], []], 2, 5) == [[], [Span(0, 2, 1, (2,), (0,))], []]
+        assert index.spans_batch([], 2, 5) == []
+
+
+@pytest.mark.parametrize("max_count, expected", [
+    (40, [Span(0, 4, 40, tuple(range(40)), (1,) * 40)]),
+    (39, []),  # and every shorter suffix of [5, 6, 7, 8] occurs as often
+])
+def test_a_span_occurring_exactly_max_count_times_is_kept(tmp_path, max_count, expected):
+    documents = [[9, 5, 6, 7, 8]] * 40 + [[5, 6, 7]]
+    index = build_span_index(documents, tmp_path / "index", vocab_size=10)
+    for engine in ENGINES:
+        assert SpanIndex.open(index.directory, engine).spans([5, 6, 7, 8], 2, max_count) == expected
+    # its first three tokens occur 41 times
+    assert index.spans([5, 6, 7, 1], 2, 41) == [Span(0, 3, 41, tuple(range(41)), (1,) * 40 + (0,))]
+    assert index.spans([5, 6, 7, 1], 2, 40) == []
 
 
 def test_query_sorting_before_every_suffix_still_matches(tmp_path):
@@ -188,9 +254,11 @@ def test_the_reference_engine_needs_no_suffix_array(tmp_path):
     assert index.engine == "reference"
     assert index.spans(query, 2, 10) == [Span(0, 4, 1, (0,), (0,)), Span(1, 5, 1, (1,), (0,))]
     assert [d.tolist() for d in index.documents()] == documents
-    with pytest.raises(FileNotFoundError, match="table.0 is missing .*built for the reference engine"):
-        SpanIndex.open(tmp_path / "index", "infini_gram")
-    with pytest.raises(ValueError, match=r"span engine must be one of \['infini_gram', 'reference'\], got 'suffix'"):
+    for engine in ("vectorized", "infini_gram"):
+        with pytest.raises(FileNotFoundError, match="table.0 is missing .*built for the reference engine"):
+            SpanIndex.open(tmp_path / "index", engine)
+    with pytest.raises(ValueError, match=r"span engine must be one of \['vectorized', 'infini_gram', 'reference'\], "
+                                         r"got 'suffix'"):
         SpanIndex.open(tmp_path / "index", "suffix")
     with pytest.raises(ValueError, match="span engine must be one of"):
         build_span_index(documents, tmp_path / "other", vocab_size=10, engine="suffix")
@@ -203,14 +271,16 @@ def test_import_attribution_does_not_load_infini_gram():
     assert result.stdout.strip() == "False"
 
 
-def test_the_reference_engine_runs_without_the_infini_gram_package(tmp_path):
+def test_the_reference_and_vectorized_engines_run_without_the_infini_gram_package(tmp_path):
+    built = build_span_index([[1, 2, 3, 4]], tmp_path / "built", vocab_size=10)  # infini-gram's indexer
     probe = ("import sys; sys.modules['infini_gram'] = None  # importing it now fails\n"
-             "from attribution.spans import build_span_index\n"
+             "from attribution.spans import SpanIndex, build_span_index\n"
              f"index = build_span_index([[1, 2, 3, 4]], {str(tmp_path / 'index')!r}, 10, engine='reference')\n"
-             "print(index.spans([0, 2, 3, 4], 2, 5))")
+             "print(index.spans([0, 2, 3, 4], 2, 5))\n"
+             f"print(SpanIndex.open({str(built.directory)!r}, 'vectorized').spans([0, 2, 3, 4], 2, 5))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() == repr([Span(1, 4, 1, (0,), (1,))])
+    assert result.stdout.split("\n")[:2] == [repr([Span(1, 4, 1, (0,), (1,))])] * 2
 
 
 def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch):
@@ -238,15 +308,31 @@ def test_open_checks_the_corpus(tmp_path):
         SpanIndex.open(tmp_path / "index")
 
 
+def test_a_table_that_is_not_the_suffix_array_is_refused(tmp_path):
+    index = build_span_index([[1, 2, 3], [3, 2, 1]], tmp_path / "index", vocab_size=5)
+    table = tmp_path / "index" / "table.0"
+    entries = table.read_bytes()  # 10 tokens (3 separators, the sentinel 0): one byte each
+    table.write_bytes(entries[::-1])
+    with pytest.raises(AttributionError, match="its first suffix is not the sentinel document at token 9"):
+        SpanIndex.open(index.directory).spans([1, 2], 2, 5)
+    table.write_bytes(entries[:-1])
+    with pytest.raises(AttributionError, match="table.0: 9 bytes, expected 10 suffix-array entries of 1 bytes"):
+        SpanIndex.open(index.directory).spans([1, 2], 2, 5)
+
+
 @pytest.mark.parametrize("query, min_len, max_count, message", [
     ([1, 5], 2, 3, "query: token id 5 at position 1"),
     ([1, 2], 1, 3, "min_len"),
     ([1, 2], 2, 0, "max_count"),
 ])
 def test_bad_queries_are_refused(small_index, query, min_len, max_count, message):
-    for matcher in (small_index, ReferenceSpanMatcher([[1, 2, 3]], vocab_size=5)):
+    engines = [SpanIndex.open(small_index.directory, engine) for engine in ENGINES]
+    for matcher in engines + [ReferenceSpanMatcher([[1, 2, 3]], vocab_size=5)]:
         with pytest.raises(ValueError, match=message):
             matcher.spans(query, min_len, max_count)
+    for index in engines:  # a batch names the query
+        with pytest.raises(ValueError, match=message.replace("query", "query 1")):
+            index.spans_batch([[1, 2], query], min_len, max_count)
 
 
 def test_unigram_logprobs_by_hand():

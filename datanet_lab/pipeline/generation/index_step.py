@@ -1,7 +1,8 @@
 """Generation step 3, index: the span index of the training documents' token ids, in ``index/``;
 index document ``i`` is accepted document ``i`` (submission order). ``span_engine`` picks the
 engine that answers its queries (:data:`attribution.spans.ENGINES`, the same spans either way):
-``infini_gram`` builds its suffix array ``table.0``, ``reference`` matches in memory."""
+``vectorized`` and ``infini_gram`` search the suffix array ``table.0`` built by infini-gram's
+indexer, ``reference`` matches in memory."""
 
 from __future__ import annotations
 
