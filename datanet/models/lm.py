@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch.nn import functional as F
+from tqdm import tqdm
 from transformers import (AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedModel,
                           PreTrainedTokenizerFast)
 from transformers.utils import logging as transformers_logging
@@ -277,13 +278,15 @@ class TrainedLM:
 
 
 def train_lm(documents_token_ids: Sequence[Sequence[int]], config: LMConfig, *, tokenizer: PreTrainedTokenizerFast,
-             checkpoint_dir: str | Path | None = None, base: str | Path | None = None) -> TrainedLM:
+             checkpoint_dir: str | Path | None = None, base: str | Path | None = None,
+             progress: str | None = None) -> TrainedLM:
     """Train a GPT-2 from scratch on ``documents_token_ids`` (ids from ``tokenizer``), or fine-tune
     the causal LM saved in ``base`` (every parameter; :func:`build_lm`) on them.
 
     With ``checkpoint_dir``, after every epoch the model and tokenizer are saved
     (:func:`save_lm`) in ``checkpoint_dir/epoch-001``, ... and the config in
-    ``checkpoint_dir/lm_config.json``. Uses the caller's torch thread count.
+    ``checkpoint_dir/lm_config.json``. Uses the caller's torch thread count. With ``progress``, a
+    progress bar of that description counts the steps.
 
     Raises:
         ValueError: no documents, or a token id outside the tokenizer's vocabulary.
@@ -303,7 +306,8 @@ def train_lm(documents_token_ids: Sequence[Sequence[int]], config: LMConfig, *, 
             checkpoints.append(save_lm(model, tokenizer, Path(checkpoint_dir) / f"epoch-{epoch:03d}"))
 
     start = time.perf_counter()
-    model, step_losses, epoch_losses = fit_windows(windows, config, len(tokenizer), eot, config.seed, save, base)
+    model, step_losses, epoch_losses = fit_windows(windows, config, len(tokenizer), eot, config.seed, save, base,
+                                                   progress)
     seconds = time.perf_counter() - start
     n_targets = int((windows.labels[:, 1:] != IGNORE).sum()) * config.epochs
     return TrainedLM(model, tokenizer, config, step_losses, epoch_losses, checkpoints, seconds, n_targets / seconds)
@@ -377,11 +381,12 @@ def generation_batch(prompt_ids: Sequence[Sequence[int]], generated_ids: Sequenc
 
 def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot: int, seed: int,
                 on_epoch: Callable[[PreTrainedModel, int], None] | None = None, base: str | Path | None = None,
-                ) -> tuple[PreTrainedModel, list[float], list[float]]:
+                progress: str | None = None) -> tuple[PreTrainedModel, list[float], list[float]]:
     """Train a fresh model (initialised from ``seed``), or fine-tune a copy of ``base``, on
     ``windows``; batch order from ``seed``. Each step minimises the batch's mean NLL per target
-    token. ``on_epoch(model, epoch)`` runs after each epoch (1-based). Returns the model in eval
-    mode, step and epoch mean losses."""
+    token. ``on_epoch(model, epoch)`` runs after each epoch (1-based); with ``progress``, a progress
+    bar of that description counts the steps. Returns the model in eval mode, step and epoch mean
+    losses."""
     # Trained in eval mode: a base's dropout is off, so training, leave-one-out retraining and
     # attribution see one deterministic function (the scratch GPT-2 has every dropout at 0 anyway).
     model = build_lm(config, vocab_size, eot, seed, base).eval()
@@ -391,6 +396,8 @@ def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot: int, s
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, len(windows)))
     rng = np.random.default_rng(seed)
+    bar = tqdm(total=math.ceil(len(windows) / config.batch_size) * config.epochs, desc=progress,
+               disable=progress is None, unit="step")
     step_losses: list[float] = []
     epoch_losses: list[float] = []
     for epoch in range(1, config.epochs + 1):
@@ -407,11 +414,13 @@ def fit_windows(windows: Windows, config: LMConfig, vocab_size: int, eot: int, s
             optimizer.step()
             schedule.step()
             step_losses.append(loss.item())
+            bar.update()
             epoch_nll += nll.item()
             epoch_targets += n_targets
         epoch_losses.append(epoch_nll / epoch_targets)
         if on_epoch is not None:
             on_epoch(merged(model), epoch)
+    bar.close()
     return merged(model).eval(), step_losses, epoch_losses
 
 

@@ -44,12 +44,12 @@ def default_cache() -> Path:
 class BaseSpec:
     """What a base is pretrained from: ``per_package`` docstrings of each of ``packages`` (a
     corpus seeded by ``config.seed``) and the GPT-2 ``config`` (its own BPE of ``config.vocab_size``).
-    The default: up to 300 docstrings of each of 16 packages, 2 layers 96 wide, a 4,096-token BPE,
-    4 epochs of batches of 16."""
+    The default: up to 150 docstrings of each of 16 packages, 2 layers 96 wide, a 4,096-token BPE,
+    3 epochs of batches of 16."""
 
     packages: tuple[str, ...] = BASE_PACKAGES
-    per_package: int = 300
-    config: lm.LMConfig = field(default_factory=lambda: lm.LMConfig(n_embd=96, epochs=4))
+    per_package: int = 150
+    config: lm.LMConfig = field(default_factory=lambda: lm.LMConfig(n_embd=96, epochs=3))
 
 
 def base_corpus(spec: BaseSpec) -> TextTable:
@@ -79,7 +79,7 @@ def pretrained_base(spec: BaseSpec = BaseSpec(), cache: Path | None = None) -> P
     shutil.rmtree(staging, ignore_errors=True)
     tokenizer = lm.train_tokenizer(corpus.texts, spec.config.vocab_size)
     documents = lm.encode_documents(tokenizer, corpus.texts)
-    trained = lm.train_lm(documents, spec.config, tokenizer=tokenizer)
+    trained = lm.train_lm(documents, spec.config, tokenizer=tokenizer, progress=f"pretraining base {key}")
     lm.save_lm(trained.model, tokenizer, staging)
     summary = {"key": key, "corpus": corpus.provenance, "documents": len(documents),
                "tokens": sum(map(len, documents)), "config": asdict(spec.config), "torch": torch.__version__,
