@@ -12,7 +12,7 @@ BIN := $(VENV)/bin
 LAB_FLAGS ?= $(if $(filter 0,$(shell id -u)),--allow-root)
 STAMP := $(VENV)/.datanet-lab-installed
 
-.PHONY: help install lock run run-text run-generation test test-fast lab notebooks bench bench-results clean-venv
+.PHONY: help install lock run run-text run-generation run-finetune test test-fast lab notebooks bench bench-results clean-venv
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -52,6 +52,10 @@ run-text: $(STAMP) ## run the text batch (notebook 07) on the full docstrings Da
 run-generation: $(STAMP) ## run the generation batch (notebook 08: GPT-2, span credit, LOCO over 2 seeds) at full size into results/; figures to docs/results/
 	$(BIN)/datanet-lab run --generation -p gen_per_contributor 20 -p gen_epochs 12 -p gen_width 96 -p gen_vocab_size 3072 -p gen_prompts 12 -p gen_loco_seeds 2
 	mkdir -p $(RESULTS) && cp results/latest/generation/results.json $(RESULTS)/run-generation.json
+
+run-finetune: $(STAMP) ## the generation batch in the fine-tuning setting: the kit's base GPT-2 (pretrained once, cached) fine-tuned on the same Datanet, LOCO over 2 seeds; figures to docs/results/
+	$(BIN)/datanet-lab run --generation -p lm_model pretrained -p gen_per_contributor 20 -p gen_epochs 6 -p gen_prompts 12 -p gen_loco_seeds 2
+	mkdir -p $(RESULTS) && cp results/latest/generation/results.json $(RESULTS)/run-finetune.json
 
 # nbval runs in its own session, in order: pytest-xdist may end a notebook's kernel between its cells.
 test: $(STAMP) ## run the whole test suite (the CI command): tests/ on two workers, then nbval over notebooks/
