@@ -17,7 +17,7 @@ _PLAIN = re.compile(r'[\x20\x21\x23-\x5b\x5d-\x7e]*')  # printable ASCII but '"'
 
 
 def _string(value: str) -> str:
-    if type(value) is str and (value.isalnum() and value.isascii() or _PLAIN.fullmatch(value)):  # hex digests, ids: no regex
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
         return f'"{value}"'
     return json.dumps(value, ensure_ascii=False)
 
