@@ -22,9 +22,10 @@ every parameter. Models that couple samples or are random are refused
 
 A Gram layer whose input is the same at every checkpoint (nothing trainable before it: the first
 Linear of an MLP) needs its input Gram ``A_I A_Jᵀ`` once per block, not once per checkpoint: ``fit``
-finds such layers on a few training samples at the first and last checkpoint, and scoring reuses
-the Gram only while both inputs are exactly equal to the first checkpoint's (it holds one
-``(rows, n_test)`` Gram per such layer besides the block).
+finds such layers on a few training samples at the first and last checkpoint, and scoring sums
+``Σ_t lr_t Δ_I,t Δ_J,tᵀ`` over the checkpoints whose inputs are exactly equal to the block's first
+checkpoint's, then multiplies by that input Gram once (one extra ``(rows, n_test)`` sum per such
+layer; a checkpoint whose inputs differ takes the plain product).
 
 Work is chunked over train (``batch_size`` rows per block) and test (``test_batch_size``
 columns), so memory stays bounded; :meth:`FastTracIn.stream` hands each finished
@@ -36,7 +37,7 @@ bias), hence this module; :class:`~attribution.tracin.CaptumTracIn` is the refer
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -72,16 +73,14 @@ class GradientFactors:
         return (self.linear[0][0] if self.linear else self.other).dtype
 
     def dot(self, test: GradientFactors, out: torch.Tensor | None = None, alpha: float = 1.0,
-            input_grams: Mapping[int, torch.Tensor] | None = None) -> torch.Tensor:
+            skip: Container[int] = ()) -> torch.Tensor:
         """``(n_self, n_test)`` gradient dot products, times ``alpha`` and added to ``out`` in place
-        when given (one fused pass per layer). ``input_grams``: Gram layer index -> its ``A Aᵀ``
-        (``(n_self, n_test)``) computed earlier from the same inputs, used instead of recomputing it."""
+        when given (one fused pass per layer), leaving out the Gram layers whose index is in ``skip``."""
         if out is None:
             out = torch.zeros(len(self), len(test), dtype=self.dtype)
-        grams = input_grams or {}
         for layer, ((a, d), (a_t, d_t)) in enumerate(zip(self.linear, test.linear)):
-            gram = grams.get(layer)
-            out.addcmul_(d @ d_t.T, a @ a_t.T if gram is None else gram, value=alpha)
+            if layer not in skip:
+                out.addcmul_(d @ d_t.T, a @ a_t.T, value=alpha)
         if self.other is not None:
             out.addmm_(self.other, test.other.T, alpha=alpha)
         return out
@@ -239,7 +238,7 @@ class FastTracIn(Attributor):
         for b, start in enumerate(starts):
             rows = slice(start, start + size)
             block = torch.zeros(len(task.train_y[rows]), n_test, dtype=self._dtype)
-            first_inputs: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+            shared: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
             for t, (_, lr) in enumerate(self._states):
                 if t == len(tests):
                     tests.append([self.factors(take(test_x, slice(s, s + self.test_batch_size)), test_y[s : s + self.test_batch_size], t, test=True)
@@ -248,30 +247,36 @@ class FastTracIn(Attributor):
                 train = cache[t][b] if cache is not None else self.factors(take(task.train_x, rows), task.train_y[rows], t)
                 if keep:
                     fresh[t].append(train)
-                col = 0
                 for c, chunk in enumerate(test_chunks):
-                    grams = self._input_grams(first_inputs, c, train, chunk)
-                    train.dot(chunk, block[:, col : col + len(chunk)], alpha=lr, input_grams=grams)  # (rows, chunk columns) += lr · dots
-                    col += len(chunk)
+                    summed = self._sum_shared(shared, c, train, chunk, lr)
+                    train.dot(chunk, block[:, self._columns(c, chunk)], alpha=lr, skip=summed)  # (rows, chunk columns) += lr · dots
+            for (_, c), (a, a_t, total) in shared.items():
+                block[:, self._columns(c, a_t)].addcmul_(total, a @ a_t.T)
             sink(start, block.numpy())
         if keep:
             self._train_cache = fresh
 
-    def _input_grams(self, first: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], chunk: int,
-                     train: GradientFactors, test: GradientFactors) -> dict[int, torch.Tensor]:
-        """Input Grams ``A A_testᵀ`` of the layers in ``_shared_inputs`` for one train block and test
-        chunk (number ``chunk``): computed at the block's first checkpoint and kept in ``first``
-        (``(layer, chunk) -> (A, A_test, Gram)``), reused at a later checkpoint only when both
-        inputs are exactly equal to the kept ones (recomputed otherwise)."""
-        grams = {}
+    def _columns(self, chunk: int, test: GradientFactors | torch.Tensor) -> slice:
+        """The block's columns of test chunk number ``chunk`` (``test``: its factors, or a tensor of its rows)."""
+        return slice(chunk * self.test_batch_size, chunk * self.test_batch_size + len(test))
+
+    def _sum_shared(self, shared: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], chunk: int,
+                    train: GradientFactors, test: GradientFactors, lr: float) -> set[int]:
+        """For each layer in ``_shared_inputs`` whose inputs (train and test chunk number ``chunk``)
+        equal exactly those of the block's first checkpoint, add ``lr Δ Δ_testᵀ`` to its sum in
+        ``shared`` (``(layer, chunk) -> (A, A_test, Σ_t lr_t Δ_t Δ_test,tᵀ)``) and return the layer:
+        the block gets ``sum ⊙ (A A_testᵀ)`` once, after the last checkpoint. A layer whose inputs
+        differ is left to :meth:`GradientFactors.dot` at this checkpoint."""
+        summed = set()
         for layer in self._shared_inputs:
-            a, a_t = train.linear[layer][0], test.linear[layer][0]
-            kept = first.get((layer, chunk))
+            (a, d), (a_t, d_t) = train.linear[layer], test.linear[layer]
+            kept = shared.get((layer, chunk))
             if kept is None:
-                kept = first[layer, chunk] = (a, a_t, a @ a_t.T)
+                kept = shared[layer, chunk] = (a, a_t, torch.zeros(len(d), len(d_t), dtype=d.dtype))
             if torch.equal(a, kept[0]) and torch.equal(a_t, kept[1]):
-                grams[layer] = kept[2]
-        return grams
+                kept[2].addmm_(d, d_t.T, alpha=lr)
+                summed.add(layer)
+        return summed
 
     def _sample_bytes(self) -> int:
         """Bytes of one sample's factors at one checkpoint."""
