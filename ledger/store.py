@@ -364,7 +364,7 @@ class Ledger:
 
         The batch's rows, leaf hashes and Merkle nodes are computed in memory from each record's
         statement (the signed bytes, the entry's first fields) and written by one ``executemany``
-        per table; a replay is refused by the signature's UNIQUE index as the rows go in."""
+        per table."""
         if not prepared:
             return []
         log_key = self._require_keystore("sign tree heads").key(LOG_ACTOR)
@@ -379,11 +379,11 @@ class Ledger:
                 raise LedgerError(f"record {index} ({kind}, actor {actor!r}): bad signature; nothing written")
         with self._transaction() as conn:
             rules = self._checked_rules(conn, prepared, payloads, registered)  # first: paying an epoch again says so
-            _refuse_repeats(prepared)
+            _refuse_replays(conn, prepared)
             head = conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-            size, prev_hash = head if head else (0, GENESIS_HASH)
-            border = tree.compact_range(conn, size)
-            seq, written, rows, leaves = size, [], [], []
+            seq, prev_hash = head if head else (0, GENESIS_HASH)
+            border = tree.compact_range(conn, seq)
+            written, rows, leaves = [], [], []
             for (kind, actor, text, signature, statement), payload in zip(prepared, payloads):
                 seq += 1
                 timestamp = self._clock()
@@ -393,11 +393,7 @@ class Ledger:
                 leaves.append(merkle.leaf_hash(raw))
                 written.append(Entry(seq, kind, actor, timestamp, payload, prev_hash, signature, digest))
                 prev_hash = digest
-            try:
-                conn.executemany(f"INSERT INTO entries ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            except sqlite3.IntegrityError as exc:
-                _refuse_replays(conn, prepared, size)
-                raise LedgerIntegrityError(f"{self.path}: appending failed a constraint ({exc}); run `ledger verify`") from exc
+            conn.executemany(f"INSERT INTO entries ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             tree.store_nodes(conn, border.extend(leaves))
             root, timestamp = border.root().hex(), self._clock()
             conn.execute("INSERT INTO heads VALUES (?, ?, ?, ?)",
@@ -541,18 +537,13 @@ class _Transaction:
         self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
-def _refuse_repeats(prepared: list[Prepared]) -> None:
-    """Refuse a batch that holds a signed statement twice."""
-    if len({p[3] for p in prepared}) != len(prepared):
-        raise LedgerError("replay refused: the batch holds the same signed statement twice; nothing written")
-
-
-def _refuse_replays(conn: sqlite3.Connection, prepared: list[Prepared], size: int) -> None:
-    """Refuse a statement of the batch already among the log's first ``size`` entries (asked only
-    once an insert failed: the signature's UNIQUE index refuses the replay itself)."""
+def _refuse_replays(conn: sqlite3.Connection, prepared: list[Prepared]) -> None:
+    """Refuse a statement already in the log or twice in the batch."""
     signatures = [p[3] for p in prepared]
+    if len(set(signatures)) != len(signatures):
+        raise LedgerError("replay refused: the batch holds the same signed statement twice; nothing written")
     marks = ",".join("?" * len(signatures))
-    row = conn.execute(f"SELECT seq FROM entries WHERE signature IN ({marks}) AND seq <= ? LIMIT 1", [*signatures, size]).fetchone()
+    row = conn.execute(f"SELECT seq FROM entries WHERE signature IN ({marks}) LIMIT 1", signatures).fetchone()
     if row:
         raise LedgerError(f"replay refused: a statement of the batch is already entry {row[0]}; nothing written")
 
