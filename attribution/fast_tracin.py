@@ -20,6 +20,13 @@ disagree (a weight also used outside its module's ``forward``), drops the hooks 
 every parameter. Models that couple samples or are random are refused
 (:func:`~attribution.gradients.require_per_sample`).
 
+A Gram layer whose input is the same at every checkpoint (nothing trainable before it: the first
+Linear of an MLP) needs its input Gram ``A_I A_Jᵀ`` once per block, not once per checkpoint: ``fit``
+finds such layers on a few training samples at the first and last checkpoint, and scoring sums
+``Σ_t lr_t Δ_I,t Δ_J,tᵀ`` over the checkpoints whose inputs are exactly equal to the block's first
+checkpoint's, then multiplies by that input Gram once (one extra ``(rows, n_test)`` sum per such
+layer; a checkpoint whose inputs differ takes the plain product).
+
 Work is chunked over train (``batch_size`` rows per block) and test (``test_batch_size``
 columns), so memory stays bounded; :meth:`FastTracIn.stream` hands each finished
 ``(rows, n_test)`` block (summed over checkpoints) to a sink instead of holding the whole matrix.
@@ -30,7 +37,7 @@ bias), hence this module; :class:`~attribution.tracin.CaptumTracIn` is the refer
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,13 +72,15 @@ class GradientFactors:
     def dtype(self) -> torch.dtype:
         return (self.linear[0][0] if self.linear else self.other).dtype
 
-    def dot(self, test: GradientFactors, out: torch.Tensor | None = None, alpha: float = 1.0) -> torch.Tensor:
+    def dot(self, test: GradientFactors, out: torch.Tensor | None = None, alpha: float = 1.0,
+            skip: Container[int] = ()) -> torch.Tensor:
         """``(n_self, n_test)`` gradient dot products, times ``alpha`` and added to ``out`` in place
-        when given (one fused pass per layer)."""
+        when given (one fused pass per layer), leaving out the Gram layers whose index is in ``skip``."""
         if out is None:
             out = torch.zeros(len(self), len(test), dtype=self.dtype)
-        for (a, d), (a_t, d_t) in zip(self.linear, test.linear):
-            out.addcmul_(d @ d_t.T, a @ a_t.T, value=alpha)
+        for layer, ((a, d), (a_t, d_t)) in enumerate(zip(self.linear, test.linear)):
+            if layer not in skip:
+                out.addcmul_(d @ d_t.T, a @ a_t.T, value=alpha)
         if self.other is not None:
             out.addmm_(self.other, test.other.T, alpha=alpha)
         return out
@@ -136,6 +145,7 @@ class FastTracIn(Attributor):
         self._loaded = -1
         self._dtype = torch.float32
         self._hooked: list[_Hooked] = []
+        self._shared_inputs: list[int] = []
         self._other: SampleGradients | None = None
         self._train_cache: list[list[GradientFactors]] | None = None
 
@@ -150,9 +160,17 @@ class FastTracIn(Attributor):
         require_per_sample(task.model, task.train_x, self.name)
         self._hooked = _hooked_linears(task.model, task.train_x)
         self._other = self._sample_gradients()
-        if self._hooked and not self._factors_agree():
-            self._hooked = []  # a Linear used in a way the hooks cannot follow: vmap everything
-            self._other = self._sample_gradients()
+        self._shared_inputs = []
+        if self._hooked:
+            n = min(task.n_train, 3)
+            probe = take(task.train_x, slice(0, n)), task.train_y[:n]
+            last = self.factors(*probe, -1)
+            if not self._factors_agree(last):
+                self._hooked = []  # a Linear used in a way the hooks cannot follow: vmap everything
+                self._other = self._sample_gradients()
+            elif len(self._states) > 1:
+                first = self.factors(*probe, 0)
+                self._shared_inputs = [i for i, ((a0, _), (a1, _)) in enumerate(zip(first.linear, last.linear)) if torch.equal(a0, a1)]
         return self
 
     @property
@@ -178,12 +196,13 @@ class FastTracIn(Attributor):
             raise AttributionError(f"{self.name}: the model has no trainable parameter")
         return SampleGradients(task.model, task.loss_fn, self._dtype, self.batch_size, other) if other else None
 
-    def _factors_agree(self) -> bool:
-        """Whether the factors' dot products on up to 3 training samples equal those of plain
-        per-sample gradients (one ``autograd.grad`` per sample) at the last checkpoint."""
+    def _factors_agree(self, fast: GradientFactors) -> bool:
+        """Whether the dot products of ``fast``, the factors of the first ``len(fast)`` training
+        samples at the last checkpoint, equal those of plain per-sample gradients (one
+        ``autograd.grad`` per sample)."""
         task = self._fitted()
-        n = min(task.n_train, 3)
-        fast = self.factors(take(task.train_x, slice(0, n)), task.train_y[:n], -1).double()
+        n = len(fast)
+        fast = fast.double()
         fast = fast.dot(fast)
         params = [p for p in task.model.parameters() if p.requires_grad]
         rows = []
@@ -210,8 +229,7 @@ class FastTracIn(Attributor):
         """Compute the scores block by block (train rows in order) and hand each to ``sink``."""
         task = self._fitted()
         n_test = n_samples(test_x)
-        tests = [[self.factors(take(test_x, slice(s, s + self.test_batch_size)), test_y[s : s + self.test_batch_size], t, test=True)
-                  for s in range(0, n_test, self.test_batch_size)] for t in range(len(self._states))]
+        tests: list[list[GradientFactors]] = []  # per checkpoint, filled at the first block (one checkpoint load for both)
         size = self._block_rows()
         starts = range(0, task.n_train, size)
         cache = self._train_cache
@@ -220,17 +238,45 @@ class FastTracIn(Attributor):
         for b, start in enumerate(starts):
             rows = slice(start, start + size)
             block = torch.zeros(len(task.train_y[rows]), n_test, dtype=self._dtype)
-            for t, ((_, lr), test_chunks) in enumerate(zip(self._states, tests)):
+            shared: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+            for t, (_, lr) in enumerate(self._states):
+                if t == len(tests):
+                    tests.append([self.factors(take(test_x, slice(s, s + self.test_batch_size)), test_y[s : s + self.test_batch_size], t, test=True)
+                                  for s in range(0, n_test, self.test_batch_size)])
+                test_chunks = tests[t]
                 train = cache[t][b] if cache is not None else self.factors(take(task.train_x, rows), task.train_y[rows], t)
                 if keep:
                     fresh[t].append(train)
-                col = 0
-                for chunk in test_chunks:
-                    train.dot(chunk, block[:, col : col + len(chunk)], alpha=lr)  # (rows, chunk columns) += lr · dots
-                    col += len(chunk)
+                for c, chunk in enumerate(test_chunks):
+                    summed = self._sum_shared(shared, c, train, chunk, lr)
+                    train.dot(chunk, block[:, self._columns(c, chunk)], alpha=lr, skip=summed)  # (rows, chunk columns) += lr · dots
+            for (_, c), (a, a_t, total) in shared.items():
+                block[:, self._columns(c, a_t)].addcmul_(total, a @ a_t.T)
             sink(start, block.numpy())
         if keep:
             self._train_cache = fresh
+
+    def _columns(self, chunk: int, test: GradientFactors | torch.Tensor) -> slice:
+        """The block's columns of test chunk number ``chunk`` (``test``: its factors, or a tensor of its rows)."""
+        return slice(chunk * self.test_batch_size, chunk * self.test_batch_size + len(test))
+
+    def _sum_shared(self, shared: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]], chunk: int,
+                    train: GradientFactors, test: GradientFactors, lr: float) -> set[int]:
+        """For each layer in ``_shared_inputs`` whose inputs (train and test chunk number ``chunk``)
+        equal exactly those of the block's first checkpoint, add ``lr Δ Δ_testᵀ`` to its sum in
+        ``shared`` (``(layer, chunk) -> (A, A_test, Σ_t lr_t Δ_t Δ_test,tᵀ)``) and return the layer:
+        the block gets ``sum ⊙ (A A_testᵀ)`` once, after the last checkpoint. A layer whose inputs
+        differ is left to :meth:`GradientFactors.dot` at this checkpoint."""
+        summed = set()
+        for layer in self._shared_inputs:
+            (a, d), (a_t, d_t) = train.linear[layer], test.linear[layer]
+            kept = shared.get((layer, chunk))
+            if kept is None:
+                kept = shared[layer, chunk] = (a, a_t, torch.zeros(len(d), len(d_t), dtype=d.dtype))
+            if torch.equal(a, kept[0]) and torch.equal(a_t, kept[1]):
+                kept[2].addmm_(d, d_t.T, alpha=lr)
+                summed.add(layer)
+        return summed
 
     def _sample_bytes(self) -> int:
         """Bytes of one sample's factors at one checkpoint."""

@@ -31,9 +31,16 @@ def entry_bytes(
     seq: int, kind: str, actor: str, timestamp: str, payload_text: str, prev_hash: str, signature: str
 ) -> bytes:
     """The raw entry: canonical JSON of every field but its own hash; it is the Merkle leaf."""
-    return (
-        f'{{"actor":{_string(actor)},"kind":{_string(kind)},"payload":{payload_text},'
-        f'"prev_hash":{_string(prev_hash)},"seq":{int(seq)},"signature":{_string(signature)},'
+    return signed_entry_bytes(statement_bytes(kind, actor, payload_text), seq, timestamp, prev_hash, signature)
+
+
+def signed_entry_bytes(statement: bytes, seq: int, timestamp: str, prev_hash: str, signature: str) -> bytes:
+    """:func:`entry_bytes` of the entry whose :func:`statement_bytes` is ``statement``. The
+    statement's keys (``actor``, ``kind``, ``payload``) sort before the log's, so the entry is the
+    statement without its closing brace, then ``prev_hash``, ``seq``, ``signature``, ``timestamp``:
+    a writer that has the statement (it signed it) need not encode it again."""
+    return statement[:-1] + (
+        f',"prev_hash":{_string(prev_hash)},"seq":{int(seq)},"signature":{_string(signature)},'
         f'"timestamp":{_string(timestamp)}}}'
     ).encode()
 

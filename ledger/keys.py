@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from nacl.bindings import crypto_sign, crypto_sign_BYTES
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
@@ -56,18 +57,28 @@ PARALLEL_SIGN_FROM = 256
 
 
 def sign_many(pairs: Sequence[tuple[SigningKey, bytes]]) -> list[str]:
-    """``[sign(key, message) for key, message in pairs]``, split over :data:`SIGN_THREADS` threads."""
-    if SIGN_THREADS < 2 or len(pairs) < PARALLEL_SIGN_FROM:
-        return _sign_chunk(pairs)
-    step = -(-len(pairs) // SIGN_THREADS)
+    """``[sign(key, message) for key, message in pairs]``, split over :data:`SIGN_THREADS` threads.
+
+    Signs through libsodium's ``crypto_sign`` directly with each key's 64-byte secret key (its
+    seed, then its public key), skipping the objects PyNaCl's ``SigningKey.sign`` wraps each
+    signature in; the bytes are the same."""
+    secrets: dict[int, bytes] = {}
+    for key, _ in pairs:
+        if id(key) not in secrets:
+            secrets[id(key)] = bytes(key) + bytes(key.verify_key)
+    jobs = [(secrets[id(key)], message) for key, message in pairs]
+    if SIGN_THREADS < 2 or len(jobs) < PARALLEL_SIGN_FROM:
+        return _sign_chunk(jobs)
+    step = -(-len(jobs) // SIGN_THREADS)
     with ThreadPoolExecutor(SIGN_THREADS - 1) as pool:
-        later = pool.map(_sign_chunk, [pairs[i : i + step] for i in range(step, len(pairs), step)])
-        chunks = [_sign_chunk(pairs[:step]), *later]  # this thread signs the first chunk meanwhile
+        later = pool.map(_sign_chunk, [jobs[i : i + step] for i in range(step, len(jobs), step)])
+        chunks = [_sign_chunk(jobs[:step]), *later]  # this thread signs the first chunk meanwhile
     return [signature for chunk in chunks for signature in chunk]
 
 
-def _sign_chunk(pairs: Sequence[tuple[SigningKey, bytes]]) -> list[str]:
-    return [sign(key, message) for key, message in pairs]
+def _sign_chunk(jobs: Sequence[tuple[bytes, bytes]]) -> list[str]:
+    """Hex signatures of ``(secret_key, message)`` jobs; ``crypto_sign`` returns signature + message."""
+    return [crypto_sign(message, secret)[:crypto_sign_BYTES].hex() for secret, message in jobs]
 
 
 def signature_ok(public_key: str, signature: str, message: bytes) -> bool:

@@ -48,7 +48,7 @@ against the published CT test vectors.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 __all__ = [
     "HASH_SIZE",
@@ -416,17 +416,22 @@ class CompactRange:
 
     def append(self, leaf_hash: bytes) -> list[tuple[int, int, bytes]]:
         """Add the leaf with hash ``leaf_hash``; return the ``(level, index, hash)`` nodes it completed, itself first."""
-        index = self.size
-        self.size += 1
-        level, current = 0, leaf_hash
-        completed = [(0, index, current)]
-        while self._border and self._border[-1][0] == level:
-            _, left = self._border.pop()
-            current = node_hash(left, current)
-            level += 1
-            index >>= 1
-            completed.append((level, index, current))
-        self._border.append((level, current))
+        return self.extend([leaf_hash])
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> list[tuple[int, int, bytes]]:
+        """:meth:`append` each of ``leaf_hashes`` in turn; return every node they completed, in order."""
+        completed: list[tuple[int, int, bytes]] = []
+        border = self._border
+        for index, current in enumerate(leaf_hashes, self.size):
+            level = 0
+            completed.append((0, index, current))
+            while border and border[-1][0] == level:
+                current = node_hash(border.pop()[1], current)
+                level += 1
+                index >>= 1
+                completed.append((level, index, current))
+            border.append((level, current))
+            self.size += 1
         return completed
 
     def root(self) -> bytes:

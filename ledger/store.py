@@ -43,10 +43,14 @@ from urllib.parse import quote
 from ledger import merkle, tree
 from ledger.canonical import canonical_json, plain_json
 from ledger.clock import Clock, system_clock
-from ledger.encoding import GENESIS_HASH, entry_bytes, head_bytes, key_bytes, statement_bytes
+from ledger.encoding import GENESIS_HASH, entry_bytes, head_bytes, key_bytes, signed_entry_bytes, statement_bytes
 from ledger.errors import LedgerError, LedgerIntegrityError
 from ledger.keys import Keystore, check_actor, public_hex, sign, sign_many, signature_ok
 from ledger.schemas import KINDS, MONEY_KINDS, SCHEMAS, PayoutRules, payload_problem, role_problem
+
+Prepared = tuple[str, str, str, str, bytes]
+"""A record ready to append: ``(kind, actor, payload_text, signature, statement)``, ``statement``
+being :func:`ledger.encoding.statement_bytes` of the first three (what ``signature`` signs)."""
 
 LOG_ACTOR = "log"
 """The keystore actor whose key signs tree heads."""
@@ -329,8 +333,10 @@ class Ledger:
         """
         keystore = self._require_keystore("sign entries")
         checked = [(kind, actor, *_check_record(index, kind, actor, payload)) for index, (kind, actor, payload) in enumerate(records)]
-        signatures = sign_many([(keystore.key(actor), statement_bytes(kind, actor, text)) for kind, actor, text, _ in checked])
-        prepared = [(kind, actor, text, signature) for (kind, actor, text, _), signature in zip(checked, signatures)]
+        statements = [statement_bytes(kind, actor, text) for kind, actor, text, _ in checked]
+        signatures = sign_many([(keystore.key(c[1]), statement) for c, statement in zip(checked, statements)])
+        prepared = [(kind, actor, text, signature, statement)
+                    for (kind, actor, text, _), signature, statement in zip(checked, signatures, statements)]
         registered = self._registered()
         for actor in {p[1] for p in prepared}:
             if actor in registered and registered[actor][1] != public_hex(keystore.key(actor)):
@@ -347,26 +353,29 @@ class Ledger:
         prepared, payloads = [], []
         for index, record in enumerate(records):
             text, payload = _check_record(index, record.kind, record.actor, record.payload)
-            prepared.append((record.kind, record.actor, text, record.signature))
+            prepared.append((record.kind, record.actor, text, record.signature, statement_bytes(record.kind, record.actor, text)))
             payloads.append(payload)
         return self._append(prepared, payloads, self._registered(), check_signatures=True)
 
-    def _append(self, prepared: list[tuple[str, str, str, str]], payloads: list[Any], registered: dict[str, tuple[str, str]],
+    def _append(self, prepared: list[Prepared], payloads: list[Any], registered: dict[str, tuple[str, str]],
                 check_signatures: bool) -> list[Entry]:
-        """Append prepared ``(kind, actor, payload_text, signature)`` records whose ``payloads`` are
-        the texts decoded; ``registered``: ``actor -> (role, public_key)`` (keys never change once
-        registered)."""
+        """Append prepared records whose ``payloads`` are their texts decoded; ``registered``:
+        ``actor -> (role, public_key)`` (keys never change once registered).
+
+        The batch's rows, leaf hashes and Merkle nodes are computed in memory from each record's
+        statement (the signed bytes, the entry's first fields) and written by one ``executemany``
+        per table."""
         if not prepared:
             return []
         log_key = self._require_keystore("sign tree heads").key(LOG_ACTOR)
-        for index, (kind, actor, text, signature) in enumerate(prepared):
+        for index, (kind, actor, _, signature, statement) in enumerate(prepared):
             if actor not in registered:
                 raise LedgerError(f"record {index} ({kind}): unknown key: actor {actor!r} has no registered public key; nothing written")
             role, public_key = registered[actor]
             problem = role_problem(kind, actor, role)
             if problem:
                 raise LedgerError(f"record {index} ({kind}, actor {actor!r}): {problem}; nothing written")
-            if check_signatures and not signature_ok(public_key, signature, statement_bytes(kind, actor, text)):
+            if check_signatures and not signature_ok(public_key, signature, statement):
                 raise LedgerError(f"record {index} ({kind}, actor {actor!r}): bad signature; nothing written")
         with self._transaction() as conn:
             rules = self._checked_rules(conn, prepared, payloads, registered)  # first: paying an epoch again says so
@@ -374,25 +383,25 @@ class Ledger:
             head = conn.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             seq, prev_hash = head if head else (0, GENESIS_HASH)
             border = tree.compact_range(conn, seq)
-            written, rows, nodes = [], [], []
-            for (kind, actor, text, signature), payload in zip(prepared, payloads):
+            written, rows, leaves = [], [], []
+            for (kind, actor, text, signature, statement), payload in zip(prepared, payloads):
                 seq += 1
                 timestamp = self._clock()
-                raw = entry_bytes(seq, kind, actor, timestamp, text, prev_hash, signature)
+                raw = signed_entry_bytes(statement, seq, timestamp, prev_hash, signature)
                 digest = hashlib.sha256(raw).hexdigest()
                 rows.append((seq, kind, actor, timestamp, text, prev_hash, signature, digest))
-                nodes.extend(border.append(merkle.leaf_hash(raw)))
+                leaves.append(merkle.leaf_hash(raw))
                 written.append(Entry(seq, kind, actor, timestamp, payload, prev_hash, signature, digest))
                 prev_hash = digest
             conn.executemany(f"INSERT INTO entries ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            tree.store_nodes(conn, nodes)
+            tree.store_nodes(conn, border.extend(leaves))
             root, timestamp = border.root().hex(), self._clock()
             conn.execute("INSERT INTO heads VALUES (?, ?, ?, ?)",
                          (seq, root, timestamp, sign(log_key, head_bytes(seq, root, timestamp))))
         self._rules, self._ruled = rules, seq
         return written
 
-    def _checked_rules(self, conn: sqlite3.Connection, prepared: list[tuple[str, str, str, str]],
+    def _checked_rules(self, conn: sqlite3.Connection, prepared: list[Prepared],
                        payloads: list[Any], keys: Mapping[str, Any]) -> PayoutRules:
         """The payout state after the batch; raises when the log or the batch breaks the rules, or
         a stored entry the signing roles.
@@ -416,7 +425,7 @@ class Ledger:
         self._ruled = max(self._ruled, len(self))
         rules = self._rules.copy()
         first = self._ruled + 1
-        for index, ((kind, actor, _, _), payload) in enumerate(zip(prepared, payloads)):
+        for index, ((kind, actor, *_), payload) in enumerate(zip(prepared, payloads)):
             problem = rules.step(first + index, kind, payload, keys) if kind in MONEY_KINDS else None
             if problem:
                 raise LedgerError(f"record {index} ({kind}, actor {actor!r}): {problem}; nothing written")
@@ -528,7 +537,7 @@ class _Transaction:
         self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
 
-def _refuse_replays(conn: sqlite3.Connection, prepared: list[tuple[str, str, str, str]]) -> None:
+def _refuse_replays(conn: sqlite3.Connection, prepared: list[Prepared]) -> None:
     """Refuse a statement already in the log or twice in the batch."""
     signatures = [p[3] for p in prepared]
     if len(set(signatures)) != len(signatures):

@@ -109,6 +109,23 @@ def test_equals_the_autograd_reference(tmp_path, model_name):
     _close(fast, _autograd_reference(model, paths, train_x, train_y, test_x, test_y))
 
 
+@pytest.mark.parametrize("model_name", ["mlp", "mixed"])
+def test_an_input_gram_is_shared_across_checkpoints_only_while_the_inputs_are_equal(tmp_path, model_name):
+    """The first Linear's input (standardised features) is the same at every checkpoint, so its
+    input Gram is computed once per block; a layer forced onto that path although its input
+    changes with the checkpoint gets its Gram recomputed, so no score changes."""
+    train_x, train_y = _data(11, seed=3)
+    test_x, test_y = _data(6, seed=4)
+    model, paths = _checkpoints(model_name, train_x, tmp_path)
+    reference = _autograd_reference(model, paths, train_x, train_y, test_x, test_y)
+    tracin = FastTracIn(batch_size=4, test_batch_size=4, cache_mb=0.0).fit(_task(model, paths, train_x, train_y))
+    assert tracin._shared_inputs == [0]
+    _close(tracin.scores(test_x, test_y), reference)
+    tracin._shared_inputs = list(range(sum(kind == "gram" for kind in tracin.hooked_layers.values())))
+    assert len(tracin._shared_inputs) == 2
+    _close(tracin.scores(test_x, test_y), reference)
+
+
 @pytest.mark.parametrize("cache_mb", [256.0, 0.0])
 def test_scoring_again_reuses_the_training_factors_and_gives_the_reference(tmp_path, cache_mb):
     train_x, train_y = _data(17, seed=5)

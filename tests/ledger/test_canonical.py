@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from ledger import LedgerError, canonical_json
 from ledger.canonical import plain_json
+from ledger.encoding import entry_bytes, signed_entry_bytes, statement_bytes
 
 TRICKY = ["\x00", "\x08", "\t", "\n", "\x0b", "\x0c", "\r", "\x1f", " ", '"', "\\", "/", "\x7f", "\x80", "é",
           "\u2028", "\u2029", "\ufeff", "\ue000", "\uffff", "\ud800", "\udbff", "\udc00", "\udfff",
@@ -100,3 +101,16 @@ def test_what_the_fast_path_leaves_to_rfc8785(value):
             canonical_json(value)
     else:
         assert canonical_json(value) == reference
+
+
+fields = plain_text | st.sampled_from(["ab" * 32, "c0", "1970-01-01T00:00:00+00:00", "é", "Ａ１"])
+
+
+@given(st.integers(0, SAFE), fields, fields, fields, fields, fields, st.dictionaries(bmp_keys, plain_values, max_size=3))
+def test_entry_bytes_are_the_entrys_rfc8785_bytes_also_from_its_statement(seq, kind, actor, timestamp, prev_hash, signature, payload):
+    text = rfc8785.dumps(payload).decode()
+    expected = rfc8785.dumps({"actor": actor, "kind": kind, "payload": payload, "prev_hash": prev_hash, "seq": seq,
+                              "signature": signature, "timestamp": timestamp})
+    assert entry_bytes(seq, kind, actor, timestamp, text, prev_hash, signature) == expected
+    assert signed_entry_bytes(statement_bytes(kind, actor, text), seq, timestamp, prev_hash, signature) == expected
+    assert statement_bytes(kind, actor, text) == rfc8785.dumps({"actor": actor, "kind": kind, "payload": payload})

@@ -637,3 +637,20 @@ def test_wrong_proofs_return_false_not_raise():
     assert not verify_consistency(6, 8, ROOTS[6], ROOTS[8], [b"", None, 3])
     assert not verify_consistency(6, 8, b"", ROOTS[8], CONSISTENCY_VECTORS[2][2])
     assert not verify_inclusion(LEAF_INPUTS[0], 0, 8, INCLUSION_VECTORS[1][2], b"")
+
+
+@given(st.integers(0, 40), st.lists(st.integers(0, 30), max_size=4))
+def test_a_compact_range_continued_and_extended_in_chunks_completes_every_perfect_subtree_once(start, chunks):
+    """Reference: each perfect subtree's root from :func:`root_from_hashes` of its leaves."""
+    n = start + sum(chunks)
+    leaves = [leaf_hash(i.to_bytes(2, "big")) for i in range(n)]
+    border = [root_from_hashes(leaves[i << lv : (i + 1) << lv]) for lv, i in merkle.perfect_subtrees(0, start)] if start else []
+    compact = merkle.CompactRange(start, border)
+    completed, at = [], start
+    for size in chunks:
+        completed += compact.extend(leaves[at : at + size]) if size != 1 else compact.append(leaves[at])
+        at += size
+        assert compact.size == at and compact.root() == root_from_hashes(leaves[:at])
+    expected = sorted((lv, i, root_from_hashes(leaves[i << lv : (i + 1) << lv]))
+                      for lv in range(n.bit_length()) for i in range(n >> lv) if (i + 1) << lv > start)
+    assert sorted(completed) == expected and len(completed) == len(expected)

@@ -98,6 +98,10 @@ def test_a_replayed_statement_is_refused(book):
         book.append("contribution", "alice", {"sample_id": "once"})
     with pytest.raises(LedgerError, match="same signed statement twice"):
         book.append_many([("contribution", "bob", {"sample_id": "x"})] * 2)
+    size = len(book)
+    with pytest.raises(LedgerError, match=f"already entry {first.seq}"):  # refused as the rows go in: the new one too
+        book.append_many([("contribution", "bob", {"sample_id": "new"}), ("contribution", "alice", {"sample_id": "once"})])
+    assert len(book) == size and verify(book.path).ok
 
 
 def test_keys_cannot_be_swapped(book, tmp_path):

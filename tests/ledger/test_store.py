@@ -17,7 +17,7 @@ import pytest
 
 from nacl.signing import VerifyKey
 
-from ledger import KINDS, Keystore, Ledger, LedgerError, canonical_json, fixed_clock, system_clock, verify
+from ledger import KINDS, Keystore, Ledger, LedgerError, canonical_json, fixed_clock, keys, system_clock, verify
 from ledger.encoding import GENESIS_HASH
 
 CLOCK = fixed_clock("2024-05-01T12:00:00+00:00")
@@ -125,6 +125,28 @@ def test_append_many_chains_the_hashes(tmp_path, keystore):
         assert e.hash == _hash_by_hand(e.seq, e.kind, e.actor, e.timestamp, e.payload, e.prev_hash, e.signature)
         prev = e.hash
     assert len({e.hash for e in stored}) == 7
+
+
+def test_a_batch_signed_on_threads_writes_the_rows_and_head_of_one_by_one_appends(tmp_path, keystore, monkeypatch):
+    monkeypatch.setattr(keys, "SIGN_THREADS", 3)
+    monkeypatch.setattr(keys, "PARALLEL_SIGN_FROM", 4)
+    records = [(kind, actor, {**payload, "i": i}) for i in range(9) for kind, actor, payload in RECORDS[:4]] + EPOCH
+    with signed_ledger(tmp_path / "one.db", keystore) as one:
+        for record in records[:-2]:
+            one.append(*record)
+        one.append_many(EPOCH)  # an epoch opens and closes in one batch
+    with signed_ledger(tmp_path / "batch.db", keystore) as batch:
+        batch.append_many(records[:5])
+        batch.append_many(records[5:])
+    tables = {}
+    for name in ("one", "batch"):
+        conn = sqlite3.connect(tmp_path / f"{name}.db")
+        tables[name] = [conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall() for table in ("entries", "tree", "keys")]
+        tables[name].append(conn.execute("SELECT * FROM heads ORDER BY size DESC LIMIT 1").fetchone())
+        conn.close()
+    assert len(tables["one"][0]) == len(records) and tables["one"][3][0] == len(records)
+    assert tables["batch"] == tables["one"]
+    assert verify(tmp_path / "batch.db").ok
 
 
 def test_entries_by_kind_and_reopening(ledger_path, keystore):
