@@ -28,7 +28,7 @@ import pytest
 import ledger
 from datanet_lab import cli, pipeline
 from datanet_lab.serving import QueryAttributor, RequestError, run_test_inputs
-from datanet_lab.serving.app import MAX_BODY_BYTES, MAX_ROWS, create_app
+from datanet_lab.serving.app import MAX_BODY_BYTES, MAX_ROWS, Answered, create_app
 from datanet_lab.serving.server import GroupCommit, ServerStopped, main
 from ledger.keys import public_hex
 from ledger.store import LOG_ACTOR
@@ -372,8 +372,8 @@ class _Refusing:
         if len(x) > 1:
             future.set_exception(RequestError("data row 2, field 0 is 3e+38: the model's output is not finite"))
         else:
-            future.set_result([{"receipt_id": "req-0", "batch_id": "batch-0", "prediction": 1, "probability": 0.5,
-                                "fee": 10, "fee_split": {"contributors": 10}, "shares": {}, "top": []}])
+            future.set_result(Answered([{"receipt_id": "req-0", "batch_id": "batch-0", "prediction": 1, "probability": 0.5,
+                                         "fee": 10, "fee_split": {"contributors": 10}, "shares": {}, "top": []}]))
         return future
 
 
