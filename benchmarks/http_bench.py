@@ -46,6 +46,7 @@ from datanet_lab import pipeline, results_files
 from datanet_lab.serving import run_test_inputs
 from datanet_lab.serving.app import TIMING_PHASES
 from datanet_lab.serving.economy import InferenceEconomy, check_receipts
+from datanet_lab.serving.server import BATCH_SIZE, MAX_WAIT_MS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "serving"))  # the server harness and load generator
 # (by path: a package may install a top-level "tests" of its own, hiding the repository's)
@@ -129,8 +130,8 @@ def main() -> None:
     parser.add_argument("--clients", default="8,32,128", help="concurrent client counts, comma-separated")
     parser.add_argument("--requests", type=int, default=2000, help="requests per client count")
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
-    parser.add_argument("--batch-size", type=int, default=64, help="the server's --batch-size")
-    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the server's --max-wait-ms")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="the server's --batch-size")
+    parser.add_argument("--max-wait-ms", type=float, default=MAX_WAIT_MS, help="the server's --max-wait-ms")
     parser.add_argument("--sample", type=int, default=200, help="receipts fetched over HTTP to time GET /receipts")
     parser.add_argument("--results", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
