@@ -132,7 +132,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1, help="rows per request")
     parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="the server's --batch-size")
     parser.add_argument("--max-wait-ms", type=float, default=MAX_WAIT_MS, help="the server's --max-wait-ms")
-    parser.add_argument("--sample", type=int, default=200, help="receipts fetched over HTTP to time GET /receipts")
+    parser.add_argument("--sample", type=int, default=100, help="receipts fetched over HTTP to time GET /receipts")
     parser.add_argument("--results", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     counts = [int(c) for c in args.clients.split(",")]
