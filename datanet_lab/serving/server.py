@@ -1,9 +1,13 @@
 """The HTTP server of payable inference: a run's :class:`~datanet_lab.serving.economy.InferenceEconomy`
 behind a group commit, served by uvicorn (``datanet-lab serve RUN_DIR``).
 
-:class:`GroupCommit` owns one worker thread. It takes the first pending request, then up to
-``batch_size - 1`` more that arrive within ``max_wait_ms`` of taking it, hands the batch to its
-handler and resolves each request's future once the handler returns. :class:`Server`'s handler
+:class:`GroupCommit` owns one worker thread. It takes the first pending request and those queued
+behind it, up to ``batch_size`` (``max_wait_ms`` > 0: waiting that long after the first for more),
+hands the batch to its handler and resolves each request's future once the handler returns. The
+batches adapt to the load: the requests that arrive while a batch is served and committed are
+the next batch, so a lone request waits for no one, and under load each commit (two fsyncs, one
+ledger entry, one attribution pass) is shared by as many requests as came in meanwhile; by
+default (:data:`BATCH_SIZE`, :data:`MAX_WAIT_MS`) nothing waits on a timer. :class:`Server`'s handler
 serves the batch's rows through the economy as one micro-batch (so the attributor, which is not
 thread-safe, only ever runs on that thread) and commits them as one ``receipt_batch`` entry.
 
@@ -18,6 +22,7 @@ stay pending in the economy, and only a restart drops them.
 from __future__ import annotations
 
 import argparse
+import gc
 import queue
 import signal
 import sys
@@ -35,8 +40,8 @@ import uvicorn
 import ledger
 from datanet import DatanetError
 from datanet_lab.pipeline.run import Run
-from datanet_lab.serving.app import ReceiptPending, ServiceUnavailable, UnknownReceipt, create_app
-from datanet_lab.serving.economy import InferenceEconomy, Served
+from datanet_lab.serving.app import Answered, ReceiptPending, ServiceUnavailable, UnknownReceipt, create_app
+from datanet_lab.serving.economy import PHASES, InferenceEconomy, Served
 from datanet_lab.serving.requests import RequestError
 from datanet_lab.serving.runs import ServingError
 from ledger.fees import CONTRIBUTORS, fraction_text
@@ -45,6 +50,18 @@ Request = TypeVar("Request")
 Answer = TypeVar("Answer")
 Handler = Callable[[Sequence[Request]], Sequence[Answer]]
 """Serves a micro-batch of requests and commits it; returns one answer per request, in order."""
+
+
+UVICORN = {"loop": "auto", "http": "auto", "access_log": False}
+"""How :func:`serve` runs uvicorn (one worker: the economy has one writer): its event loop and
+HTTP parser are uvloop and httptools when installed (``uvicorn[standard]``), else asyncio and h11;
+no access log unless asked (a formatted line per request costs CPU the commit pipeline needs)."""
+
+
+BATCH_SIZE, MAX_WAIT_MS = 64, 0.0
+"""The group commit's defaults: batches of whatever is queued, up to 64 requests, no timed wait.
+On the 2-core machine of ``benchmarks/http_bench.py`` a timed wait only lengthened each cycle
+(fewer requests/s at 8 and 32 clients), and 64 is past what 128 clients queued per commit."""
 
 
 class ServerStopped(ServiceUnavailable):
@@ -68,10 +85,11 @@ class GroupCommit(Generic[Request, Answer]):
         handler: serves and commits one micro-batch, on the worker thread only; it answers each
             request, or returns an exception in a request's place to fail that request alone.
         batch_size: the most requests in one micro-batch (>= 1).
-        max_wait_ms: how long the worker waits for more requests after taking the first (>= 0).
+        max_wait_ms: how long after taking the first request (and those queued behind it) the
+            worker waits for more (>= 0; 0: not at all).
     """
 
-    def __init__(self, handler: Handler, batch_size: int = 16, max_wait_ms: float = 5.0) -> None:
+    def __init__(self, handler: Handler, batch_size: int = BATCH_SIZE, max_wait_ms: float = MAX_WAIT_MS) -> None:
         if type(batch_size) is not int or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if type(max_wait_ms) not in (int, float) or not 0 <= max_wait_ms < float("inf"):
@@ -166,10 +184,11 @@ class Server:
         ServingError: a bad ``batch_size`` or ``max_wait_ms``, or a run that cannot be served.
     """
 
-    def __init__(self, run: str | Path | Run, batch_size: int = 16, max_wait_ms: float = 5.0, fee: int = 1000) -> None:
+    def __init__(self, run: str | Path | Run, batch_size: int = BATCH_SIZE, max_wait_ms: float = MAX_WAIT_MS,
+                 fee: int = 1000) -> None:
         try:
-            self._group: GroupCommit[np.ndarray, list[dict[str, Any]]] = GroupCommit(self._serve_batch, batch_size,
-                                                                                     max_wait_ms)
+            self._group: GroupCommit[tuple[np.ndarray, float], Answered] = GroupCommit(self._serve_batch, batch_size,
+                                                                                       max_wait_ms)
         except ValueError as exc:
             raise ServingError(str(exc)) from None
         self.economy = InferenceEconomy(run, fee=fee)
@@ -192,9 +211,9 @@ class Server:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def submit(self, x: np.ndarray) -> Future[list[dict[str, Any]]]:
-        """Queue ``x`` ``(n, n_features)``; the future gets one answer per row once committed."""
-        return self._group.submit(x)
+    def submit(self, x: np.ndarray) -> Future[Answered]:
+        """Queue ``x`` ``(n, n_features)``; the future gets its answer (one result per row) once committed."""
+        return self._group.submit((x, time.perf_counter()))
 
     def receipt(self, receipt_id: str) -> dict[str, Any]:
         """The receipt's proof document (:meth:`InferenceEconomy.proof`)."""
@@ -214,10 +233,13 @@ class Server:
         """The economy's account as of the last commit (:class:`~datanet_lab.serving.app.EarningsResponse`)."""
         return self._earnings
 
-    def _serve_batch(self, requests: Sequence[np.ndarray]) -> list[list[dict[str, Any]] | RequestError]:
+    def _serve_batch(self, requests: Sequence[tuple[np.ndarray, float]]) -> list[Answered | RequestError]:
+        """Serve and commit a group of ``(inputs, submitted at)`` requests; each answer says how
+        long it queued and what its group's phases took."""
         if self._failure is not None:
             raise ServiceUnavailable(self._failure)
-        served = self._serve_isolated(requests)
+        began, before = time.perf_counter(), dict(self.economy.timings)
+        served = self._serve_isolated([x for x, _ in requests])
         ids = {s.receipt["request_id"] for group in served if not isinstance(group, RequestError) for s in group}
         self._committing |= ids
         try:
@@ -228,7 +250,10 @@ class Server:
         finally:
             self._committing -= ids
         self._earnings = self._earnings_now()
-        return [group if isinstance(group, RequestError) else [_answer(s.receipt) for s in group] for group in served]
+        spent = {phase: self.economy.timings[phase] - before[phase] for phase in PHASES}
+        return [group if isinstance(group, RequestError)
+                else Answered([_answer(s.receipt) for s in group], {"queue": began - submitted, **spent})
+                for group, (_, submitted) in zip(served, requests)]
 
     def _serve_isolated(self, requests: Sequence[np.ndarray]) -> list[list[Served] | RequestError]:
         """Each request's served inferences, the group in one pass; when one request of a group
@@ -275,8 +300,8 @@ def _raise_stop(signum: int, _: object) -> None:
     raise _Stop(signum)
 
 
-def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, batch_size: int = 16, max_wait_ms: float = 5.0,
-          fee: int = 1000, log_level: str = "info") -> None:
+def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, batch_size: int = BATCH_SIZE,
+          max_wait_ms: float = MAX_WAIT_MS, fee: int = 1000, log_level: str = "info", access_log: bool = False) -> None:
     """Serve ``run`` over HTTP until SIGINT or SIGTERM: uvicorn then finishes the requests in
     flight, the economy closes, and this returns.
 
@@ -290,10 +315,16 @@ def serve(run: str | Path, host: str = "127.0.0.1", port: int = 8000, batch_size
     try:
         with Server(run, batch_size, max_wait_ms, fee) as server:
             server.start()
-            uvicorn.run(create_app(server), host=host, port=port, log_level=log_level)
+            app = create_app(server)
+            # What is loaded by now (modules, the model, the economy's state: some 400,000 objects)
+            # lives as long as the server; left out of the collector's full passes, which walked it
+            # all and paused every request in flight for 0.2-0.4 s now and then (the p99 latency).
+            gc.freeze()
+            uvicorn.run(app, host=host, port=port, log_level=log_level, **{**UVICORN, "access_log": access_log})
     except _Stop:
         pass
     finally:
+        gc.unfreeze()
         for number, handler in previous.items():
             signal.signal(number, handler)
 
@@ -307,17 +338,21 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", type=Path, help="a run directory whose build, train and attribute steps are done")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
-    parser.add_argument("--batch-size", type=int, default=16, help="most requests per micro-batch and commit (default: 16)")
-    parser.add_argument("--max-wait-ms", type=float, default=5.0,
-                        help="how long a micro-batch waits for more requests after its first (default: 5)")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE,
+                        help=f"most requests per micro-batch and commit (default: {BATCH_SIZE})")
+    parser.add_argument("--max-wait-ms", type=float, default=MAX_WAIT_MS,
+                        help="how long a micro-batch waits for more requests once it has taken those queued "
+                             f"(default: {MAX_WAIT_MS:g}: none)")
     parser.add_argument("--fee", type=int, default=1000, help="units charged per inference (default: 1000)")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                         help="uvicorn's log level (default: info)")
+    parser.add_argument("--access-log", action="store_true",
+                        help="log every request (uvicorn's access log; off by default: a line per request costs CPU)")
     parser.set_defaults(handler=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    serve(args.run_dir, args.host, args.port, args.batch_size, args.max_wait_ms, args.fee, args.log_level)
+    serve(args.run_dir, args.host, args.port, args.batch_size, args.max_wait_ms, args.fee, args.log_level, args.access_log)
     return 0
 
 

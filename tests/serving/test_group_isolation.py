@@ -20,7 +20,7 @@ def test_an_overflowing_request_fails_alone_and_its_group_is_served(run_dir):
         answers = [futures[0].result(timeout=60), futures[2].result(timeout=60)]
         with pytest.raises(RequestError, match=r"row 0: the float32 model's output or credit is not finite"):
             futures[1].result(timeout=60)
-        for (answer,) in answers:
+        for (answer,) in (a.results for a in answers):
             receipt = server.receipt(answer["receipt_id"])
             assert ledger.receipts.check_receipt(receipt, server.head()["log_public_key"]).ok
         assert server.economy.account.fees == 2 * 1000  # the refused request was never charged (default fee)

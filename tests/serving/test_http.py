@@ -28,12 +28,15 @@ import pytest
 import ledger
 from datanet_lab import cli, pipeline
 from datanet_lab.serving import QueryAttributor, RequestError, run_test_inputs
-from datanet_lab.serving.app import MAX_BODY_BYTES, MAX_ROWS, create_app
+from datanet_lab.serving.economy import check_receipts
+from datanet_lab.serving.app import MAX_BODY_BYTES, MAX_ROWS, TIMING_PHASES, Answered, create_app
+from datanet_lab.serving.requests import check_input
 from datanet_lab.serving.server import GroupCommit, ServerStopped, main
 from ledger.keys import public_hex
 from ledger.store import LOG_ACTOR
 from ledger.receipts import check_receipt
 from tests.serving.harness import Launched
+from tests.serving.load import canned, canned_answer, post, run_load
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -196,7 +199,12 @@ def test_an_unknown_receipt_id_is_404(server):
 
 
 @pytest.mark.slow
-def test_after_kill_9_under_load_every_acknowledged_receipt_is_still_provable(tmp_path, tiny_params):
+@pytest.mark.parametrize("clients, options, enough", [
+    (4, ("--batch-size", "4", "--max-wait-ms", "2"), 60),  # small groups, a timed wait
+    (32, (), 400),  # the default adaptive groups, under the benchmark's target load
+], ids=["4-clients-small-groups", "32-clients-defaults"])
+def test_after_kill_9_under_load_every_acknowledged_receipt_is_still_provable(tmp_path, tiny_params, clients, options,
+                                                                              enough):
     run = pipeline.open_run(str(tmp_path / "run"), **tiny_params)
     pipeline.attribute(run)
     x = run_test_inputs(run)
@@ -219,12 +227,12 @@ def test_after_kill_9_under_load_every_acknowledged_receipt_is_still_provable(tm
                 acknowledged.extend(r["receipt_id"] for r in answer.json()["results"])
                 k += 1
 
-    with Launched(run.directory, tmp_path / "server.log", "--batch-size", "4", "--max-wait-ms", "2") as served:
-        threads = [threading.Thread(target=client, args=(served.url, w)) for w in range(4)]
+    with Launched(run.directory, tmp_path / "server.log", *options) as served:
+        threads = [threading.Thread(target=client, args=(served.url, w)) for w in range(clients)]
         for thread in threads:
             thread.start()
-        deadline = time.monotonic() + 20
-        while len(acknowledged) < 60 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while len(acknowledged) < enough and time.monotonic() < deadline:
             time.sleep(0.05)
         served.process.send_signal(signal.SIGKILL)  # mid-load: clients are still sending
         served.process.wait(timeout=10)
@@ -232,13 +240,13 @@ def test_after_kill_9_under_load_every_acknowledged_receipt_is_still_provable(tm
         for thread in threads:
             thread.join()
         served.client.close()
-    assert not errors and len(acknowledged) >= 60
+    assert not errors and len(acknowledged) >= enough
     receipts = run.directory / "inference" / "receipts.jsonl"
     with open(receipts, "ab") as torn:  # a receipt write cut short by the crash
         torn.write(b'{"request_id": "req-99999')
 
     with Launched(run.directory, tmp_path / "server.log") as again:
-        for receipt_id in acknowledged:
+        for receipt_id in acknowledged[:30] + acknowledged[-60:]:  # the last ones were answered just before the kill
             assert_provable(again.client, receipt_id, log_key(run))
         new = again.client.post("/infer", json={"input": x[0].tolist()}).raise_for_status().json()["results"][0]
         assert new["receipt_id"] not in acknowledged
@@ -248,6 +256,9 @@ def test_after_kill_9_under_load_every_acknowledged_receipt_is_still_provable(tm
     assert report.ok, report
     lines = receipts.read_bytes().split(b"\n")
     assert lines[-1] == b"" and all(json.loads(line)["request_id"] for line in lines[:-1])
+    assert set(acknowledged) <= {json.loads(line)["request_id"] for line in lines[:-1]}  # each one, in the file
+    check = check_receipts(run.directory)  # and every receipt of the file proven against the ledger
+    assert check.ok and check.checked == check.total == len(lines) - 1, check
 
 
 # --- the group commit, in-process -----------------------------------------------------------
@@ -329,6 +340,27 @@ def test_stop_answers_the_queued_requests_then_refuses_new_ones():
     assert [r for _, r in _answers(futures)] == list(range(5))
 
 
+@pytest.mark.parametrize("batch_size, groups", [(64, [[0], [1, 2, 3, 4, 5]]), (3, [[0], [1, 2, 3], [4, 5]])])
+def test_requests_arriving_during_a_commit_are_the_next_group_and_none_waits_on_a_timer(batch_size, groups):
+    entered, gate, batches = threading.Event(), threading.Event(), []
+
+    def commit(requests: list[int]) -> list[int]:
+        batches.append(list(requests))
+        entered.set()
+        gate.wait()
+        return list(requests)
+
+    group = GroupCommit(commit, batch_size=batch_size, max_wait_ms=0)
+    group.start()
+    futures = [group.submit(0)]
+    assert entered.wait(10)  # request 0 went alone: nothing was queued, and nothing is waited for
+    futures += [group.submit(i) for i in range(1, 6)]  # while its commit runs
+    gate.set()
+    assert _answers(futures) == list(range(6))
+    group.stop()
+    assert batches == groups
+
+
 @pytest.mark.parametrize("batch_size, max_wait_ms", [(0, 5.0), (2.0, 5.0), (4, -1.0), (4, float("nan"))])
 def test_bad_group_commit_settings_are_refused(batch_size, max_wait_ms):
     with pytest.raises(ValueError, match="batch_size|max_wait_ms"):
@@ -372,8 +404,8 @@ class _Refusing:
         if len(x) > 1:
             future.set_exception(RequestError("data row 2, field 0 is 3e+38: the model's output is not finite"))
         else:
-            future.set_result([{"receipt_id": "req-0", "batch_id": "batch-0", "prediction": 1, "probability": 0.5,
-                                "fee": 10, "fee_split": {"contributors": 10}, "shares": {}, "top": []}])
+            future.set_result(Answered([{"receipt_id": "req-0", "batch_id": "batch-0", "prediction": 1, "probability": 0.5,
+                                         "fee": 10, "fee_split": {"contributors": 10}, "shares": {}, "top": []}]))
         return future
 
 
@@ -387,3 +419,92 @@ def test_an_input_the_service_refuses_while_serving_gets_422_and_other_requests_
                               "loc": ["inputs"]}
     answered = client.post("/infer", json={"input": [1.0, 2.0, 3.0]})
     assert answered.status_code == 200 and answered.json()["results"][0]["receipt_id"] == "req-0"
+
+
+class _Recording:
+    """A service that records what it is asked to serve and answers each row at once."""
+
+    def __init__(self, n_features: int) -> None:
+        self.n_features, self.submitted = n_features, []
+
+    def submit(self, x: np.ndarray) -> Future:
+        self.submitted.append(x)
+        future: Future = Future()
+        future.set_result(Answered([{"receipt_id": f"req-{i}"} for i in range(len(x))], {"queue": 0.001}))
+        return future
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_a_request_the_app_refuses_never_reaches_the_service(name):
+    from fastapi.testclient import TestClient
+
+    service = _Recording(8)
+    make, status, _, _ = BAD[name]
+    answer = TestClient(create_app(service)).post("/infer", content=make(service.n_features),
+                                                  headers={"content-type": "application/json"})
+    assert answer.status_code == status and service.submitted == []
+
+
+def _reference_rows(body: dict, width: int) -> tuple[int, object]:
+    """What the app answers for ``body``, checked row by row with check_input (the reference)."""
+    field = "input" if "input" in body else "inputs"
+    rows = [body["input"]] if field == "input" else body["inputs"]
+    for index, row in enumerate(rows):
+        try:
+            check_input(row, width)
+        except RequestError as exc:
+            loc = [field] if field == "input" else [field, index]
+            return 422, loc, str(exc)
+    return 200, np.array(rows, dtype=np.float64)
+
+
+def test_rows_checked_at_once_are_accepted_or_refused_as_row_by_row():
+    from fastapi.testclient import TestClient
+
+    service = _Recording(3)
+    client = TestClient(create_app(service))
+    rng = np.random.default_rng(0)
+    edge = [0.0, -0.0, 1, -7, 3.4028234e38, -3.4028234e38, 1e-320, 3.5e38, 1e308, float("nan"), float("inf")]
+    for case in range(60):
+        rows = rng.normal(size=(int(rng.integers(1, 5)), 3)).tolist()
+        for _ in range(int(rng.integers(0, 3))):  # some edge values, finite in float32 or not
+            rows[rng.integers(len(rows))][rng.integers(3)] = edge[rng.integers(len(edge))]
+        if case % 7 == 0:
+            rows[-1] = rows[-1][:2]  # a short row
+        body = {"input": rows[0]} if case % 5 == 0 else {"inputs": rows}
+        answer = client.post("/infer", content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        expected = _reference_rows(body, 3)
+        assert answer.status_code == expected[0], (body, answer.text)
+        if expected[0] == 200:
+            got = service.submitted.pop()
+            assert got.dtype == np.float64 and np.array_equal(got, expected[1]), body
+        else:
+            assert answer.json()["loc"] == expected[1] and expected[2] in answer.json()["reason"], (body, answer.text)
+    assert service.submitted == []
+
+
+def test_each_answer_says_where_its_time_went(server, run):
+    x = run_test_inputs(run)[:1]
+    start = time.perf_counter()
+    answer = server.client.post("/infer", json={"inputs": x.tolist()})
+    latency_ms = (time.perf_counter() - start) * 1e3
+    assert answer.status_code == 200, answer.text
+    parts = [part.split(";dur=") for part in answer.headers["server-timing"].split(", ")]
+    assert [name for name, _ in parts] == list(TIMING_PHASES)
+    spent = [float(value) for _, value in parts]
+    assert all(value >= 0 for value in spent) and sum(spent) <= latency_ms + 0.01
+    assert spent[TIMING_PHASES.index("attribution")] > 0 and spent[TIMING_PHASES.index("commit")] > 0
+
+
+def test_the_load_generator_gets_each_request_its_own_answer_in_order(server, run):
+    x = run_test_inputs(run)[:9]
+    requests = [post("/infer", json.dumps({"input": row.tolist()}).encode()) for row in x]
+    answers, wall = run_load(int(server.url.rsplit(":", 1)[1]), requests, clients=3)
+    assert len(answers) == 9 and wall > 0 and all(a.status == 200 and a.latency > 0 for a in answers)
+    results = [json.loads(a.body)["results"][0] for a in answers]
+    assert [r["prediction"] for r in results] == QueryAttributor.from_run(run).predict(x)[0].tolist()
+    assert len({r["receipt_id"] for r in results}) == 9
+    assert all(a.header("Content-Type") == "application/json" for a in answers)
+    with canned(300) as fixed:
+        got, _ = run_load(fixed.port, requests, clients=2)
+    assert [a.head + a.body for a in got] == [canned_answer(300)] * 9
