@@ -8,7 +8,9 @@ Stages (:class:`InferenceEconomy`, one per run directory):
    :class:`~datanet_lab.serving.QueryAttributor` predicts and credits contributors; each
    inference's fee is split by role (:func:`ledger.fees.split_by_role`), the contributors' part
    is accrued by positive credit (:class:`ledger.fees.FeeAccount`, exact to
-   ``1 / RESOLUTION`` unit) and a receipt is built (:func:`ledger.receipts.make_receipt`). The
+   ``1 / RESOLUTION`` unit) and a receipt is built (the receipt of
+   :func:`ledger.receipts.make_receipt`, written for the whole micro-batch at once by
+   :mod:`~datanet_lab.serving.batch_split` and :mod:`~datanet_lab.serving.receipt_lines`). The
    receipts are pending.
 2. :meth:`~InferenceEconomy.commit` the pending receipts as one batch: appended to
    ``receipts.jsonl`` (:mod:`~datanet_lab.serving.receipts_file`), then one ``receipt_batch``
@@ -79,13 +81,16 @@ import pandas as pd
 
 import ledger
 from ledger import merkle
-from ledger.fees import CONTRIBUTOR, DEFAULT_ROLE_SHARES, AccrualClose, FeeAccount, check_charged, checked_fee_split
-from ledger.receipts import KIND, ReceiptBatch, make_receipt, receipt_leaf, receipt_proof
+from ledger.fees import (CONTRIBUTOR, CONTRIBUTORS, DEFAULT_ROLE_SHARES, RESOLUTION, AccrualClose, FeeAccount,
+                         check_charged, checked_fee_split)
+from ledger.receipts import KIND, LeafReceipts, ReceiptBatch, receipt_proof
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving.attributor import QueryAttributor
+from datanet_lab.serving.batch_split import hamilton_rows
 from datanet_lab.serving.durable import sync_directory, take_lock, truncate, write_at, write_atomic
 from datanet_lab.serving.ledger_thread import LedgerThread
 from datanet_lab.serving.receipt_check import ReceiptCheck, check_receipts
+from datanet_lab.serving.receipt_lines import BATCH_ID, ReceiptWriter
 from datanet_lab.serving.receipts_file import FOLDER, HOST, HOST_ROLE, RECEIPTS, batch_entries, committed_batches
 from datanet_lab.serving.requests import check_batch
 from datanet_lab.serving.runs import ServingError, served_run
@@ -97,9 +102,9 @@ __all__ = ["CONTRIBUTOR", "EARNINGS", "FOLDER", "HOST", "HOST_ROLE", "PHASES", "
 
 EARNINGS, LOCK = "earnings.csv", "lock"
 PHASES = ("attribution", "split", "hashing", "commit")
-"""Where serving time goes: attribution (predict + attribute + roll-up), split (fee split, accrual,
-receipt building), hashing (input hashes, receipt leaves and batch roots), commit (receipts file,
-ledger entry, state file)."""
+"""Where serving time goes: attribution (predict + attribute + roll-up), split (the shares and their
+accrual), hashing (input hashes, receipts written as their canonical-JSON leaves, leaf hashes and
+batch roots), commit (receipts file, ledger entry, state file)."""
 EPOCH_RULE = ("inference fees: each contributors' part accrued exactly by positive credit per inference; "
               "whole units paid at close, remainders carried to the next epoch")
 
@@ -113,12 +118,27 @@ def earnings_table(account: FeeAccount, contributors: Sequence[str]) -> pd.DataF
     return pd.DataFrame(account.earnings(contributors), columns=["id", "role", "units"])
 
 
-@dataclass(frozen=True)
 class Served:
-    """One served inference: its (pending) ``receipt`` and each contributor's ``credit``."""
+    """One served inference: its pending receipt, held as its Merkle ``leaf`` (canonical JSON
+    bytes; decoded into :attr:`receipt` when first read), and each contributor's :attr:`credit`."""
 
-    receipt: dict[str, Any]
-    credit: dict[str, float]
+    __slots__ = ("leaf", "_names", "_credit", "_receipt")
+
+    def __init__(self, leaf: bytes, names: Sequence[str], credit: np.ndarray) -> None:
+        self.leaf, self._names, self._credit = leaf, names, credit
+        self._receipt: dict[str, Any] | None = None
+
+    @property
+    def receipt(self) -> dict[str, Any]:
+        """The receipt (the decoded leaf)."""
+        if self._receipt is None:
+            self._receipt = json.loads(self.leaf)
+        return self._receipt
+
+    @property
+    def credit(self) -> dict[str, float]:
+        """Each contributor's credit, by contributor id."""
+        return dict(zip(self._names, self._credit.tolist()))
 
 
 @dataclass(frozen=True)
@@ -143,10 +163,12 @@ class EpochClose:
 @dataclass(frozen=True)
 class _Books:
     """All an economy knows, replaced whole (one assignment), never changed in place: the
-    ``committed`` tally, and the receipts served since with their charges."""
+    ``committed`` tally, and the receipts served since (their leaves and leaf hashes) with their
+    charges."""
 
     committed: Tally
-    pending: tuple[dict[str, Any], ...] = ()
+    pending: tuple[bytes, ...] = ()
+    pending_hashes: tuple[bytes, ...] = ()
     pending_account: FeeAccount = field(default_factory=FeeAccount)
 
 
@@ -193,12 +215,15 @@ class InferenceEconomy:
             self._ledger.book(lambda book: book.register(HOST, HOST_ROLE))
             self.model_version, self.dataset_version = self._ledger.book(model_versions)
             self._books = _Books(self._recover())
+            self._writer = ReceiptWriter(self.attributor.contributors, self.fee_split, self.model_version,
+                                         self.dataset_version, self.attributor.method, RESOLUTION)
         except BaseException:
             if hasattr(self, "_ledger"):
                 self._ledger.close()
             os.close(self._lock_fd)
             raise
         self._unsettled = False  # True while a write to the receipts file and the ledger is unreconciled
+        self._checked = False  # whether a served receipt was compared with the reference (ReceiptWriter.check_first)
 
     @property
     def account(self) -> FeeAccount:
@@ -224,11 +249,18 @@ class InferenceEconomy:
         """Predict, attribute and charge a micro-batch ``x`` ``(n, n_features)``; the receipts
         join the open batch, pending until :meth:`commit`.
 
+        The shares are split for the whole micro-batch at once
+        (:func:`~datanet_lab.serving.batch_split.hamilton_rows`, what :meth:`FeeAccount.charge`
+        gives each) and the receipts written as their leaves
+        (:class:`~datanet_lab.serving.receipt_lines.ReceiptWriter`, the bytes of
+        :func:`~ledger.receipts.make_receipt` and :func:`~ledger.receipts.receipt_leaf`; the
+        economy's first receipt is built both ways and compared).
+
         Raises:
             RequestError: ``x`` not a finite numeric ``(n, n_features)`` array (row and field
                 named); nothing changes.
-            LedgerError: the fees would leave the safe integer range (:meth:`check_room`);
-                nothing changes.
+            LedgerError: the fees would leave the safe integer range (:meth:`check_room`), or a
+                credit or probability is not finite; nothing changes.
         """
         with self._mutex:
             self._settle()  # the ids and the batch follow what the ledger holds
@@ -237,31 +269,36 @@ class InferenceEconomy:
             self.check_room(len(x))
             result = self.attributor.attribute(x)
             attributed = perf_counter()
-            hashes = [hashlib.sha256(row).hexdigest() for row in x]
-            hashed = perf_counter()
-            names, n = self.attributor.contributors, len(x)
-            columns = result.contributor_credit.T.tolist()  # (n, n_contributors)
-            top = np.argsort(-result.contributor_credit, axis=0, kind="stable")[: self.top_k].T.tolist()  # (n, k)
-            classes = result.predictions.tolist()
-            confidence = result.probabilities[np.arange(n), result.predictions].tolist()
-            books = self._books
-            batch_id, first = f"batch-{books.committed.batches:08d}", books.committed.requests + len(books.pending)
-            charges, served = books.pending_account.copy(), []
-            for j in range(n):
-                credit = dict(zip(names, columns[j]))
-                receipt = make_receipt(
-                    request_id=f"req-{first + j:010d}", batch_id=batch_id, index=len(books.pending) + j,
-                    model_version=self.model_version, dataset_version=self.dataset_version, input_hash=hashes[j],
-                    output={"class": classes[j], "probability": confidence[j]}, fee_split=self.fee_split,
-                    shares=charges.charge(self.fee_split, credit), top=[(names[i], columns[j][i]) for i in top[j]],
-                    method=self.attributor.method)
-                served.append(Served(receipt, credit))
-            self._books = replace(books, pending=books.pending + tuple(s.receipt for s in served), pending_account=charges)
+            names, n, books = self.attributor.contributors, len(x), self._books
+            credit = result.contributor_credit.T  # (n, n_contributors)
+            _check_credit(credit, names)
+            units = self.fee_split.get(CONTRIBUTORS, 0) * RESOLUTION
+            parts = hamilton_rows(units, credit, names)  # (n, n_contributors) sub-units
+            credited = (credit > 0).any(axis=0)
+            totals = parts.sum(axis=0, dtype=np.int64 if units * n < 2**63 else object)
+            charges = books.pending_account.copy()
+            charges.charge_parts(self.fee_split, n, {names[j]: int(totals[j]) for j in np.flatnonzero(credited)},
+                                 int(n - (credit > 0).any(axis=1).sum()))
+            split = perf_counter()
+            input_hashes = [hashlib.sha256(row).hexdigest() for row in x]
+            top = np.argsort(-credit, axis=1, kind="stable")[:, : self.top_k]  # (n, k), best first
+            confidence = result.probabilities[np.arange(n), result.predictions]
+            batch, index, request = books.committed.batches, len(books.pending), books.committed.requests + len(books.pending)
+            leaves = self._writer.leaves(batch, index, request, input_hashes, result.predictions, confidence, credit,
+                                         parts, top)
+            if not self._checked:
+                self._writer.check_first(leaves[0], batch, index, request, input_hashes[0],
+                                         {"class": int(result.predictions[0]), "probability": float(confidence[0])},
+                                         credit[0].tolist(), parts[0].tolist(), top[0].tolist())
+                self._checked = True
+            leaf_hashes = tuple(map(merkle.leaf_hash, leaves))
+            self._books = replace(books, pending=books.pending + tuple(leaves),
+                                  pending_hashes=books.pending_hashes + leaf_hashes, pending_account=charges)
             done = perf_counter()
             self.timings["attribution"] += attributed - start
-            self.timings["hashing"] += hashed - attributed
-            self.timings["split"] += done - hashed
-            return served
+            self.timings["split"] += split - attributed
+            self.timings["hashing"] += done - split
+            return [Served(leaf, names, row) for leaf, row in zip(leaves, credit)]
 
     def commit(self) -> CommittedBatch | None:
         """Commit the pending receipts as one batch (module docstring: file, then ledger);
@@ -277,13 +314,14 @@ class InferenceEconomy:
             if not books.pending:
                 return None
             start = perf_counter()
-            leaves = [receipt_leaf(r) for r in books.pending]
-            hashes = tuple(merkle.leaf_hash(leaf) for leaf in leaves)
-            # build_batch's tree without its second check of each receipt (make_receipt checked them,
-            # and their batch id and indices are this economy's); tests compare the two
-            batch = ReceiptBatch(books.pending[0]["batch_id"], books.pending, hashes, merkle.root_from_hashes(hashes))
+            # build_batch's tree without its check of each receipt (serve wrote them, and their batch
+            # id and indices are this economy's); tests compare the two
+            count = len(books.pending)
+            fee_totals = (sum(self.fee_split.values()) * count, {role: units * count for role, units in self.fee_split.items()})
+            batch = ReceiptBatch(BATCH_ID % books.committed.batches, LeafReceipts(books.pending), books.pending_hashes,
+                                 merkle.root_from_hashes(books.pending_hashes), fee_totals)
             hashed = perf_counter()
-            data = b"\n".join(leaves) + b"\n"
+            data = b"\n".join(books.pending) + b"\n"
             before = books.committed
             account = before.account.copy()
             account.absorb(books.pending_account)
@@ -435,6 +473,16 @@ class InferenceEconomy:
             with self._mutex:
                 if self._lock_fd >= 0:
                     self._release()
+
+
+def _check_credit(credit: np.ndarray, names: Sequence[str]) -> None:
+    """Raise :class:`~ledger.LedgerError` naming the first credit of ``credit`` ``(n, len(names))``
+    that is not finite (what :meth:`ledger.fees.Accrual.accrue` refuses)."""
+    bad = ~np.isfinite(credit)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ledger.LedgerError(f"credit of {names[column]!r} must be a finite number, got {credit[row, column]!r} "
+                                 f"(input {row} of the micro-batch); nothing charged")
 
 
 def check_fee_room(run: Run, fee: int, requests: int) -> None:

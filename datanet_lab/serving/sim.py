@@ -25,8 +25,8 @@ from datanet_lab.pipeline.tabular.build_step import datanet
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving import figures
 from datanet_lab.serving.attributor import QueryAttributor
-from datanet_lab.serving.economy import (FOLDER, PHASES, RECEIPTS, EpochClose, InferenceEconomy, check_fee_room,
-                                         checked_fee_split)
+from datanet_lab.serving.economy import (FOLDER, PHASES, RECEIPTS, EpochClose, InferenceEconomy, Served,
+                                         check_fee_room, checked_fee_split)
 from datanet_lab.serving.requests import RequestError, read_requests
 from datanet_lab.serving.runs import ServingError, run_test_inputs, served_run
 
@@ -152,12 +152,12 @@ def serve_sim(run_dir: str | Path | Run, requests: int | None = None, inputs: st
     attributor = QueryAttributor.from_run(run)
     x = request_inputs(run, attributor.n_features, requests, inputs, seed, attributor)
     check_fee_room(run, fee, len(x))  # every amount within the ledger's range, before anything is written
-    stream: list[tuple[int, dict[str, float]]] = []
+    served: list[Served] = []
     with InferenceEconomy(run, fee, role_shares, top_k, attributor) as economy:
         pool = economy.fee_split.get(CONTRIBUTORS, 0)
         start = perf_counter()
         for first in range(0, len(x), batch_size):
-            stream.extend((pool, served.credit) for served in economy.serve(x[first : first + batch_size]))
+            served += economy.serve(x[first : first + batch_size])
             economy.commit()
         seconds = perf_counter() - start
         timings = dict(economy.timings)
@@ -165,7 +165,7 @@ def serve_sim(run_dir: str | Path | Run, requests: int | None = None, inputs: st
         earnings = economy.write_earnings()  # written by the close too; also when nothing was accrued
     with ledger.Ledger(run.ledger_path) as book:  # read only
         head_hash = book.head().hash
-    dust = measure_dust(stream)
+    dust = measure_dust((pool, s.credit) for s in served)
     drawn = figures.write_figures(run.directory / FOLDER / "figures", pd.read_csv(earnings), dust) if draw else ()
     result = SimResult(len(x), seconds, {p: timings[p] for p in PHASES}, dust, closed, run.directory / FOLDER / RECEIPTS,
                        earnings, drawn, head_hash)
