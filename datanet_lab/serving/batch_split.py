@@ -111,16 +111,18 @@ def _split_rows(units: int, scaled: np.ndarray, ids: Sequence[str], parts: np.nd
     step = np.clip(np.floor(_float(residual) / totals[row_of]), -(2**30), 2**30).astype(np.int64)
     quotient += step
     residual = _normalize(residual - _pad(_times(step, total, 1, signed=True), len(residual)))
+    off = np.ones(len(weight), dtype=bool)  # residual not (known to be) in [0, total)
     for _ in range(_FIXES):
         low = residual[-1] < 0
         above = _normalize(residual - _pad(total, len(residual)))
         high = above[-1] >= 0
-        if not (low.any() or high.any()):
+        off = low | high
+        if not off.any():
             break
         residual = np.where(low, _normalize(residual + _pad(total, len(residual))), np.where(high, above, residual))
         quotient += high.astype(np.int64) - low
     settled = np.ones(len(scaled), dtype=bool)  # a row corrected in the last round was not checked again
-    settled[row_of[low | high]] = False
+    settled[row_of[off]] = False
     # remainders (below the total, so below 2**120) as two 60-bit keys, 0 where the weight is not
     # positive (such an entry never gets a unit: the row's remainders sum to `left` whole totals,
     # so more than `left` of them are positive); largest first, ties to the first id

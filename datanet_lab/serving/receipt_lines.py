@@ -10,7 +10,7 @@ method and contributors. :class:`ReceiptWriter` encodes that shape once with the
 encoder (``canonical_json`` of a receipt whose varying fields are placeholders), keeping a format
 string; each receipt is then the format filled with its values, each already canonical: integers
 in decimal, the request and batch ids and the input hash escape-free ASCII, floats in their
-ECMAScript form (:func:`float_texts`), contributor ids (actor ids: escape-free) in sorted order
+ECMAScript form (:func:`json_numbers`), contributor ids (actor ids: escape-free) in sorted order
 with their shares in lowest terms. The schema holds by construction for the varying fields, and
 is checked by :meth:`ReceiptWriter.check_first` on an economy's first receipt through
 ``make_receipt`` itself.
@@ -33,18 +33,25 @@ from ledger.receipts import make_receipt, receipt_leaf
 REQUEST_ID, BATCH_ID = "req-%010d", "batch-%08d"
 """The request and batch ids of an economy's receipts, numbered from 0."""
 SHARES, TOP = "shares", "top"
-_SLOTS = {"batch_id": '"%s"', "index": "%d", "input_hash": '"%s"', "class": "%d", "probability": "%s",
+_SLOTS = {"batch_id": '"%s"', "index": "%d", "input_hash": '"%s"', "class": "%d", "probability": "%r",
           "request_id": f'"{REQUEST_ID}"', SHARES: "\x01", TOP: "\x02"}
 """The varying fields and how each is written into the format (its values are canonical already);
 shares and top hold a control character, which canonical JSON never holds raw, replaced by each
 row's format for its number of shares and top contributors (:meth:`ReceiptWriter._row_format`)."""
 
 
-def float_texts(values: np.ndarray) -> list[str]:
-    """Each finite float of ``values`` (flattened) as RFC 8785 writes it
-    (:func:`ledger.canonical.number_text`), faster: ``repr`` already is that text for a
-    non-integer of magnitude in ``[1e-4, 1e16)`` (both are the shortest round-trip digits, in
-    plain decimal notation there); the others go through ``number_text``.
+class _Text(str):
+    """A number's RFC 8785 text, which ``%r`` writes as it is."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def json_numbers(values: np.ndarray) -> list[float | str]:
+    """Each finite float of ``values`` (flattened) as a value whose ``repr`` (``%r``) is the
+    float as RFC 8785 writes it (:func:`ledger.canonical.number_text`): the float itself where
+    its ``repr`` is that text already, a non-integer of magnitude in ``[1e-4, 1e16)`` (both are
+    the shortest round-trip digits, in plain decimal notation there), else that text.
 
     Raises:
         LedgerError: a value is not finite (JSON cannot hold it).
@@ -52,12 +59,11 @@ def float_texts(values: np.ndarray) -> list[str]:
     values = np.asarray(values, dtype=np.float64).ravel()
     if not np.isfinite(values).all():
         raise LedgerError(f"a receipt holds only finite numbers, got {values[~np.isfinite(values)][0]!r}")
-    numbers = values.tolist()
-    texts = list(map(repr, numbers))
+    numbers: list[float | str] = values.tolist()
     magnitude = np.abs(values)
     for i in np.flatnonzero((magnitude < 1e-4) | (magnitude >= 1e16) | (values == np.trunc(values))).tolist():
-        texts[i] = number_text(numbers[i])
-    return texts
+        numbers[i] = _Text(number_text(numbers[i]))
+    return numbers
 
 
 class ReceiptWriter:
@@ -77,7 +83,10 @@ class ReceiptWriter:
     def __init__(self, contributors: Sequence[str], fee_split: Mapping[str, int], model_version: str,
                  dataset_version: str, method: str, resolution: int) -> None:
         for contributor in contributors:
-            check_actor(contributor)
+            try:
+                check_actor(contributor)
+            except LedgerError as exc:
+                raise LedgerError(f"receipt writer: contributor {exc}") from None
         self.contributors, self.fee_split, self.resolution = tuple(contributors), dict(fee_split), resolution
         self._constants = {"model_version": model_version, "dataset_version": dataset_version, "method": method}
         self._format, self._slots = _receipt_format(self.fee_split, self._constants)
@@ -112,7 +121,7 @@ class ReceiptWriter:
         at = {slot: row_start + end - sizes[slot] for slot, end in zip(self._slots, ends)}
         values = np.empty(int(ends[-1].sum()), dtype=object)
         simple = {"batch_id": BATCH_ID % batch, "index": np.arange(first_index, first_index + n),
-                  "input_hash": input_hashes, "class": np.asarray(classes), "probability": float_texts(probabilities),
+                  "input_hash": input_hashes, "class": np.asarray(classes), "probability": json_numbers(probabilities),
                   "request_id": np.arange(first_request, first_request + n)}
         for slot, column in simple.items():
             values[at[slot]] = column
@@ -122,7 +131,7 @@ class ReceiptWriter:
         values[share_at + 1], values[share_at + 2] = self._fractions(parts[:, self._by_id][rows, columns])
         top_at = at[TOP][:, None] + 2 * np.arange(k)
         values[top_at] = self._top_keys[top]
-        values[top_at + 1] = np.array(float_texts(np.take_along_axis(credit, top, axis=1)), dtype=object).reshape(n, k)
+        values[top_at + 1] = np.array(json_numbers(np.take_along_axis(credit, top, axis=1)), dtype=object).reshape(n, k)
         text = "\n".join([self._row_format(c, k) for c in count.tolist()]) % tuple(values.tolist())
         return text.encode().split(b"\n")  # canonical JSON holds no raw newline
 
@@ -154,7 +163,7 @@ class ReceiptWriter:
         key = (shares, top)
         if key not in self._row_formats:
             self._row_formats[key] = self._format.replace(_SLOTS[SHARES], "{" + ",".join(['%s%d/%d"'] * shares) + "}").replace(
-                _SLOTS[TOP], "[" + ",".join(["%s%s}"] * top) + "]")
+                _SLOTS[TOP], "[" + ",".join(["%s%r}"] * top) + "]")
         return self._row_formats[key]
 
 
