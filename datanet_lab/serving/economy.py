@@ -70,6 +70,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -170,6 +171,24 @@ class _Books:
     pending: tuple[bytes, ...] = ()
     pending_hashes: tuple[bytes, ...] = ()
     pending_account: FeeAccount = field(default_factory=FeeAccount)
+    flying: _Flight | None = None
+
+    @property
+    def head(self) -> Tally:
+        """The committed tally once the batch in flight is in (ids and fees follow it)."""
+        return self.flying.tally if self.flying else self.committed
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """A batch handed to the ledger's thread (receipts file, then entry) and not yet landed: the
+    ``future`` of its entry's sequence number, the ``tally`` once it is in (``ledger_seq`` aside),
+    the ``batch``, and its receipts as they were pending (given back when it did not get in)."""
+
+    future: Future[int]
+    tally: Tally
+    batch: ReceiptBatch
+    receipts: _Books
 
 
 class InferenceEconomy:
@@ -242,7 +261,7 @@ class InferenceEconomy:
         inferences, after those pending, keep the fees charged on this run directory, and so
         every amount the economy writes, within ``2**53 - 1`` units; nothing changes."""
         books, fee = self._books, sum(self.fee_split.values())
-        check_charged(books.committed.account.fees + books.pending_account.fees + requests * fee,
+        check_charged(books.head.account.fees + books.pending_account.fees + requests * fee,
                       f"{self.folder}: {requests} more inferences at {fee} units each")
 
     def serve(self, x: np.ndarray) -> list[Served]:
@@ -270,7 +289,7 @@ class InferenceEconomy:
             result = self.attributor.attribute(x)
             attributed = perf_counter()
             names, n, books = self.attributor.contributors, len(x), self._books
-            credit = result.contributor_credit.T  # (n, n_contributors)
+            credit = np.ascontiguousarray(result.contributor_credit.T)  # (n, n_contributors)
             _check_credit(credit, names)
             units = self.fee_split.get(CONTRIBUTORS, 0) * RESOLUTION
             parts = hamilton_rows(units, credit, names)  # (n, n_contributors) sub-units
@@ -283,7 +302,7 @@ class InferenceEconomy:
             input_hashes = [hashlib.sha256(row).hexdigest() for row in x]
             top = np.argsort(-credit, axis=1, kind="stable")[:, : self.top_k]  # (n, k), best first
             confidence = result.probabilities[np.arange(n), result.predictions]
-            batch, index, request = books.committed.batches, len(books.pending), books.committed.requests + len(books.pending)
+            batch, index, request = books.head.batches, len(books.pending), books.head.requests + len(books.pending)
             leaves = self._writer.leaves(batch, index, request, input_hashes, result.predictions, confidence, credit,
                                          parts, top)
             if not self._checked:
@@ -300,39 +319,70 @@ class InferenceEconomy:
             self.timings["hashing"] += done - split
             return [Served(leaf, names, row) for leaf, row in zip(leaves, credit)]
 
-    def commit(self) -> CommittedBatch | None:
-        """Commit the pending receipts as one batch (module docstring: file, then ledger);
-        ``None`` when none is pending. After an exception the receipts stay pending unless the
-        ledger took the batch, and lines the ledger did not take are cut off again.
+    def commit(self, wait: bool = True) -> CommittedBatch | None:
+        """Commit the pending receipts as one batch (module docstring: file, then ledger), on
+        the ledger's thread; ``None`` when none is pending. A batch still in flight lands first.
+
+        ``wait``: return once the batch is in (acknowledged); else return ``None`` at once and
+        let the batch land at the next :meth:`commit`, :meth:`close_epoch` or :meth:`close` (or
+        :meth:`land`), so that its file and ledger writes overlap the next :meth:`serve` (one
+        batch in flight at a time). After an exception the lines the ledger did not take are cut
+        off again and the receipts stay pending unless the ledger took the batch; receipts
+        served while a batch that did not get in was in flight are dropped (their ids followed
+        it; none was acknowledged).
 
         Raises:
             LedgerError: the ledger refused the entry (nothing committed).
         """
         with self._mutex:
             self._settle()
+            self.land()
             books = self._books
             if not books.pending:
                 return None
             start = perf_counter()
             # build_batch's tree without its check of each receipt (serve wrote them, and their batch
             # id and indices are this economy's); tests compare the two
-            count = len(books.pending)
+            count, before = len(books.pending), books.committed
             fee_totals = (sum(self.fee_split.values()) * count, {role: units * count for role, units in self.fee_split.items()})
-            batch = ReceiptBatch(BATCH_ID % books.committed.batches, LeafReceipts(books.pending), books.pending_hashes,
+            batch = ReceiptBatch(BATCH_ID % before.batches, LeafReceipts(books.pending), books.pending_hashes,
                                  merkle.root_from_hashes(books.pending_hashes), fee_totals)
             hashed = perf_counter()
             data = b"\n".join(books.pending) + b"\n"
-            before = books.committed
             account = before.account.copy()
             account.absorb(books.pending_account)
-            with self._reconciled_on_failure():
-                write_at(self.folder / RECEIPTS, before.receipts_bytes, data)
-                entry = self._ledger.book(lambda book: book.append(KIND, HOST, batch.payload()))
-                self._books = _Books(Tally(entry.seq, before.receipts_bytes + len(data), before.batches + 1,
-                                           before.requests + len(books.pending), account))
+            path, offset, payload = self.folder / RECEIPTS, before.receipts_bytes, batch.payload()
+
+            def write(book: ledger.Ledger) -> int:
+                write_at(path, offset, data)
+                return book.append(KIND, HOST, payload).seq
+
+            tally = Tally(0, offset + len(data), before.batches + 1, before.requests + count, account)
+            with self._reconciled_on_failure():  # the write is under way once submitted
+                self._books = _Books(before, flying=_Flight(self._ledger.submit(write), tally, batch, books))
             self.timings["hashing"] += hashed - start
             self.timings["commit"] += perf_counter() - hashed
-            return CommittedBatch(batch, entry.seq)
+            return self.land() if wait else None
+
+    def land(self) -> CommittedBatch | None:
+        """Wait for the batch in flight (:meth:`commit` with ``wait=False``) to be in, and
+        return it (``None`` when none is in flight); its receipts are then acknowledged.
+
+        Raises:
+            LedgerError: the ledger refused it (reconciled as :meth:`commit` says).
+        """
+        with self._mutex:
+            flight = self._books.flying
+            if flight is None:
+                return None
+            start = perf_counter()
+            with self._reconciled_on_failure():
+                seq = flight.future.result()
+                books = self._books
+                self._books = _Books(replace(flight.tally, ledger_seq=seq), books.pending, books.pending_hashes,
+                                     books.pending_account)
+            self.timings["commit"] += perf_counter() - start
+            return CommittedBatch(flight.batch, seq)
 
     def close_epoch(self) -> EpochClose | None:
         """Commit what is pending, then pay the accrued whole units as the ledger's next payout
@@ -419,20 +469,29 @@ class InferenceEconomy:
     def _settle(self) -> None:
         """After an interrupted write: replay the ledger's entries of :data:`HOST` after the
         committed tally (asked on the ledger's thread, so after any write still in flight). A
-        batch or an epoch that got in is committed (the pending receipts with it); then the
-        receipts file is cut back to what is committed."""
+        batch or an epoch that got in is committed (the pending receipts with it); a batch in
+        flight that did not get in gives its receipts back as pending, unless receipts were
+        served after it (they are dropped); then the receipts file is cut back to what is
+        committed."""
         if not self._unsettled:
             return
-        before = self._books.committed
-        later = self._ledger.book(lambda book: entries_after(book, before.ledger_seq))
-        replay = Replay(before, self.folder / RECEIPTS, self.run.ledger_path)
+        books = self._books
+        later = self._ledger.book(lambda book: entries_after(book, books.committed.ledger_seq))
+        replay = Replay(books.committed, self.folder / RECEIPTS, self.run.ledger_path)
         for entry in later:
             replay.apply(entry)
         committed = replay.tally()
         receipts = self.folder / RECEIPTS
         if receipts.exists() and receipts.stat().st_size > committed.receipts_bytes:
             truncate(receipts, committed.receipts_bytes)
-        if later:
+        flight = books.flying
+        if flight is not None and committed.batches == flight.tally.batches:  # it got in
+            self._books = _Books(committed, books.pending, books.pending_hashes, books.pending_account)
+        elif flight is not None:
+            self._books = _Books(committed, *(() if books.pending else
+                                              (flight.receipts.pending, flight.receipts.pending_hashes,
+                                               flight.receipts.pending_account)))
+        elif later:
             self._books = _Books(committed)
         self._unsettled = False
 

@@ -158,7 +158,8 @@ def serve_sim(run_dir: str | Path | Run, requests: int | None = None, inputs: st
         start = perf_counter()
         for first in range(0, len(x), batch_size):
             served += economy.serve(x[first : first + batch_size])
-            economy.commit()
+            economy.commit(wait=False)  # written while the next micro-batch is served
+        economy.land()
         seconds = perf_counter() - start
         timings = dict(economy.timings)
         closed = economy.close_epoch()
