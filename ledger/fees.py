@@ -220,9 +220,9 @@ class Accrual:
         return {c: Fraction(p, self._scale) for c, p in parts.items()}
 
     def accrue_parts(self, pool: int, count: int, parts: Mapping[str, int], unallocated: int) -> None:
-        """Add ``count`` pools of ``pool`` units already split (each as :meth:`accrue` splits it,
-        e.g. by :func:`datanet_lab.serving.batch_split.hamilton_rows`): ``parts`` the sub-units
-        (``1 / resolution`` unit) per contributor credited positively by any of them, 0 included;
+        """Add ``count`` pools of ``pool`` units already split, each as :meth:`accrue` splits it
+        (a server splits a micro-batch's pools at once): ``parts`` the sub-units (``1 /
+        resolution`` unit) per contributor credited positively by any of them, 0 included;
         ``unallocated`` how many had no positive credit. The caller vouches for the split: only
         the counts are checked.
 

@@ -142,9 +142,10 @@ def _canonical(value: Any) -> bytes:
     ``rfc8785`` encoder (most of a commit's time). Here each float becomes a placeholder string
     ``"\\u0000<i>\\u0000"``, the now plain value goes through the C encoder
     (:func:`ledger.canonical.plain_json`, same bytes as RFC 8785), and each placeholder is replaced
-    by the float as RFC 8785 writes it (:func:`ledger.canonical.number_text`). A value holding a NUL character (which
-    could fake a placeholder) or anything else not plain goes to ``canonical_json`` itself. The
-    bytes are ``canonical_json``'s (the tests compare them on generated values).
+    by the float as RFC 8785 writes it (:func:`ledger.canonical.number_text`). A value holding a
+    NUL character (which could fake a placeholder) or anything else not plain goes to
+    ``canonical_json`` itself. The bytes are ``canonical_json``'s (the tests compare them on
+    generated values).
     """
     floats: list[float] = []
     swapped = _swap_floats(value, floats)

@@ -14,8 +14,10 @@ Stages (:class:`InferenceEconomy`, one per run directory):
    receipts are pending.
 2. :meth:`~InferenceEconomy.commit` the pending receipts as one batch: appended to
    ``receipts.jsonl`` (:mod:`~datanet_lab.serving.receipts_file`), then one ``receipt_batch``
-   ledger entry signed by :data:`HOST`. A receipt is acknowledged (provable, its shares accrued)
-   once ``commit`` returns.
+   ledger entry signed by :data:`HOST`, both on the ledger's thread. A receipt is acknowledged
+   (provable, its shares accrued) once its batch has landed: when ``commit`` returns, or, with
+   ``commit(wait=False)`` (the writes overlap the next serve), at the next ``commit``,
+   :meth:`~InferenceEconomy.land`, ``close_epoch`` or ``close``.
 3. :meth:`~InferenceEconomy.close_epoch` pays the accrued whole units as the ledger's next payout
    epoch (``payout`` entries and a ``payout_epoch`` entry, as :func:`ledger.epoch_records` writes
    them); each contributor's remainder (< 1 unit) is carried into the next epoch.
@@ -344,7 +346,8 @@ class InferenceEconomy:
             # build_batch's tree without its check of each receipt (serve wrote them, and their batch
             # id and indices are this economy's); tests compare the two
             count, before = len(books.pending), books.committed
-            fee_totals = (sum(self.fee_split.values()) * count, {role: units * count for role, units in self.fee_split.items()})
+            fee_totals = (sum(self.fee_split.values()) * count,
+                          {role: units * count for role, units in self.fee_split.items()})
             batch = ReceiptBatch(BATCH_ID % before.batches, LeafReceipts(books.pending), books.pending_hashes,
                                  merkle.root_from_hashes(books.pending_hashes), fee_totals)
             hashed = perf_counter()
@@ -487,10 +490,11 @@ class InferenceEconomy:
         flight = books.flying
         if flight is not None and committed.batches == flight.tally.batches:  # it got in
             self._books = _Books(committed, books.pending, books.pending_hashes, books.pending_account)
-        elif flight is not None:
-            self._books = _Books(committed, *(() if books.pending else
-                                              (flight.receipts.pending, flight.receipts.pending_hashes,
-                                               flight.receipts.pending_account)))
+        elif flight is not None and not books.pending:  # it did not get in: its receipts are pending again
+            given = flight.receipts
+            self._books = _Books(committed, given.pending, given.pending_hashes, given.pending_account)
+        elif flight is not None:  # nor did the receipts served after it (numbered after it) get in
+            self._books = _Books(committed)
         elif later:
             self._books = _Books(committed)
         self._unsettled = False

@@ -92,7 +92,7 @@ class ReceiptWriter:
         self._format, self._slots = _receipt_format(self.fee_split, self._constants)
         self._by_id = np.argsort(np.array(self.contributors, dtype=object), kind="stable")  # columns in id order
         self._share_keys = np.array([canonical_json(c).decode() + ':"' for c in self.contributors], dtype=object)
-        self._top_keys = np.array(['{"contributor":' + canonical_json(c).decode() + ',"score":' for c in self.contributors],
+        self._top_keys = np.array([f'{{"contributor":{canonical_json(c).decode()},"score":' for c in self.contributors],
                                   dtype=object)
         self._row_formats: dict[tuple[int, int], str] = {}
 
@@ -162,8 +162,9 @@ class ReceiptWriter:
         """The format of a receipt with ``shares`` shares and ``top`` top contributors (cached)."""
         key = (shares, top)
         if key not in self._row_formats:
-            self._row_formats[key] = self._format.replace(_SLOTS[SHARES], "{" + ",".join(['%s%d/%d"'] * shares) + "}").replace(
-                _SLOTS[TOP], "[" + ",".join(["%s%r}"] * top) + "]")
+            share_items, top_items = ",".join(['%s%d/%d"'] * shares), ",".join(["%s%r}"] * top)
+            self._row_formats[key] = (self._format.replace(_SLOTS[SHARES], "{" + share_items + "}")
+                                      .replace(_SLOTS[TOP], "[" + top_items + "]"))
         return self._row_formats[key]
 
 

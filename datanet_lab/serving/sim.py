@@ -3,7 +3,9 @@
 :func:`serve_sim` reads the requests (the run's test set cycled to ``requests`` inputs, or the
 rows of a CSV/Parquet/JSONL file) and checks them all before anything is written, then serves them
 through one :class:`~datanet_lab.serving.economy.InferenceEconomy` in micro-batches of
-``batch_size``, committing each, and closes the payout epoch at the end. It reports throughput,
+``batch_size``, committing each (its file and ledger writes overlapping the next micro-batch:
+``commit(wait=False)``; the last one landed before the time is taken), and closes the payout
+epoch at the end. It reports throughput,
 where the time went (:data:`~datanet_lab.serving.economy.PHASES`), and the dust of the same stream
 (:func:`ledger.fees.measure_dust`: what paying each inference on its own would lose against the
 accrual), and draws the figures (:mod:`~datanet_lab.serving.figures`).
