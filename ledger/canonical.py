@@ -6,7 +6,8 @@ the standard library's C encoder writes the same bytes: strings escape exactly `
 controls below U+0020 (``\\b \\t \\n \\f \\r`` short, the rest ``\\u00xx`` in lower-case hex), all
 else (U+007F, U+2028, non-BMP, ...) goes out verbatim as UTF-8; integers print in decimal; and
 key order by code point equals RFC 8785's order by UTF-16 code units as long as no key leaves the
-BMP. Floats are left to ``rfc8785``: their ES6 form differs from ``repr``.
+BMP. Floats are left to ``rfc8785``: their ES6 form differs from ``repr`` (:func:`number_text`
+writes it for one finite float).
 """
 
 import json
@@ -64,3 +65,28 @@ def _plain(value: Any) -> bool:
     if kind is list:
         return all(_plain(v) for v in value)
     return False
+
+
+def number_text(number: float) -> str:
+    """A finite float as ECMAScript's Number::toString writes it (RFC 8785 §3.2.2.3), from the
+    same shortest round-trip digits as ``repr`` (which ``rfc8785`` also starts from; its own
+    function is private): integers up to 21 digits in full, down to 1e-6 as decimals, the rest as
+    ``d.ddde±x``."""
+    if number == 0:
+        return "0"
+    mantissa, _, exponent = repr(abs(number)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    point = len(whole) + int(exponent or 0) - (len(whole) + len(fraction) - len(digits))  # value = 0.digits * 10**point
+    digits = digits.rstrip("0")
+    sign = "-" if number < 0 else ""
+    if len(digits) <= point <= 21:
+        text = digits + "0" * (point - len(digits))
+    elif 0 < point <= 21:
+        text = f"{digits[:point]}.{digits[point:]}"
+    elif -6 < point <= 0:
+        text = "0." + "0" * -point + digits
+    else:
+        rest = f".{digits[1:]}" if len(digits) > 1 else ""
+        text = f"{digits[0]}{rest}e{'+' if point > 0 else '-'}{abs(point - 1)}"
+    return sign + text

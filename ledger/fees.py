@@ -219,6 +219,27 @@ class Accrual:
             balances[contributor] = balances.get(contributor, 0) + part
         return {c: Fraction(p, self._scale) for c, p in parts.items()}
 
+    def accrue_parts(self, pool: int, count: int, parts: Mapping[str, int], unallocated: int) -> None:
+        """Add ``count`` pools of ``pool`` units already split, each as :meth:`accrue` splits it
+        (a server splits a micro-batch's pools at once): ``parts`` the sub-units (``1 /
+        resolution`` unit) per contributor credited positively by any of them, 0 included;
+        ``unallocated`` how many had no positive credit. The caller vouches for the split: only
+        the counts are checked.
+
+        Raises:
+            LedgerError: exact fractions (``resolution=None``), a bad pool, or counts out of range.
+        """
+        check_pool(pool)
+        if self.resolution is None:
+            raise LedgerError("an accrual of exact fractions (resolution None) takes no sub-unit parts")
+        if type(count) is not int or type(unallocated) is not int or not 0 <= unallocated <= count:
+            raise LedgerError(f"accrue_parts: need integers 0 <= unallocated <= count, got {unallocated!r} of {count!r}")
+        balances = self._balances
+        for contributor, part in parts.items():
+            balances[contributor] = balances.get(contributor, 0) + part
+        self._accrued += pool * count
+        self._unallocated += pool * unallocated
+
     def copy(self) -> Accrual:
         """An independent copy (balances are immutable numbers: a shallow copy of each field)."""
         twin = Accrual(self.resolution)
@@ -317,6 +338,12 @@ class FeeAccount:
         self._add_roles(fee_split)
         return shares
 
+    def charge_parts(self, fee_split: Mapping[str, int], count: int, parts: Mapping[str, int], unallocated: int) -> None:
+        """Charge ``count`` inferences of one ``fee_split`` at once, their ``contributors`` parts
+        already split (:meth:`Accrual.accrue_parts`): the same account as :meth:`charge` of each."""
+        self.accrual.accrue_parts(fee_split.get(CONTRIBUTORS, 0), count, parts, unallocated)
+        self._add_roles(fee_split, count)
+
     def charge_receipts(self, receipts: Sequence[Mapping[str, Any]]) -> None:
         """Charge committed receipts again from their exact ``shares`` (the same balances as
         :meth:`charge` gave them: a share does not depend on the balances)."""
@@ -406,11 +433,11 @@ class FeeAccount:
         account.roles, account.paid = dict(state["roles"]), dict(state["paid"])
         return account
 
-    def _add_roles(self, fee_split: Mapping[str, int]) -> None:
-        self.fees += sum(fee_split.values())
+    def _add_roles(self, fee_split: Mapping[str, int], count: int = 1) -> None:
+        self.fees += sum(fee_split.values()) * count
         for role, units in fee_split.items():
             if role != CONTRIBUTORS:
-                self.roles[role] = self.roles.get(role, 0) + units
+                self.roles[role] = self.roles.get(role, 0) + units * count
 
 
 def _units(value: Any) -> bool:

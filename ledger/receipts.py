@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import merkle
-from ledger.canonical import canonical_json, plain_json
+from ledger.canonical import canonical_json, number_text, plain_json
 from ledger.errors import LedgerError
 from ledger.fees import CONTRIBUTORS, FRACTION, fraction_text
 from ledger.proofs import ProofCheck, check_document, inclusion_document
@@ -142,9 +142,10 @@ def _canonical(value: Any) -> bytes:
     ``rfc8785`` encoder (most of a commit's time). Here each float becomes a placeholder string
     ``"\\u0000<i>\\u0000"``, the now plain value goes through the C encoder
     (:func:`ledger.canonical.plain_json`, same bytes as RFC 8785), and each placeholder is replaced
-    by the float as RFC 8785 writes it (:func:`_float`). A value holding a NUL character (which
-    could fake a placeholder) or anything else not plain goes to ``canonical_json`` itself. The
-    bytes are ``canonical_json``'s (the tests compare them on generated values).
+    by the float as RFC 8785 writes it (:func:`ledger.canonical.number_text`). A value holding a
+    NUL character (which could fake a placeholder) or anything else not plain goes to
+    ``canonical_json`` itself. The bytes are ``canonical_json``'s (the tests compare them on
+    generated values).
     """
     floats: list[float] = []
     swapped = _swap_floats(value, floats)
@@ -153,7 +154,7 @@ def _canonical(value: Any) -> bytes:
         return canonical_json(value)
     if not floats:
         return encoded
-    return _PLACEHOLDER.sub(lambda m: _float(floats[int(m[1])]), encoded)
+    return _PLACEHOLDER.sub(lambda m: number_text(floats[int(m[1])]).encode(), encoded)
 
 
 _NOT_PLAIN = object()
@@ -184,48 +185,46 @@ def _swap_floats(value: Any, floats: list[float]) -> Any:
     return value
 
 
-def _float(number: float) -> bytes:
-    """A finite float as ECMAScript's Number::toString writes it (RFC 8785 §3.2.2.3), from the
-    same shortest round-trip digits as ``repr`` (which ``rfc8785`` also starts from; its own
-    function is private): integers up to 21 digits in full, down to 1e-6 as decimals, the rest as
-    ``d.ddde±x``."""
-    if number == 0:
-        return b"0"
-    mantissa, _, exponent = repr(abs(number)).partition("e")
-    whole, _, fraction = mantissa.partition(".")
-    digits = (whole + fraction).lstrip("0")
-    point = len(whole) + int(exponent or 0) - (len(whole) + len(fraction) - len(digits))  # value = 0.digits * 10**point
-    digits = digits.rstrip("0")
-    sign = "-" if number < 0 else ""
-    if len(digits) <= point <= 21:
-        text = digits + "0" * (point - len(digits))
-    elif 0 < point <= 21:
-        text = f"{digits[:point]}.{digits[point:]}"
-    elif -6 < point <= 0:
-        text = "0." + "0" * -point + digits
-    else:
-        rest = f".{digits[1:]}" if len(digits) > 1 else ""
-        text = f"{digits[0]}{rest}e{'+' if point > 0 else '-'}{abs(point - 1)}"
-    return (sign + text).encode()
+class LeafReceipts(Sequence[dict[str, Any]]):
+    """Receipts held as their leaves (canonical JSON bytes, :func:`receipt_leaf`), each decoded
+    when it is read: a batch built from leaves need not decode them all."""
+
+    def __init__(self, leaves: Sequence[bytes]) -> None:
+        self._leaves = leaves
+
+    def __len__(self) -> int:
+        return len(self._leaves)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return [json.loads(leaf) for leaf in self._leaves[index]]
+        return json.loads(self._leaves[index])
 
 
 @dataclass(frozen=True)
 class ReceiptBatch:
-    """A batch's receipts, their RFC 9162 leaf hashes (each receipt hashed once) and root."""
+    """A batch's receipts, their RFC 9162 leaf hashes (each receipt hashed once) and root;
+    ``fee_totals``, ``(fee_total, fee_by_role)``, when known beforehand (``None``: summed from
+    the receipts)."""
 
     batch_id: str
-    receipts: tuple[dict[str, Any], ...]
+    receipts: Sequence[dict[str, Any]]
     leaf_hashes: tuple[bytes, ...]
     root: bytes
+    fee_totals: tuple[int, dict[str, int]] | None = None
 
     def payload(self) -> dict[str, Any]:
         """The ``receipt_batch`` entry's payload: id, root (hex), count, fee totals by role."""
-        by_role: dict[str, int] = {}
-        for receipt in self.receipts:
-            for role, units in receipt["fee_split"].items():
-                by_role[role] = by_role.get(role, 0) + units
+        if self.fee_totals is None:
+            by_role: dict[str, int] = {}
+            for receipt in self.receipts:
+                for role, units in receipt["fee_split"].items():
+                    by_role[role] = by_role.get(role, 0) + units
+            fee_total = sum(r["fee"] for r in self.receipts)
+        else:
+            fee_total, by_role = self.fee_totals
         return {"batch_id": self.batch_id, "root": self.root.hex(), "count": len(self.receipts),
-                "fee_total": sum(r["fee"] for r in self.receipts), "fee_by_role": dict(sorted(by_role.items()))}
+                "fee_total": fee_total, "fee_by_role": dict(sorted(by_role.items()))}
 
     def path(self, index: int) -> list[bytes]:
         """RFC 9162 inclusion path of receipt ``index`` in the batch's tree."""

@@ -8,12 +8,16 @@ Stages (:class:`InferenceEconomy`, one per run directory):
    :class:`~datanet_lab.serving.QueryAttributor` predicts and credits contributors; each
    inference's fee is split by role (:func:`ledger.fees.split_by_role`), the contributors' part
    is accrued by positive credit (:class:`ledger.fees.FeeAccount`, exact to
-   ``1 / RESOLUTION`` unit) and a receipt is built (:func:`ledger.receipts.make_receipt`). The
+   ``1 / RESOLUTION`` unit) and a receipt is built (the receipt of
+   :func:`ledger.receipts.make_receipt`, written for the whole micro-batch at once by
+   :mod:`~datanet_lab.serving.batch_split` and :mod:`~datanet_lab.serving.receipt_lines`). The
    receipts are pending.
 2. :meth:`~InferenceEconomy.commit` the pending receipts as one batch: appended to
    ``receipts.jsonl`` (:mod:`~datanet_lab.serving.receipts_file`), then one ``receipt_batch``
-   ledger entry signed by :data:`HOST`. A receipt is acknowledged (provable, its shares accrued)
-   once ``commit`` returns.
+   ledger entry signed by :data:`HOST`, both on the ledger's thread. A receipt is acknowledged
+   (provable, its shares accrued) once its batch has landed: when ``commit`` returns, or, with
+   ``commit(wait=False)`` (the writes overlap the next serve), at the next ``commit``,
+   :meth:`~InferenceEconomy.land`, ``close_epoch`` or ``close``.
 3. :meth:`~InferenceEconomy.close_epoch` pays the accrued whole units as the ledger's next payout
    epoch (``payout`` entries and a ``payout_epoch`` entry, as :func:`ledger.epoch_records` writes
    them); each contributor's remainder (< 1 unit) is carried into the next epoch.
@@ -68,6 +72,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,13 +84,16 @@ import pandas as pd
 
 import ledger
 from ledger import merkle
-from ledger.fees import CONTRIBUTOR, DEFAULT_ROLE_SHARES, AccrualClose, FeeAccount, check_charged, checked_fee_split
-from ledger.receipts import KIND, ReceiptBatch, make_receipt, receipt_leaf, receipt_proof
+from ledger.fees import (CONTRIBUTOR, CONTRIBUTORS, DEFAULT_ROLE_SHARES, RESOLUTION, AccrualClose, FeeAccount,
+                         check_charged, checked_fee_split)
+from ledger.receipts import KIND, LeafReceipts, ReceiptBatch, receipt_proof
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving.attributor import QueryAttributor
+from datanet_lab.serving.batch_split import hamilton_rows
 from datanet_lab.serving.durable import sync_directory, take_lock, truncate, write_at, write_atomic
 from datanet_lab.serving.ledger_thread import LedgerThread
 from datanet_lab.serving.receipt_check import ReceiptCheck, check_receipts
+from datanet_lab.serving.receipt_lines import BATCH_ID, ReceiptWriter
 from datanet_lab.serving.receipts_file import FOLDER, HOST, HOST_ROLE, RECEIPTS, batch_entries, committed_batches
 from datanet_lab.serving.requests import check_batch
 from datanet_lab.serving.runs import ServingError, served_run
@@ -97,9 +105,9 @@ __all__ = ["CONTRIBUTOR", "EARNINGS", "FOLDER", "HOST", "HOST_ROLE", "PHASES", "
 
 EARNINGS, LOCK = "earnings.csv", "lock"
 PHASES = ("attribution", "split", "hashing", "commit")
-"""Where serving time goes: attribution (predict + attribute + roll-up), split (fee split, accrual,
-receipt building), hashing (input hashes, receipt leaves and batch roots), commit (receipts file,
-ledger entry, state file)."""
+"""Where serving time goes: attribution (predict + attribute + roll-up), split (the shares and their
+accrual), hashing (input hashes, receipts written as their canonical-JSON leaves, leaf hashes and
+batch roots), commit (receipts file, ledger entry, state file)."""
 EPOCH_RULE = ("inference fees: each contributors' part accrued exactly by positive credit per inference; "
               "whole units paid at close, remainders carried to the next epoch")
 
@@ -113,12 +121,27 @@ def earnings_table(account: FeeAccount, contributors: Sequence[str]) -> pd.DataF
     return pd.DataFrame(account.earnings(contributors), columns=["id", "role", "units"])
 
 
-@dataclass(frozen=True)
 class Served:
-    """One served inference: its (pending) ``receipt`` and each contributor's ``credit``."""
+    """One served inference: its pending receipt, held as its Merkle ``leaf`` (canonical JSON
+    bytes; decoded into :attr:`receipt` when first read), and each contributor's :attr:`credit`."""
 
-    receipt: dict[str, Any]
-    credit: dict[str, float]
+    __slots__ = ("leaf", "_names", "_credit", "_receipt")
+
+    def __init__(self, leaf: bytes, names: Sequence[str], credit: np.ndarray) -> None:
+        self.leaf, self._names, self._credit = leaf, names, credit
+        self._receipt: dict[str, Any] | None = None
+
+    @property
+    def receipt(self) -> dict[str, Any]:
+        """The receipt (the decoded leaf)."""
+        if self._receipt is None:
+            self._receipt = json.loads(self.leaf)
+        return self._receipt
+
+    @property
+    def credit(self) -> dict[str, float]:
+        """Each contributor's credit, by contributor id."""
+        return dict(zip(self._names, self._credit.tolist()))
 
 
 @dataclass(frozen=True)
@@ -143,11 +166,31 @@ class EpochClose:
 @dataclass(frozen=True)
 class _Books:
     """All an economy knows, replaced whole (one assignment), never changed in place: the
-    ``committed`` tally, and the receipts served since with their charges."""
+    ``committed`` tally, and the receipts served since (their leaves and leaf hashes) with their
+    charges."""
 
     committed: Tally
-    pending: tuple[dict[str, Any], ...] = ()
+    pending: tuple[bytes, ...] = ()
+    pending_hashes: tuple[bytes, ...] = ()
     pending_account: FeeAccount = field(default_factory=FeeAccount)
+    flying: _Flight | None = None
+
+    @property
+    def head(self) -> Tally:
+        """The committed tally once the batch in flight is in (ids and fees follow it)."""
+        return self.flying.tally if self.flying else self.committed
+
+
+@dataclass(frozen=True)
+class _Flight:
+    """A batch handed to the ledger's thread (receipts file, then entry) and not yet landed: the
+    ``future`` of its entry's sequence number, the ``tally`` once it is in (``ledger_seq`` aside),
+    the ``batch``, and its receipts as they were pending (given back when it did not get in)."""
+
+    future: Future[int]
+    tally: Tally
+    batch: ReceiptBatch
+    receipts: _Books
 
 
 class InferenceEconomy:
@@ -193,12 +236,15 @@ class InferenceEconomy:
             self._ledger.book(lambda book: book.register(HOST, HOST_ROLE))
             self.model_version, self.dataset_version = self._ledger.book(model_versions)
             self._books = _Books(self._recover())
+            self._writer = ReceiptWriter(self.attributor.contributors, self.fee_split, self.model_version,
+                                         self.dataset_version, self.attributor.method, RESOLUTION)
         except BaseException:
             if hasattr(self, "_ledger"):
                 self._ledger.close()
             os.close(self._lock_fd)
             raise
         self._unsettled = False  # True while a write to the receipts file and the ledger is unreconciled
+        self._checked = False  # whether a served receipt was compared with the reference (ReceiptWriter.check_first)
 
     @property
     def account(self) -> FeeAccount:
@@ -217,18 +263,25 @@ class InferenceEconomy:
         inferences, after those pending, keep the fees charged on this run directory, and so
         every amount the economy writes, within ``2**53 - 1`` units; nothing changes."""
         books, fee = self._books, sum(self.fee_split.values())
-        check_charged(books.committed.account.fees + books.pending_account.fees + requests * fee,
+        check_charged(books.head.account.fees + books.pending_account.fees + requests * fee,
                       f"{self.folder}: {requests} more inferences at {fee} units each")
 
     def serve(self, x: np.ndarray) -> list[Served]:
         """Predict, attribute and charge a micro-batch ``x`` ``(n, n_features)``; the receipts
         join the open batch, pending until :meth:`commit`.
 
+        The shares are split for the whole micro-batch at once
+        (:func:`~datanet_lab.serving.batch_split.hamilton_rows`, what :meth:`FeeAccount.charge`
+        gives each) and the receipts written as their leaves
+        (:class:`~datanet_lab.serving.receipt_lines.ReceiptWriter`, the bytes of
+        :func:`~ledger.receipts.make_receipt` and :func:`~ledger.receipts.receipt_leaf`; the
+        economy's first receipt is built both ways and compared).
+
         Raises:
             RequestError: ``x`` not a finite numeric ``(n, n_features)`` array (row and field
                 named); nothing changes.
-            LedgerError: the fees would leave the safe integer range (:meth:`check_room`);
-                nothing changes.
+            LedgerError: the fees would leave the safe integer range (:meth:`check_room`), or a
+                credit or probability is not finite; nothing changes.
         """
         with self._mutex:
             self._settle()  # the ids and the batch follow what the ledger holds
@@ -237,64 +290,102 @@ class InferenceEconomy:
             self.check_room(len(x))
             result = self.attributor.attribute(x)
             attributed = perf_counter()
-            hashes = [hashlib.sha256(row).hexdigest() for row in x]
-            hashed = perf_counter()
-            names, n = self.attributor.contributors, len(x)
-            columns = result.contributor_credit.T.tolist()  # (n, n_contributors)
-            top = np.argsort(-result.contributor_credit, axis=0, kind="stable")[: self.top_k].T.tolist()  # (n, k)
-            classes = result.predictions.tolist()
-            confidence = result.probabilities[np.arange(n), result.predictions].tolist()
-            books = self._books
-            batch_id, first = f"batch-{books.committed.batches:08d}", books.committed.requests + len(books.pending)
-            charges, served = books.pending_account.copy(), []
-            for j in range(n):
-                credit = dict(zip(names, columns[j]))
-                receipt = make_receipt(
-                    request_id=f"req-{first + j:010d}", batch_id=batch_id, index=len(books.pending) + j,
-                    model_version=self.model_version, dataset_version=self.dataset_version, input_hash=hashes[j],
-                    output={"class": classes[j], "probability": confidence[j]}, fee_split=self.fee_split,
-                    shares=charges.charge(self.fee_split, credit), top=[(names[i], columns[j][i]) for i in top[j]],
-                    method=self.attributor.method)
-                served.append(Served(receipt, credit))
-            self._books = replace(books, pending=books.pending + tuple(s.receipt for s in served), pending_account=charges)
+            names, n, books = self.attributor.contributors, len(x), self._books
+            credit = np.ascontiguousarray(result.contributor_credit.T)  # (n, n_contributors)
+            _check_credit(credit, names)
+            units = self.fee_split.get(CONTRIBUTORS, 0) * RESOLUTION
+            parts = hamilton_rows(units, credit, names)  # (n, n_contributors) sub-units
+            credited = (credit > 0).any(axis=0)
+            totals = parts.sum(axis=0, dtype=np.int64 if units * n < 2**63 else object)
+            charges = books.pending_account.copy()
+            charges.charge_parts(self.fee_split, n, {names[j]: int(totals[j]) for j in np.flatnonzero(credited)},
+                                 int(n - (credit > 0).any(axis=1).sum()))
+            split = perf_counter()
+            input_hashes = [hashlib.sha256(row).hexdigest() for row in x]
+            top = np.argsort(-credit, axis=1, kind="stable")[:, : self.top_k]  # (n, k), best first
+            confidence = result.probabilities[np.arange(n), result.predictions]
+            batch, index, request = books.head.batches, len(books.pending), books.head.requests + len(books.pending)
+            leaves = self._writer.leaves(batch, index, request, input_hashes, result.predictions, confidence, credit,
+                                         parts, top)
+            if not self._checked:
+                self._writer.check_first(leaves[0], batch, index, request, input_hashes[0],
+                                         {"class": int(result.predictions[0]), "probability": float(confidence[0])},
+                                         credit[0].tolist(), parts[0].tolist(), top[0].tolist())
+                self._checked = True
+            leaf_hashes = tuple(map(merkle.leaf_hash, leaves))
+            self._books = replace(books, pending=books.pending + tuple(leaves),
+                                  pending_hashes=books.pending_hashes + leaf_hashes, pending_account=charges)
             done = perf_counter()
             self.timings["attribution"] += attributed - start
-            self.timings["hashing"] += hashed - attributed
-            self.timings["split"] += done - hashed
-            return served
+            self.timings["split"] += split - attributed
+            self.timings["hashing"] += done - split
+            return [Served(leaf, names, row) for leaf, row in zip(leaves, credit)]
 
-    def commit(self) -> CommittedBatch | None:
-        """Commit the pending receipts as one batch (module docstring: file, then ledger);
-        ``None`` when none is pending. After an exception the receipts stay pending unless the
-        ledger took the batch, and lines the ledger did not take are cut off again.
+    def commit(self, wait: bool = True) -> CommittedBatch | None:
+        """Commit the pending receipts as one batch (module docstring: file, then ledger), on
+        the ledger's thread; ``None`` when none is pending. A batch still in flight lands first.
+
+        ``wait``: return once the batch is in (acknowledged); else return ``None`` at once and
+        let the batch land at the next :meth:`commit`, :meth:`close_epoch` or :meth:`close` (or
+        :meth:`land`), so that its file and ledger writes overlap the next :meth:`serve` (one
+        batch in flight at a time). After an exception the lines the ledger did not take are cut
+        off again and the receipts stay pending unless the ledger took the batch; receipts
+        served while a batch that did not get in was in flight are dropped (their ids followed
+        it; none was acknowledged).
 
         Raises:
             LedgerError: the ledger refused the entry (nothing committed).
         """
         with self._mutex:
             self._settle()
+            self.land()
             books = self._books
             if not books.pending:
                 return None
             start = perf_counter()
-            leaves = [receipt_leaf(r) for r in books.pending]
-            hashes = tuple(merkle.leaf_hash(leaf) for leaf in leaves)
-            # build_batch's tree without its second check of each receipt (make_receipt checked them,
-            # and their batch id and indices are this economy's); tests compare the two
-            batch = ReceiptBatch(books.pending[0]["batch_id"], books.pending, hashes, merkle.root_from_hashes(hashes))
+            # build_batch's tree without its check of each receipt (serve wrote them, and their batch
+            # id and indices are this economy's); tests compare the two
+            count, before = len(books.pending), books.committed
+            fee_totals = (sum(self.fee_split.values()) * count,
+                          {role: units * count for role, units in self.fee_split.items()})
+            batch = ReceiptBatch(BATCH_ID % before.batches, LeafReceipts(books.pending), books.pending_hashes,
+                                 merkle.root_from_hashes(books.pending_hashes), fee_totals)
             hashed = perf_counter()
-            data = b"\n".join(leaves) + b"\n"
-            before = books.committed
+            data = b"\n".join(books.pending) + b"\n"
             account = before.account.copy()
             account.absorb(books.pending_account)
-            with self._reconciled_on_failure():
-                write_at(self.folder / RECEIPTS, before.receipts_bytes, data)
-                entry = self._ledger.book(lambda book: book.append(KIND, HOST, batch.payload()))
-                self._books = _Books(Tally(entry.seq, before.receipts_bytes + len(data), before.batches + 1,
-                                           before.requests + len(books.pending), account))
+            path, offset, payload = self.folder / RECEIPTS, before.receipts_bytes, batch.payload()
+
+            def write(book: ledger.Ledger) -> int:
+                write_at(path, offset, data)
+                return book.append(KIND, HOST, payload).seq
+
+            tally = Tally(0, offset + len(data), before.batches + 1, before.requests + count, account)
+            with self._reconciled_on_failure():  # the write is under way once submitted
+                self._books = _Books(before, flying=_Flight(self._ledger.submit(write), tally, batch, books))
             self.timings["hashing"] += hashed - start
             self.timings["commit"] += perf_counter() - hashed
-            return CommittedBatch(batch, entry.seq)
+            return self.land() if wait else None
+
+    def land(self) -> CommittedBatch | None:
+        """Wait for the batch in flight (:meth:`commit` with ``wait=False``) to be in, and
+        return it (``None`` when none is in flight); its receipts are then acknowledged.
+
+        Raises:
+            LedgerError: the ledger refused it (reconciled as :meth:`commit` says).
+        """
+        with self._mutex:
+            flight = self._books.flying
+            if flight is None:
+                return None
+            start = perf_counter()
+            with self._reconciled_on_failure():
+                seq = flight.future.result()
+                books = self._books
+                self._books = _Books(replace(flight.tally, ledger_seq=seq), books.pending, books.pending_hashes,
+                                     books.pending_account)
+            self.timings["commit"] += perf_counter() - start
+            return CommittedBatch(flight.batch, seq)
 
     def close_epoch(self) -> EpochClose | None:
         """Commit what is pending, then pay the accrued whole units as the ledger's next payout
@@ -381,20 +472,30 @@ class InferenceEconomy:
     def _settle(self) -> None:
         """After an interrupted write: replay the ledger's entries of :data:`HOST` after the
         committed tally (asked on the ledger's thread, so after any write still in flight). A
-        batch or an epoch that got in is committed (the pending receipts with it); then the
-        receipts file is cut back to what is committed."""
+        batch or an epoch that got in is committed (the pending receipts with it); a batch in
+        flight that did not get in gives its receipts back as pending, unless receipts were
+        served after it (they are dropped); then the receipts file is cut back to what is
+        committed."""
         if not self._unsettled:
             return
-        before = self._books.committed
-        later = self._ledger.book(lambda book: entries_after(book, before.ledger_seq))
-        replay = Replay(before, self.folder / RECEIPTS, self.run.ledger_path)
+        books = self._books
+        later = self._ledger.book(lambda book: entries_after(book, books.committed.ledger_seq))
+        replay = Replay(books.committed, self.folder / RECEIPTS, self.run.ledger_path)
         for entry in later:
             replay.apply(entry)
         committed = replay.tally()
         receipts = self.folder / RECEIPTS
         if receipts.exists() and receipts.stat().st_size > committed.receipts_bytes:
             truncate(receipts, committed.receipts_bytes)
-        if later:
+        flight = books.flying
+        if flight is not None and committed.batches == flight.tally.batches:  # it got in
+            self._books = _Books(committed, books.pending, books.pending_hashes, books.pending_account)
+        elif flight is not None and not books.pending:  # it did not get in: its receipts are pending again
+            given = flight.receipts
+            self._books = _Books(committed, given.pending, given.pending_hashes, given.pending_account)
+        elif flight is not None:  # nor did the receipts served after it (numbered after it) get in
+            self._books = _Books(committed)
+        elif later:
             self._books = _Books(committed)
         self._unsettled = False
 
@@ -435,6 +536,16 @@ class InferenceEconomy:
             with self._mutex:
                 if self._lock_fd >= 0:
                     self._release()
+
+
+def _check_credit(credit: np.ndarray, names: Sequence[str]) -> None:
+    """Raise :class:`~ledger.LedgerError` naming the first credit of ``credit`` ``(n, len(names))``
+    that is not finite (what :meth:`ledger.fees.Accrual.accrue` refuses)."""
+    bad = ~np.isfinite(credit)
+    if bad.any():
+        row, column = np.argwhere(bad)[0]
+        raise ledger.LedgerError(f"credit of {names[column]!r} must be a finite number, got {credit[row, column]!r} "
+                                 f"(input {row} of the micro-batch); nothing charged")
 
 
 def check_fee_room(run: Run, fee: int, requests: int) -> None:

@@ -4,7 +4,7 @@ opened it), so that an economy may be called from any thread."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 import ledger
@@ -23,7 +23,11 @@ class LedgerThread:
 
     def book(self, fn: Callable[[ledger.Ledger], T]) -> T:
         """``fn(ledger)`` on the ledger's thread."""
-        return self._thread.submit(fn, self._book).result()
+        return self.submit(fn).result()
+
+    def submit(self, fn: Callable[[ledger.Ledger], T]) -> Future[T]:
+        """``fn(ledger)`` on the ledger's thread, after the calls made before; its future."""
+        return self._thread.submit(fn, self._book)
 
     def close(self) -> None:
         """Close the ledger once every call made before has finished."""

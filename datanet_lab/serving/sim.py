@@ -3,7 +3,9 @@
 :func:`serve_sim` reads the requests (the run's test set cycled to ``requests`` inputs, or the
 rows of a CSV/Parquet/JSONL file) and checks them all before anything is written, then serves them
 through one :class:`~datanet_lab.serving.economy.InferenceEconomy` in micro-batches of
-``batch_size``, committing each, and closes the payout epoch at the end. It reports throughput,
+``batch_size``, committing each (its file and ledger writes overlapping the next micro-batch:
+``commit(wait=False)``; the last one landed before the time is taken), and closes the payout
+epoch at the end. It reports throughput,
 where the time went (:data:`~datanet_lab.serving.economy.PHASES`), and the dust of the same stream
 (:func:`ledger.fees.measure_dust`: what paying each inference on its own would lose against the
 accrual), and draws the figures (:mod:`~datanet_lab.serving.figures`).
@@ -25,8 +27,8 @@ from datanet_lab.pipeline.tabular.build_step import datanet
 from datanet_lab.pipeline.run import Run
 from datanet_lab.serving import figures
 from datanet_lab.serving.attributor import QueryAttributor
-from datanet_lab.serving.economy import (FOLDER, PHASES, RECEIPTS, EpochClose, InferenceEconomy, check_fee_room,
-                                         checked_fee_split)
+from datanet_lab.serving.economy import (FOLDER, PHASES, RECEIPTS, EpochClose, InferenceEconomy, Served,
+                                         check_fee_room, checked_fee_split)
 from datanet_lab.serving.requests import RequestError, read_requests
 from datanet_lab.serving.runs import ServingError, run_test_inputs, served_run
 
@@ -152,20 +154,21 @@ def serve_sim(run_dir: str | Path | Run, requests: int | None = None, inputs: st
     attributor = QueryAttributor.from_run(run)
     x = request_inputs(run, attributor.n_features, requests, inputs, seed, attributor)
     check_fee_room(run, fee, len(x))  # every amount within the ledger's range, before anything is written
-    stream: list[tuple[int, dict[str, float]]] = []
+    served: list[Served] = []
     with InferenceEconomy(run, fee, role_shares, top_k, attributor) as economy:
         pool = economy.fee_split.get(CONTRIBUTORS, 0)
         start = perf_counter()
         for first in range(0, len(x), batch_size):
-            stream.extend((pool, served.credit) for served in economy.serve(x[first : first + batch_size]))
-            economy.commit()
+            served += economy.serve(x[first : first + batch_size])
+            economy.commit(wait=False)  # written while the next micro-batch is served
+        economy.land()
         seconds = perf_counter() - start
         timings = dict(economy.timings)
         closed = economy.close_epoch()
         earnings = economy.write_earnings()  # written by the close too; also when nothing was accrued
     with ledger.Ledger(run.ledger_path) as book:  # read only
         head_hash = book.head().hash
-    dust = measure_dust(stream)
+    dust = measure_dust((pool, s.credit) for s in served)
     drawn = figures.write_figures(run.directory / FOLDER / "figures", pd.read_csv(earnings), dust) if draw else ()
     result = SimResult(len(x), seconds, {p: timings[p] for p in PHASES}, dust, closed, run.directory / FOLDER / RECEIPTS,
                        earnings, drawn, head_hash)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger import DEFAULT_ROLE_SHARES, Accrual, LedgerError, measure_dust, split_by_role
-from ledger.fees import RESOLUTION, hamilton, integer_weights
+from ledger.fees import RESOLUTION, FeeAccount, hamilton, integer_weights
 from ledger.payouts import largest_remainder_split
 
 IDS = st.sampled_from([f"c{i}" for i in range(8)])
@@ -192,3 +192,29 @@ def test_dust_figures_against_the_exact_reference(stream):
     assert report.accrual_paid + report.accrual_carried == pytest.approx(exact.accrual_paid + exact.accrual_carried)
     assert abs(report.accrual_paid - exact.accrual_paid) <= len(totals)
     assert report.hamilton_moved == pytest.approx(exact.hamilton_moved, abs=1e-6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.dictionaries(IDS, CREDIT, max_size=6), min_size=1, max_size=12), st.integers(0, 10**6))
+def test_charging_a_batch_of_split_parts_equals_charging_each_inference(credits, fee):
+    split = split_by_role(fee)
+    each, at_once = FeeAccount(), FeeAccount()
+    at_once.charge(split, {"c0": 1.0}), each.charge(split, {"c0": 1.0})  # not empty before
+    totals: dict[str, int] = {}
+    for credit in credits:
+        each.charge(split, credit)
+        positive = {c: v for c, v in credit.items() if v > 0}
+        for c, part in (hamilton(split["contributors"] * RESOLUTION, integer_weights(positive)) if positive else {}).items():
+            totals[c] = totals.get(c, 0) + part
+    at_once.charge_parts(split, len(credits), totals, sum(not any(v > 0 for v in c.values()) for c in credits))
+    assert at_once.to_state() == each.to_state()
+    assert at_once.placed() == at_once.fees == fee * (len(credits) + 1)
+
+
+def test_split_parts_are_refused_by_exact_fractions_or_with_counts_out_of_range():
+    with pytest.raises(LedgerError, match="exact fractions"):
+        Accrual(None).accrue_parts(5, 1, {"c0": 5}, 0)
+    with pytest.raises(LedgerError, match="0 <= unallocated <= count, got 3 of 2"):
+        Accrual().accrue_parts(5, 2, {}, 3)
+    with pytest.raises(LedgerError, match="reward pool must be >= 0"):
+        Accrual().accrue_parts(-5, 2, {}, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sqlite3
 import struct
 import threading
@@ -157,6 +158,87 @@ def test_receipts_say_what_the_attributor_and_an_exact_split_say(run_dir):
     assert committed.batch.payload() == build_batch(_lines(run_dir)).payload()
     (entry,) = _host_entries(run_dir, "receipt_batch")
     assert (entry.seq, entry.payload) == (committed.seq, committed.batch.payload())
+
+
+def test_each_receipt_is_the_reference_receipt_byte_for_byte(run_dir):
+    x = _inputs(run_dir, 30)
+    split = ledger.split_by_role(999, {"contributors": 7, "host": 2, "stakers": 1})
+    with InferenceEconomy(run_dir, fee=999, role_shares={"contributors": 7, "host": 2, "stakers": 1}, top_k=4) as economy:
+        served = economy.serve(x[:13]) + economy.serve(x[13:])
+        attributor = QueryAttributor.from_run(run_dir)  # the same micro-batches: the same floats
+        results = [attributor.attribute(x[:13]), attributor.attribute(x[13:])]
+        account = FeeAccount()
+        for j, s in enumerate(served):
+            result, row = results[j >= 13], j - 13 * (j >= 13)
+            reference = ledger.make_receipt(
+                request_id=f"req-{j:010d}", batch_id="batch-00000000", index=j, model_version=economy.model_version,
+                dataset_version=economy.dataset_version, input_hash=hashlib.sha256(x[j].astype("<f8").tobytes()).hexdigest(),
+                output={"class": int(result.predictions[row]), "probability": float(result.probabilities[row].max())},
+                fee_split=split, shares=account.charge(split, dict(zip(attributor.contributors, result.contributor_credit[:, row]))),
+                top=sorted(s.credit.items(), key=lambda item: -item[1])[:4], method="tracin_fast")
+            assert s.leaf == ledger.receipt_leaf(reference) and s.receipt == reference
+            assert list(s.credit.values()) == result.contributor_credit[:, row].tolist()
+        committed = economy.commit()
+        assert economy.account.to_state() == account.to_state()  # the batch's charges are each inference's
+    assert committed.batch.payload() == build_batch(_lines(run_dir)).payload()
+    assert [committed.batch.receipts[j] for j in (0, 29)] == [served[0].receipt, served[29].receipt]
+
+
+def test_pipelined_commits_write_what_waiting_commits_write(built, tmp_path):
+    x = _inputs(built, 40)
+    found = []
+    for wait in (True, False):
+        run_dir = Path(shutil.copytree(built, tmp_path / f"wait-{wait}"))
+        with InferenceEconomy(run_dir) as economy:
+            for first in range(0, 40, 9):
+                economy.serve(x[first : first + 9])
+                assert economy.commit(wait=wait) is None or wait
+            landed = economy.land()
+            assert (landed is None) == wait and (wait or landed.batch.batch_id == "batch-00000004")
+            economy.close_epoch()
+            state = economy.account.to_state()
+        with ledger.Ledger(run_dir / "ledger.sqlite") as book:
+            found.append(((run_dir / FOLDER / RECEIPTS).read_bytes(), [e.payload for e in book.entries(actor=HOST)], state))
+    assert found[0] == found[1]
+    assert check_receipts(run_dir).ok and ledger.verify(run_dir / "ledger.sqlite").ok
+
+
+def _refuse_next_batch(patch: pytest.MonkeyPatch) -> None:
+    real = ledger.Ledger.append
+
+    def refuse(book, kind, actor, payload):
+        patch.setattr(ledger.Ledger, "append", real)
+        raise ledger.LedgerError("disk full")
+
+    patch.setattr(ledger.Ledger, "append", refuse)
+
+
+def test_a_pipelined_commit_that_fails_gives_its_receipts_back_or_drops_those_served_after_it(run_dir, monkeypatch):
+    x = _inputs(run_dir, 20)
+    with InferenceEconomy(run_dir) as economy:
+        economy.serve(x[:4]), economy.commit(wait=False), economy.land()
+        size = (run_dir / FOLDER / RECEIPTS).stat().st_size
+        economy.serve(x[4:8])
+        with monkeypatch.context() as patch:
+            _refuse_next_batch(patch)
+            economy.commit(wait=False)
+            with pytest.raises(ledger.LedgerError, match="disk full"):
+                economy.land()
+        assert (run_dir / FOLDER / RECEIPTS).stat().st_size == size and economy.pending == 4  # given back
+        economy.commit(wait=False), economy.land()
+        with monkeypatch.context() as patch:
+            _refuse_next_batch(patch)
+            economy.serve(x[8:12]), economy.commit(wait=False)
+            served = economy.serve(x[12:15])  # numbered after the batch in flight
+            assert served[0].receipt["request_id"] == "req-0000000012"
+            with pytest.raises(ledger.LedgerError, match="disk full"):
+                economy.commit(wait=False)
+        assert economy.pending == 0 and economy.account.fees == 8 * 1000  # nothing served after it was acknowledged
+        again = economy.serve(x[15:])
+        assert (again[0].receipt["request_id"], again[0].receipt["batch_id"]) == ("req-0000000008", "batch-00000002")
+        economy.commit()
+    assert [r["request_id"] for r in _lines(run_dir)] == [f"req-{i:010d}" for i in range(13)]
+    _check_every_committed_receipt(run_dir, 14)
 
 
 def test_every_unit_is_accounted_for_in_the_ledger_and_earnings_and_the_epoch_follows_the_paid_ones(run_dir):
