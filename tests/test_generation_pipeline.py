@@ -356,7 +356,7 @@ def test_compare_generation_against_loco_and_a_direct_retrain(tiny, tmp_path_fac
     n_gen = len(generations)
     assert result.contributors == contributors and result.generations == [f"g{k:04d}" for k in range(n_gen)]
     assert result.truth.shape == (1, len(contributors), n_gen) and np.isfinite(result.truth).all()
-    assert list(result.table["method"]) == ["span", "tracin", "grad_dot", "random"]
+    assert list(result.table["method"]) == ["span", "tracin", "grad_dot", "tracin_lograd", "random"]
     assert result.ceiling is None
     table = tiny["table"]
     for c, contributor in enumerate(contributors):

@@ -13,7 +13,8 @@ Methods, each giving ``(n_contributors, n_generations)`` credit:
 * ``tracin`` / ``grad_dot``: gradient attribution of each generation's negative log-likelihood
   over the training windows on the LM's checkpoints (:class:`attribution.FastTracIn` /
   :class:`attribution.FastGradientDot`, exact per-sample gradients of every parameter), summed per
-  contributor;
+  contributor; ``tracin_lograd``: TracIn on projected per-sample gradients (no per-sample
+  gradient is built);
 * ``random``: seeded standard normal credit.
 
 Each method is scored by the Spearman correlation across contributors with ``Δ[:, g]``, per
@@ -46,10 +47,11 @@ from datanet_lab.pipeline.generation.pay_step import span_attributor
 from datanet_lab.pipeline.generation.train_step import TrainedGeneration, train_generation
 from datanet_lab.pipeline.run import Run
 
-GRADIENT_METHODS = ("tracin_fast", "grad_dot_fast")
+GRADIENT_METHODS = ("tracin_fast", "grad_dot_fast", "tracin_lograd")
+"""Registry names of the gradient comparators; shown as ``tracin``, ``grad_dot`` and
+``tracin_lograd`` (TracIn on projected per-sample gradients of every layer, :mod:`attribution.lograd`)."""
 SPAN_PARAMS = ("gen_min_span", "gen_max_count")
 """The run parameters span credit depends on beyond the steps the comparison reads."""
-"""Registry names of the gradient comparators; shown as ``tracin`` and ``grad_dot``."""
 BOOTSTRAP = 2000
 
 

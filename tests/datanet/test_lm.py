@@ -192,7 +192,7 @@ def test_bad_inputs_raise_clear_errors(tokenizer, trained, tmp_path):
         train_tokenizer(["some text"], vocab_size=256)
     with pytest.raises(ValueError, match="non-empty sequence"):
         train_tokenizer("a single string")
-    with pytest.raises(ValueError, match="exceeds n_positions 48"):
+    with pytest.raises(ValueError, match="exceeds the model's context of 48 tokens"):
         generate(trained.model, tokenizer, ["word " * 40], 20, seed=0)
     with pytest.raises(ValueError, match="max_new_tokens >= 1"):
         generate(trained.model, tokenizer, ["x"], 0, seed=0)
@@ -202,5 +202,8 @@ def test_bad_inputs_raise_clear_errors(tokenizer, trained, tmp_path):
         sequence_log_likelihoods(trained.model, [[0]], [[]])
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 400\)"):
         train_lm([[1, 2, 400]], TINY, tokenizer=tokenizer)
-    with pytest.raises(FileNotFoundError, match="not a saved LM"):
+    with pytest.raises(FileNotFoundError, match=r"not a saved causal LM, missing \['config.json', 'tokenizer.json', "
+                                                "'model.safetensors'\]"):
         load_lm(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a local model directory"):
+        load_lm(tmp_path / "gpt2")
