@@ -53,8 +53,8 @@ run-generation: $(STAMP) ## run the generation batch (notebook 08: GPT-2, span c
 	$(BIN)/datanet-lab run --generation -p gen_per_contributor 20 -p gen_epochs 12 -p gen_width 96 -p gen_vocab_size 3072 -p gen_prompts 12 -p gen_loco_seeds 2
 	mkdir -p $(RESULTS) && cp results/latest/generation/results.json $(RESULTS)/run-generation.json
 
-run-finetune: $(STAMP) ## the generation batch in the fine-tuning setting: the kit's base GPT-2 (pretrained once, cached) fine-tuned on the same Datanet, LOCO over 2 seeds; figures to docs/results/
-	$(BIN)/datanet-lab run --generation -p lm_model pretrained -p gen_per_contributor 20 -p gen_epochs 6 -p gen_prompts 12 -p gen_loco_seeds 2
+run-finetune: $(STAMP) ## the generation batch in the fine-tuning setting (notebook 08 defaults, 12 prompts): the kit's base GPT-2 (pretrained once, cached) fine-tuned 4 epochs, LOCO over 2 seeds; figures to docs/results/
+	$(BIN)/datanet-lab run --generation -p lm_model pretrained -p gen_epochs 4 -p gen_prompts 12 -p gen_loco_seeds 2
 	mkdir -p $(RESULTS) && cp results/latest/generation/results.json $(RESULTS)/run-finetune.json
 
 # nbval runs in its own session, in order: pytest-xdist may end a notebook's kernel between its cells.
@@ -74,8 +74,10 @@ notebooks: $(STAMP) ## re-execute notebooks/ in place with default parameters (t
 bench: $(STAMP) ## print the benchmarks' figures
 	@for b in benchmarks/*_bench.py; do $(BIN)/python $$b || exit 1; done
 
-bench-results: $(STAMP) ## run the benchmarks the README quotes, writing their figures to docs/results/
-	@for b in span inference http text; do $(BIN)/python benchmarks/$${b}_bench.py --results $(RESULTS)/$${b}_bench.json || exit 1; done
+bench-results: $(STAMP) ## run the benchmarks the README quotes, writing their figures to docs/results/ and the README's performance table
+	@for b in span inference http text ledger; do $(BIN)/python benchmarks/$${b}_bench.py --results $(RESULTS)/$${b}_bench.json || exit 1; done
+	$(BIN)/python benchmarks/attribution_bench.py --quick --results $(RESULTS)/attribution_bench.json
+	$(BIN)/python -m datanet_lab.performance README.md
 
 clean-venv: ## remove the virtualenv (needed after changing TORCH)
 	rm -rf $(VENV)

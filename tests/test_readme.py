@@ -13,6 +13,7 @@ notebooks in `make test`.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -22,6 +23,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from datanet_lab import performance
 from datanet_lab.params import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -310,7 +312,7 @@ def test_the_readme_checks_every_results_file():
     markers = re.findall(r"^<!-- checked against docs/results", README.read_text(), re.MULTILINE)
     assert len(markers) == len(_results_blocks()), "a results-file marker the test cannot read (its form: " \
         "'<!-- checked against docs/results/NAME.json: figure names -->', then the block, up to a blank line)"
-    marked = {name for name, _, _ in _results_blocks()}
+    marked = {name for name, _, _ in _results_blocks()} | {f"docs/results/{t.benchmark}.json" for t in performance.TARGETS}
     committed = {f"docs/results/{path.name}" for path in RESULTS.glob("*.json")}
     assert marked == committed, f"results files without a README block: {committed - marked}; blocks without a file: {marked - committed}"
     assert committed >= {"docs/results/run-text.json", "docs/results/run-generation.json", "docs/results/span_bench.json",
@@ -336,6 +338,8 @@ def test_the_readme_names_the_command_that_writes_each_results_file(path):
     assert listed, f"README's table of results files lacks {path.name}"
     program = {"--text": "make run-text", "--generation": "make run-generation"}.get(command.split()[2]) \
         if command.startswith("datanet-lab run") else command.split()[1]
+    if "lm_model pretrained" in command:
+        program = "make run-finetune"
     assert program in listed.group(1), f"README says {path.name} comes from {listed.group(1)!r}; it was written by {command!r}"
 
 
@@ -354,3 +358,29 @@ def test_a_block_disagreeing_with_its_results_file_is_reported():
     table = "| n | share (95% CI) |\n|---|---|\n| 1,244 | 0.911 |\n"
     assert block_disagreements(table, ["b", "a"], record) == []  # the header's 95 is no figure
     assert block_disagreements(table + "| 5 | 0.911 |\n", ["b", "a"], record)
+
+
+def test_the_performance_table_is_the_one_the_results_files_give():
+    """The README's performance table is written from the benchmarks' results files, not typed."""
+    text = README.read_text()
+    assert performance.START in text and performance.END in text, "README lacks the performance table's markers"
+    written = text.split(performance.START, 1)[1].split(performance.END, 1)[0].strip()
+    assert written == performance.table(RESULTS), "rerun: python -m datanet_lab.performance README.md"
+
+
+def test_the_performance_table_says_met_or_missed_by_how_much(tmp_path):
+    for target in performance.TARGETS:
+        path = tmp_path / f"{target.benchmark}.json"
+        record = json.loads(path.read_text()) if path.exists() else {"figures": {}}
+        record["figures"][target.figure] = target.limit * (1.25 if target.at_most else 0.8)
+        path.write_text(json.dumps(record))
+    rows = performance.table(tmp_path).splitlines()[2:]
+    assert len(rows) == len(performance.TARGETS) and all(row.endswith("| missed by 25% |") or row.endswith(
+        "| missed by 20% |") for row in rows)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"before\n{performance.START}\nold\n{performance.END}\nafter\n")
+    performance.rewrite(readme, tmp_path)
+    assert readme.read_text() == f"before\n{performance.START}\n{performance.table(tmp_path)}\n{performance.END}\nafter\n"
+    (tmp_path / "span_bench.json").unlink()
+    with pytest.raises(FileNotFoundError):
+        performance.table(tmp_path)
