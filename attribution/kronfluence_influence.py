@@ -34,7 +34,8 @@ from torch import nn
 from torch.utils import data
 from transformers.pytorch_utils import Conv1D
 
-from attribution.base import AttributionError, AttributionTask, Attributor, Inputs, LossFn, forward, n_samples, require_finite, summed_loss, take
+from attribution.base import (AttributionError, AttributionTask, Attributor, Inputs, LossFn, forward, n_samples,
+                             require_finite, summed_loss, take)
 
 STRATEGIES = ("ekfac", "kfac", "diagonal", "identity")
 SampleTargets = Callable[[Any, torch.Tensor, torch.Generator], torch.Tensor]
@@ -170,8 +171,9 @@ class KronfluenceInfluence(Attributor):
         args = FactorArguments(strategy=self.strategy, use_empirical_fisher=self.sample_targets is None)
         for t in self._checkpoints():
             with _kronfluence_call():
-                self._analyzer(t).fit_all_factors(factors_name=self.strategy, dataset=train, per_device_batch_size=self.batch_size,
-                                         factor_args=args, dataloader_kwargs=_loader())
+                self._analyzer(t).fit_all_factors(factors_name=self.strategy, dataset=train,
+                                                  per_device_batch_size=self.batch_size, factor_args=args,
+                                                  dataloader_kwargs=_loader())
         return self
 
     def scores(self, test_x: Inputs, test_y: torch.Tensor) -> np.ndarray:
