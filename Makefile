@@ -17,7 +17,8 @@ STAMP := $(VENV)/.datanet-lab-installed
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-# The lock is complete (every direct and transitive dependency but torch), so everything after torch
+# The lock is complete (every direct and transitive dependency but torch and
+# torchvision, see `lock`), so everything after torch
 # installs --no-deps: exactly the locked versions, nothing resolved anew.
 $(STAMP): pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,10 +33,13 @@ install: $(STAMP) ## create .venv and install torch, then the locked dependencie
 
 # pip-compile (pip-tools) resolves with pip's own resolver and configuration, so torch resolves to the
 # same build `make install` takes; existing pins are kept unless UPGRADE=1 (then rerun `make notebooks`).
+# torchvision stays out like torch: kronfluence (the `peers` extra) declares it but never imports it, and the
+# indexes' torchvision for this torch is a CUDA build that fails to import against the CPU torch; installed, its
+# failing import breaks transformers' lazy imports (`import peft` fails).
 lock: $(STAMP) ## refresh requirements.lock from pyproject.toml (UPGRADE=1: newest versions allowed)
 	echo "$(TORCH)" > $(VENV)/lock-torch.txt
-	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --extra dev --strip-extras \
-		--unsafe-package torch --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --extra dev --extra peers --strip-extras \
+		--unsafe-package torch --unsafe-package torchvision --no-emit-index-url --no-emit-find-links --no-emit-trusted-host \
 		$(if $(UPGRADE),--upgrade) --constraint $(VENV)/lock-torch.txt --output-file $(LOCK) pyproject.toml
 
 run: $(STAMP) ## run the default papermill batch on the digits Datanet into results/

@@ -10,6 +10,7 @@ from attribution.ensemble import Ensemble
 from attribution.fast_tracin import FastGradientDot, FastTracIn
 from attribution.gauss_newton import GaussNewtonInfluence
 from attribution.influence import InfluenceFunction
+from attribution.kronfluence_influence import KronfluenceInfluence
 from attribution.integrated_gradients import FeatureAttributions, integrated_gradients
 from attribution.layer_projection import LayerProjection
 from attribution.lograd import LoGradDot, LoGradTracIn
@@ -63,6 +64,7 @@ __all__ = [
     "GroupSums",
     "Inputs",
     "InfluenceFunction",
+    "KronfluenceInfluence",
     "METHODS",
     "KNNShapley",
     "LayerProjection",

@@ -2,7 +2,9 @@
 
 A run's payouts use the method its ``attribution_method`` parameter names. Exact and CG influence
 functions are left out: they assume a converged, strongly convex objective, which notebook 05
-builds; Gauss-Newton influence (a positive semi-definite curvature) and TRAK run on any model.
+builds; Gauss-Newton influence (a positive semi-definite curvature) and TRAK run on any model, as
+does ``ekfac_kronfluence``, the field's EK-FAC influence (kronfluence, the optional ``peers`` extra:
+imported when the method is made).
 
 Where a method lacks a capability (:class:`~attribution.base.Capabilities`) that a method computing
 exactly its scores has (:data:`SAME_SCORES`), :func:`capable` names the latter: whatever uses it
@@ -18,6 +20,7 @@ from attribution.base import Attributor, Capabilities
 from attribution.baselines import GradientDot, KNNShapley, RandomScores, RepresentationSimilarity
 from attribution.fast_tracin import FastGradientDot, FastTracIn
 from attribution.gauss_newton import GaussNewtonInfluence
+from attribution.kronfluence_influence import KronfluenceInfluence
 from attribution.lograd import LoGradDot, LoGradTracIn
 from attribution.projection import ProjectedTracIn
 from attribution.tracin import CaptumTracIn
@@ -36,6 +39,7 @@ METHODS: dict[str, Callable[[int], Attributor]] = {
     "knn_shapley": lambda seed: KNNShapley(),
     "trak": lambda seed: TRAK(seed=seed),
     "gauss_newton_if": lambda seed: GaussNewtonInfluence(),
+    "ekfac_kronfluence": lambda seed: KronfluenceInfluence(seed=seed),
     "random": lambda seed: RandomScores(seed),
 }
 

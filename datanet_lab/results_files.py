@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 PACKAGES = ("numpy", "torch", "transformers", "captum", "scikit-learn", "infini-gram", "tokenizers", "fastapi",
-            "uvicorn")
+            "uvicorn", "kronfluence")
 """Whose versions a results file records (those not installed are left out)."""
 DECIMALS = 6
 """Floats are stored rounded to this many decimals: the README prints at most 4."""

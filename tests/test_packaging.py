@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _declared() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    extras = project["optional-dependencies"]
+    return [Requirement(r) for r in project["dependencies"] + extras["dev"] + extras["peers"]]
 
 
 def _locked() -> dict[str, str]:

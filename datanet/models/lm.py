@@ -260,6 +260,18 @@ def row_nll(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (nll * (targets != IGNORE)).sum(1)
 
 
+def sample_labels(logits: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """``labels (n, L)`` with every target position ``t + 1`` (not ``IGNORE``) redrawn from the
+    model's next-token distribution ``softmax(logits[:, t])`` (``logits (n, L, V)``): targets for
+    the true Fisher of :func:`row_nll` (kronfluence's default curvature). ``labels[:, 0]`` and
+    ``IGNORE`` positions are kept."""
+    probabilities = torch.softmax(logits[:, :-1].detach().double(), dim=-1)  # (n, L - 1, V)
+    drawn = torch.multinomial(probabilities.reshape(-1, logits.shape[-1]), 1, generator=generator)
+    sampled = labels.clone()
+    sampled[:, 1:] = torch.where(labels[:, 1:] == IGNORE, labels[:, 1:], drawn.reshape(labels[:, 1:].shape))
+    return sampled
+
+
 @dataclass
 class TrainedLM:
     """What :func:`train_lm` made: the model (eval mode), its tokenizer and config, the mean token

@@ -96,16 +96,18 @@ def span_credit_matrix(run: Run, contributors: Sequence[str], generations: Seque
 
 
 def gradient_credit(trained: TrainedGeneration, generations: Sequence[lm.Generation], contributors: Sequence[str],
-                    doc_contributors: Sequence[str], method: str, seed: int) -> np.ndarray:
-    """``(n_contributors, n_generations)`` credit of ``method`` (a registry name): its scores of the
-    training windows on each generation's NLL, summed per contributor (positive = training on the
-    contributor's windows lowered the generation's NLL over the checkpoints)."""
+                    doc_contributors: Sequence[str], method: str | attribution.Attributor, seed: int) -> np.ndarray:
+    """``(n_contributors, n_generations)`` credit of ``method`` (a registry name, made with
+    ``seed``, or an unfitted :class:`~attribution.Attributor`): its scores of the training windows
+    on each generation's NLL, summed per contributor (positive = training on the contributor's
+    windows lowered the generation's NLL over the checkpoints)."""
     windows = lm.document_windows(trained.documents, trained.config.n_positions, trained.model.config.eos_token_id)
     task = attribution.AttributionTask(
         lm.LogitsOnly(trained.model), {"input_ids": windows.input_ids, "attention_mask": windows.attention_mask},
         windows.labels, trained.checkpoints, lm.checkpoint_loader(trained.config, len(windows)), loss_fn=lm.causal_lm_loss)
     test_x, test_y = lm.generation_batch([g.prompt_ids for g in generations], [g.generated_ids for g in generations])
-    scores = attribution.make_attributor(method, seed).fit(task).scores(test_x, test_y)  # (n_windows, n_generations)
+    attributor = attribution.make_attributor(method, seed) if isinstance(method, str) else method
+    scores = attributor.fit(task).scores(test_x, test_y)  # (n_windows, n_generations)
     owner = np.asarray(doc_contributors)[windows.document]
     return np.stack([scores[owner == c].sum(axis=0) for c in contributors])
 
@@ -117,6 +119,15 @@ def spearman_per_generation(credit: np.ndarray, truth: np.ndarray) -> np.ndarray
         if np.ptp(credit[:, g]) > 0 and np.ptp(truth[:, g]) > 0:
             out[g] = spearmanr(credit[:, g], truth[:, g]).statistic
     return out
+
+
+def spearman_summary(rho: np.ndarray, seed: int) -> dict[str, float | int]:
+    """A table row's figures from per-generation Spearman ``rho`` (:func:`spearman_per_generation`):
+    ``spearman`` (mean of the finite values, NaN if none), ``ci_low``, ``ci_high``
+    (:func:`bootstrap_interval`), ``generations`` (finite) and ``undefined`` (NaN)."""
+    low, high = bootstrap_interval(rho, seed)
+    return {"spearman": float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan"), "ci_low": low,
+            "ci_high": high, "generations": int(np.isfinite(rho).sum()), "undefined": int(np.isnan(rho).sum())}
 
 
 def bootstrap_interval(values: np.ndarray, seed: int, n: int = BOOTSTRAP) -> tuple[float, float]:
@@ -162,10 +173,7 @@ def _compare_generation(run: Run, directory: Path, seeds: Sequence[int], workers
     rows, per_generation = [], []
     for name, values in credit.items():
         rho = spearman_per_generation(values, mean_truth)
-        low, high = bootstrap_interval(rho, seed)
-        rows.append({"method": name, "spearman": float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan"),
-                     "ci_low": low, "ci_high": high, "generations": int(np.isfinite(rho).sum()),
-                     "undefined": int(np.isnan(rho).sum())})
+        rows.append({"method": name, **spearman_summary(rho, seed)})
         per_generation += [{"generation": g, "method": name, "spearman": r} for g, r in zip(gen_ids, rho)]
     ceiling = None
     if len(seeds) > 1:
