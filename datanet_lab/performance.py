@@ -88,7 +88,7 @@ def rewrite(readme: Path, results: Path = RESULTS) -> None:
         ValueError: ``readme`` lacks the markers (nothing is written).
     """
     text = Path(readme).read_text()
-    pattern = re.compile(re.escape(START) + r"\n.*?\n" + re.escape(END), re.DOTALL)
+    pattern = re.compile(re.escape(START) + r"\n(?:.*?\n)?" + re.escape(END), re.DOTALL)
     if not pattern.search(text):
         raise ValueError(f"{readme}: no performance table between {START!r} and {END!r}")
     Path(readme).write_text(pattern.sub(lambda _: f"{START}\n{table(results)}\n{END}", text))
