@@ -89,12 +89,12 @@ def train_generation(run: Run) -> TrainedGeneration:
 def _compute(run: Run, staging: Path) -> TrainedGeneration:
     dn, config, base = build_generation(run), lm_config(run.params), base_model(run.params)
     folder = staging / "training"
-    tokenizer = lm.train_tokenizer(dn.train_texts, config.vocab_size) if base is None else lm.load_lm(base)[1]
+    base_lm, tokenizer = (None, lm.train_tokenizer(dn.train_texts, config.vocab_size)) if base is None else lm.load_lm(base)
     documents = lm.encode_documents(tokenizer, dn.train_texts)
     trained = lm.train_lm(documents, config, tokenizer=tokenizer, checkpoint_dir=folder / "checkpoints", base=base)
     history = pd.DataFrame({"epoch": range(1, config.epochs + 1), "train_loss": trained.epoch_losses})
     history.to_csv(folder / "history.csv", index=False)
-    summary = _summary(dn, trained, documents, base)
+    summary = _summary(dn, trained, documents, base_lm)
     (folder / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     (folder / "base.json").write_text(json.dumps(_base_record(base), indent=2, sort_keys=True) + "\n")
     return TrainedGeneration(trained.model, tokenizer, config, documents, trained.checkpoints, history, summary, base)
@@ -135,7 +135,8 @@ def _load(run: Run) -> TrainedGeneration:
 PROCEDURE = Procedure(manifest.GEN_TRAIN, _compute, _load, records=_records, requires=(gen_build.PROCEDURE,))
 
 
-def _summary(dn: LMDatanet, trained: lm.TrainedLM, documents: list[list[int]], base: Path | None) -> dict[str, Any]:
+def _summary(dn: LMDatanet, trained: lm.TrainedLM, documents: list[list[int]],
+             base: PreTrainedModel | None) -> dict[str, Any]:
     """Training time and speed, the last epoch's training NLL, and the held-out perplexity of the
     LM, of the base it was fine-tuned from (``None`` from scratch) and of a unigram (context-free)
     model on the same targets."""
@@ -143,7 +144,7 @@ def _summary(dn: LMDatanet, trained: lm.TrainedLM, documents: list[list[int]], b
     held_out = lm.encode_documents(tokenizer, dn.validation_texts)
     eot = lm.eot_id(tokenizer)
     return {
-        "base_validation_perplexity": None if base is None else lm.perplexity(lm.load_model(base), held_out),
+        "base_validation_perplexity": None if base is None else lm.perplexity(base, held_out),
         "seconds": round(trained.seconds, 1),
         "tokens_per_second": round(trained.tokens_per_second),
         "train_documents": len(documents),
